@@ -1,0 +1,356 @@
+"""Synthetic mammograms with exact ground truth: the embedded default data of mccscan.
+
+Real mammograms cannot ship with the project, so this module draws INbreast-like ones
+(70 µm pixels, 2560×3328 or 3328×4084, CC/MLO, left/right) from the standard models:
+- breast outline on black, skin line, thickness falloff toward the edge, pectoral
+  muscle on MLO;
+- parenchyma from power-law noise (power spectrum ∝ 1/f^β, β ∈ [2.5, 3.5]) mixed with a
+  smooth fatty/dense field, ducts converging to the nipple, vessels across the breast;
+- microcalcifications 0.1–1 mm, each a sum of 1–3 anisotropic Gaussians, in clusters of
+  3–30 within about 1 cm², plus negatives a detector must not fire on: isolated single
+  and paired MCs, bright noise pixels and vessel crossings;
+- detector blur, signal-dependent quantum noise, 14-bit (DICOM) and 8-bit (PNG) output.
+Same seed → same image and ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import fft, ndimage
+
+PIXEL_SPACING_MM = 0.07
+SIZES = {"large": (4084, 3328), "small": (3328, 2560)}  # (rows, cols), INbreast's two formats
+_COARSE = 8  # smooth fields are drawn at 1/8 resolution and upsampled
+
+
+@dataclass
+class Microcalcification:
+    x: float  # column of the centre, px
+    y: float  # row of the centre, px
+    radius_px: float
+    contrast: float  # peak added intensity before blur, on the [0, 1] scale
+    cluster_id: int | None  # None for isolated distractors
+    kind: str  # "cluster", "single" or "pair"
+
+
+@dataclass
+class Cluster:
+    id: int
+    x: float
+    y: float
+    radius_px: float  # largest semi-axis of the region the MCs were placed in
+    outline: list[tuple[float, float]]  # polygon (x, y) around that region
+    n_mcs: int
+
+
+@dataclass
+class Phantom:
+    image: np.ndarray  # float32 in [0, 1], 70 µm pixels, background exactly 0
+    breast_mask: np.ndarray  # bool, True inside the breast
+    mcs: list[Microcalcification]
+    clusters: list[Cluster]
+    view: str
+    laterality: str
+    seed: int
+    pixel_spacing_mm: float = PIXEL_SPACING_MM
+    synthetic: bool = field(default=True, init=False)
+
+    def ground_truth(self) -> dict:
+        """Every MC and cluster, JSON-ready; coordinates in pixels of this image."""
+        rows, cols = self.image.shape
+        return {
+            "synthetic": True, "generator": "mccscan.datasets.phantom", "seed": self.seed,
+            "view": self.view, "laterality": self.laterality, "rows": rows, "columns": cols,
+            "pixel_spacing_mm": self.pixel_spacing_mm,
+            "clusters": [asdict(c) for c in self.clusters],
+            "microcalcifications": [asdict(m) for m in self.mcs],
+        }
+
+    def to_uint8(self) -> np.ndarray:
+        return np.round(self.image * 255).astype(np.uint8)
+
+    def to_uint16(self) -> np.ndarray:
+        """14-bit detector values."""
+        return np.round(self.image * 16383).astype(np.uint16)
+
+    def write(self, out_dir: str | Path, stem: str | None = None, formats=("png", "dcm")) -> dict[str, Path]:
+        """Write the image (8-bit PNG and/or 14-bit DICOM) and its ground truth JSON."""
+        from mccscan.io import write_dicom
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = stem or f"phantom_{self.seed}_{self.laterality}{self.view}"
+        paths = {}
+        if "png" in formats:
+            paths["png"] = out_dir / f"{stem}.png"
+            Image.fromarray(self.to_uint8()).save(paths["png"])
+        if "dcm" in formats:
+            paths["dcm"] = out_dir / f"{stem}.dcm"
+            write_dicom(paths["dcm"], self.to_uint16(), bits_stored=14, pixel_spacing_mm=self.pixel_spacing_mm,
+                        laterality=self.laterality, view=self.view, patient_id=f"PHANTOM{self.seed}",
+                        description="mccscan synthetic phantom (not patient data)")
+        paths["json"] = out_dir / f"{stem}.json"
+        paths["json"].write_text(json.dumps(self.ground_truth(), indent=1) + "\n")
+        return paths
+
+
+def power_law_noise(shape: tuple[int, int], beta: float, rng: np.random.Generator) -> np.ndarray:
+    """Zero-mean, unit-variance Gaussian noise with power spectrum ∝ 1/f^beta."""
+    rows, cols = shape
+    fy = fft.fftfreq(rows).astype(np.float32)[:, None]
+    fx = fft.rfftfreq(cols).astype(np.float32)[None, :]
+    f2 = fy * fy + fx * fx
+    f2[0, 0] = 1.0
+    amplitude = f2 ** np.float32(-beta / 4)  # |F| ∝ f^(-beta/2)
+    amplitude[0, 0] = 0.0
+    spectrum = rng.standard_normal((rows, cols // 2 + 1), dtype=np.float32) * amplitude
+    spectrum = spectrum + 1j * (rng.standard_normal(spectrum.shape, dtype=np.float32) * amplitude)
+    noise = fft.irfft2(spectrum, s=shape, workers=-1).astype(np.float32)
+    noise /= noise.std() + 1e-12
+    return noise
+
+
+def _upsample(field_: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    img = Image.fromarray(field_.astype(np.float32), mode="F")
+    return np.asarray(img.resize((shape[1], shape[0]), Image.BILINEAR), dtype=np.float32)
+
+
+def _smooth_curve(rng, start, direction, length_px, step_px, wiggle):
+    """Points of a smoothly wandering curve (random walk on its heading)."""
+    n = max(2, int(length_px / step_px))
+    heading = np.arctan2(direction[1], direction[0]) + np.cumsum(rng.normal(0, wiggle, n))
+    pts = np.cumsum(np.stack([np.cos(heading), np.sin(heading)], 1) * step_px, 0)
+    return pts + np.asarray(start, dtype=np.float64)
+
+
+def _splat(canvas: np.ndarray, pts: np.ndarray, weight: float) -> None:
+    """Add `weight` at each curve point (bilinear-free nearest splat, clipped to canvas)."""
+    xi, yi = np.round(pts[:, 0]).astype(int), np.round(pts[:, 1]).astype(int)
+    ok = (xi >= 0) & (xi < canvas.shape[1]) & (yi >= 0) & (yi < canvas.shape[0])
+    np.add.at(canvas, (yi[ok], xi[ok]), weight)
+
+
+def _add_gaussian_blob(image: np.ndarray, x: float, y: float, sx: float, sy: float, theta: float, amp: float):
+    """Add an anisotropic Gaussian (sigmas sx, sy px, orientation theta) in a local window."""
+    r = int(np.ceil(3.5 * max(sx, sy))) + 1
+    x0, x1 = max(0, int(x) - r), min(image.shape[1], int(x) + r + 2)
+    y0, y1 = max(0, int(y) - r), min(image.shape[0], int(y) + r + 2)
+    if x0 >= x1 or y0 >= y1:
+        return
+    gx = np.arange(x0, x1, dtype=np.float32)[None, :] - x
+    gy = np.arange(y0, y1, dtype=np.float32)[:, None] - y
+    c, s = np.cos(theta), np.sin(theta)
+    u, v = c * gx + s * gy, -s * gx + c * gy
+    image[y0:y1, x0:x1] += amp * np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
+
+
+def _add_mc(image, rng, x, y, diameter_px, contrast):
+    """One MC: a sum of 1–3 anisotropic Gaussians with random orientation."""
+    for _ in range(rng.integers(1, 4)):
+        sigma = max(0.45, diameter_px / 2.6 * rng.uniform(0.6, 1.0))
+        aspect = rng.uniform(1.0, 2.2)
+        dx, dy = rng.normal(0, diameter_px * 0.15, 2)
+        _add_gaussian_blob(image, x + dx, y + dy, sigma * aspect ** 0.5, sigma / aspect ** 0.5,
+                           rng.uniform(0, np.pi), contrast * rng.uniform(0.7, 1.0))
+
+
+class _Breast:
+    """Geometry of one breast (chest wall at column 0): normalised radius ρ and muscle."""
+
+    def __init__(self, rng, shape, view):
+        rows, cols = shape
+        self.shape, self.view = shape, view
+        if view == "CC":
+            self.cy = rows * rng.uniform(0.45, 0.55)
+            self.a, self.a_top = cols * rng.uniform(0.62, 0.85), None
+            self.b, self.b_top = rows * rng.uniform(0.34, 0.42), None
+        else:  # MLO: longer, reaching the top edge near the chest wall (axilla)
+            self.cy = rows * rng.uniform(0.5, 0.6)
+            self.a = cols * rng.uniform(0.55, 0.75)
+            self.a_top = self.a * rng.uniform(0.55, 0.8)
+            self.b = rows * rng.uniform(0.36, 0.42)
+            self.b_top = self.cy * rng.uniform(1.05, 1.3)
+            self.pect_x = cols * rng.uniform(0.22, 0.38)  # pectoral muscle: a curved triangle
+            self.pect_y = rows * rng.uniform(0.35, 0.55)
+            self.pect_gamma = rng.uniform(0.8, 1.25)
+        k = np.arange(2, 7)
+        self.harm_amp = rng.normal(0, 0.03, k.size) / k * 2
+        self.harm_phase = rng.uniform(0, 2 * np.pi, k.size)
+
+    def rho(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Normalised distance from the chest-wall centre: < 1 inside the breast."""
+        dy = y - self.cy
+        a, b = np.float32(self.a), np.float32(self.b)
+        if self.view == "MLO":
+            t = np.clip(-dy / self.cy, 0, 1) ** 2
+            a = a + (self.a_top - self.a) * t
+            b = np.where(dy < 0, np.float32(self.b_top), b)
+        u, v = x / a, dy / b
+        theta = np.arctan2(v, u)
+        wobble = 1 + sum(amp * np.cos(k * theta + ph)
+                         for k, amp, ph in zip(range(2, 7), self.harm_amp, self.harm_phase))
+        return (np.sqrt(u * u + v * v) / wobble).astype(np.float32)
+
+    def muscle(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if self.view != "MLO":
+            return np.zeros(np.broadcast(x, y).shape, bool)
+        edge = self.pect_x * np.clip(1 - y / self.pect_y, 0, 1) ** self.pect_gamma
+        return x < edge
+
+    def nipple(self) -> tuple[float, float]:
+        return float(self.a * 0.97), float(self.cy)
+
+
+def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str | None = None,
+                 laterality: str | None = None, n_clusters: int | None = None) -> Phantom:
+    """Draw one synthetic mammogram with its ground truth.
+
+    `size` is "large" (3328×4084), "small" (2560×3328) or (rows, cols). View and
+    laterality are drawn from the seed when not given; `n_clusters` defaults to 0–3.
+    """
+    rng = np.random.default_rng(seed)
+    shape = SIZES[size] if isinstance(size, str) else tuple(int(s) for s in size)
+    rows, cols = shape
+    view = view or ("CC", "MLO")[rng.integers(2)]
+    laterality = laterality or ("L", "R")[rng.integers(2)]
+    if view not in ("CC", "MLO") or laterality not in ("L", "R"):
+        raise ValueError("view must be CC or MLO and laterality L or R")
+    breast = _Breast(rng, shape, view)
+
+    # --- smooth fields at coarse resolution: density, thickness, ducts ---------------
+    crow, ccol = -(-rows // _COARSE), -(-cols // _COARSE)
+    cy_ = (np.arange(crow, dtype=np.float32)[:, None] + 0.5) * _COARSE
+    cx_ = (np.arange(ccol, dtype=np.float32)[None, :] + 0.5) * _COARSE
+    rho_c = breast.rho(cx_, cy_)
+    density_bias = rng.uniform(-1.2, 1.4)  # fatty (BI-RADS a) … dense (d)
+    dense = power_law_noise((crow, ccol), 3.0, rng) * 1.3 + density_bias + 1.2 * (1 - 2.2 * rho_c ** 2)
+    dense = 1 / (1 + np.exp(-1.8 * dense))
+    dense *= np.clip((1 - rho_c) / 0.25, 0, 1)  # subcutaneous fat under the skin
+    ducts = np.zeros((crow, ccol), np.float32)
+    nx, ny = breast.nipple()
+    for _ in range(rng.integers(25, 60)):
+        angle = np.pi + rng.normal(0, 0.55)
+        pts = _smooth_curve(rng, (nx / _COARSE, ny / _COARSE), (np.cos(angle), np.sin(angle)),
+                            rng.uniform(0.3, 0.9) * breast.a / _COARSE, 0.5, 0.08)
+        _splat(ducts, pts, rng.uniform(0.5, 1.0))
+    ducts = ndimage.gaussian_filter(ducts, 0.7)
+    smooth = 0.30 + 0.30 * dense + 0.05 * np.clip(ducts, 0, 1.5) * (0.5 + dense)
+    smooth = _upsample(smooth, shape)
+    dense_full = _upsample(dense, shape)
+
+    # --- full-resolution geometry and texture -----------------------------------------
+    x = np.arange(cols, dtype=np.float32)[None, :]
+    y = np.arange(rows, dtype=np.float32)[:, None]
+    rho = _upsample(rho_c, shape)  # ρ is smooth: bilinear from the coarse grid is exact enough
+    mask = rho < 1
+    beta = rng.uniform(2.5, 3.5)
+    texture = power_law_noise(shape, beta, rng)
+    image = smooth + (0.025 + 0.05 * dense_full) * texture
+    muscle = breast.muscle(x, y) & mask
+    if muscle.any():  # pectoral muscle: bright, fibrous, with a soft edge
+        weight = ndimage.uniform_filter(muscle.astype(np.float32)[::_COARSE, ::_COARSE], 5)
+        weight = _upsample(weight, shape)
+        image += weight * (0.56 + 0.025 * texture - image)
+
+    # vessels: long thin bright curves; where two cross they form a bright spot
+    vessels = np.zeros(shape, np.float32)
+    for _ in range(rng.integers(3, 9)):
+        start = (rng.uniform(0.05, 0.5) * breast.a, breast.cy + rng.uniform(-0.8, 0.8) * breast.b)
+        angle = rng.uniform(-0.6, 0.6) + (np.pi if rng.random() < 0.3 else 0)
+        pts = _smooth_curve(rng, start, (np.cos(angle), np.sin(angle)), rng.uniform(0.4, 1.2) * breast.a, 1.0, 0.03)
+        _splat(vessels, pts, rng.uniform(0.6, 1.2))
+    image += ndimage.gaussian_filter(vessels, rng.uniform(1.3, 2.0)) * rng.uniform(0.35, 0.6)
+
+    # --- microcalcifications: clusters and isolated distractors ----------------------
+    mcs: list[Microcalcification] = []
+    clusters: list[Cluster] = []
+    n_clusters = rng.integers(0, 4) if n_clusters is None else n_clusters
+    mm = 1 / PIXEL_SPACING_MM
+    safe = (rho < 0.82) & ~muscle
+    placed: list[tuple[float, float, float]] = []  # (x, y, keep-out radius)
+
+    def free_spot(keep_out):
+        for _ in range(200):
+            px, py = rng.uniform(0, cols), rng.uniform(0, rows)
+            if safe[int(py), int(px)] and all(np.hypot(px - qx, py - qy) > keep_out + r for qx, qy, r in placed):
+                return px, py
+        return None
+
+    for cid in range(n_clusters):
+        r1 = rng.uniform(1.5, 4.5) * mm
+        spot = free_spot(r1 + 15 * mm)
+        if spot is None:
+            break
+        cx, cy = spot
+        r2, phi = r1 * rng.uniform(0.5, 1.0), rng.uniform(0, np.pi)
+        n = int(round(np.exp(rng.uniform(np.log(3), np.log(30)))))
+        base_d = rng.uniform(0.15, 0.55) * mm
+        base_c = np.exp(rng.uniform(np.log(0.05), np.log(0.22)))
+        pts: list[tuple[float, float]] = []
+        while len(pts) < n:
+            u, v = rng.uniform(-1, 1, 2)
+            if u * u + v * v > 1:
+                continue
+            px = cx + r1 * u * np.cos(phi) - r2 * v * np.sin(phi)
+            py = cy + r1 * u * np.sin(phi) + r2 * v * np.cos(phi)
+            if all(np.hypot(px - qx, py - qy) > 5 for qx, qy in pts):
+                pts.append((px, py))
+        for px, py in pts:
+            d = float(np.clip(base_d * rng.uniform(0.6, 1.6), 0.1 * mm, 1.0 * mm))
+            c = float(base_c * rng.uniform(0.6, 1.4))
+            _add_mc(image, rng, px, py, d, c)
+            mcs.append(Microcalcification(px, py, d / 2, c, cid, "cluster"))
+        t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+        m1, m2 = r1 + 8, r2 + 8
+        outline = [(float(cx + m1 * np.cos(a) * np.cos(phi) - m2 * np.sin(a) * np.sin(phi)),
+                    float(cy + m1 * np.cos(a) * np.sin(phi) + m2 * np.sin(a) * np.cos(phi))) for a in t]
+        clusters.append(Cluster(cid, float(cx), float(cy), float(r1), outline, n))
+        placed.append((cx, cy, r1))
+
+    n_single, n_pair = rng.integers(3, 16), rng.integers(1, 6)
+    for kind, count in (("single", n_single), ("pair", n_pair)):
+        for _ in range(count):
+            spot = free_spot(12 * mm)
+            if spot is None:
+                break
+            sx, sy = spot
+            members = [(sx, sy)]
+            if kind == "pair":
+                a = rng.uniform(0, 2 * np.pi)
+                dist = rng.uniform(8, 60)
+                members.append((sx + dist * np.cos(a), sy + dist * np.sin(a)))
+            for px, py in members:
+                d = float(rng.uniform(0.15, 0.7) * mm)
+                c = float(np.exp(rng.uniform(np.log(0.05), np.log(0.25))))
+                _add_mc(image, rng, px, py, d, c)
+                mcs.append(Microcalcification(px, py, d / 2, c, None, kind))
+            placed.append((sx, sy, 0.0))
+
+    # bright noise: isolated hot pixels that blur into tiny dots
+    n_hot = rng.integers(40, 160)
+    hy, hx = rng.integers(0, rows, n_hot), rng.integers(0, cols, n_hot)
+    image[hy, hx] += rng.uniform(0.05, 0.2, n_hot).astype(np.float32)
+
+    # --- thickness falloff, skin line, acquisition -----------------------------------
+    edge = np.clip((1 - rho) / 0.10, 0, 1)
+    image *= 0.45 + 0.55 * np.sqrt(edge)
+    image += 0.10 * np.exp(-(((1 - rho) * breast.a / (1.2 * mm)) ** 2))  # skin line
+    image = ndimage.gaussian_filter(image, rng.uniform(0.5, 0.7), truncate=3.0)  # detector blur
+    quantum = rng.uniform(0.006, 0.012)
+    image += quantum * np.sqrt(np.clip(image, 0, None)) * rng.standard_normal(shape, dtype=np.float32)
+    image = np.where(mask, np.clip(image, 0.02, None), 0).astype(np.float32)
+    image /= max(float(image.max()), 1e-6)
+
+    if laterality == "R":  # chest wall on the right edge, as the right breast is displayed
+        image, mask = image[:, ::-1].copy(), mask[:, ::-1].copy()
+        for m in mcs:
+            m.x = cols - 1 - m.x
+        for c in clusters:
+            c.x = cols - 1 - c.x
+            c.outline = [(cols - 1 - px, py) for px, py in c.outline]
+    return Phantom(image, mask, mcs, clusters, view, laterality, seed)
