@@ -89,7 +89,7 @@ def _read_pillow(path: Path, max_pixels: int) -> Mammogram:
     except UnidentifiedImageError as exc:
         raise MammogramError(path, "not a recognised image format (expected PNG, JPEG, TIFF, PGM or DICOM)") from exc
     except Image.DecompressionBombError as exc:
-        raise MammogramError(path, f"image is too large to decode safely ({exc})") from exc
+        raise MammogramError(path, f"image is above the limit Pillow can decode safely ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise MammogramError(path, f"corrupt or truncated image ({exc})") from exc
     return Mammogram(np.ascontiguousarray(image), None, str(path), fmt)
@@ -145,7 +145,7 @@ def resample_to_spacing(image: np.ndarray, pixel_spacing_mm: tuple[float, float]
     with torch.inference_mode():
         out = F.interpolate(torch.from_numpy(image)[None, None], size=(new_rows, new_cols),
                             mode="bilinear", align_corners=False, antialias=True)
-    return out[0, 0].clamp_(0, 1).numpy()
+        return out[0, 0].clamp_(0, 1).numpy()
 
 
 @dataclass
@@ -178,7 +178,7 @@ def load_for_scan(path: str | Path, *, pixel_spacing_mm: float | None = None,
     return ScanImage(image, mammogram, float(np.mean(spacing)), assumed)
 
 
-def write_dicom(path: str | Path, pixels: np.ndarray, *, bits_stored: int = 16,
+def write_dicom(path: str | Path, pixels: np.ndarray, *, bits_stored: int | None = None,
                 pixel_spacing_mm: float | None = None, laterality: str = "", view: str = "",
                 patient_id: str = "ANONYMOUS", description: str = "",
                 photometric: str = "MONOCHROME2") -> Path:
@@ -203,6 +203,7 @@ def write_dicom(path: str | Path, pixels: np.ndarray, *, bits_stored: int = 16,
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated = pixels.dtype.itemsize * 8
+    bits_stored = bits_stored or ds.BitsAllocated
     ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, 0
     if pixel_spacing_mm is not None:
         ds.PixelSpacing = ds.ImagerPixelSpacing = [f"{pixel_spacing_mm:.4f}"] * 2

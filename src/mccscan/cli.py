@@ -1,0 +1,183 @@
+"""`mccscan` command line: a thin layer over the library (no logic of its own)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from mccscan.io import DEFAULT_MAX_PIXELS, MammogramError
+from mccscan.models import WeightsError
+
+
+def _cmd_info(args) -> int:
+    from mccscan.models import PAPER_MODEL, TABLE1, MCCNet
+    from mccscan.perf import peak_flops
+
+    print(f"{'architecture':<18}{'layers':>7}{'kernel':>8}{'filters':>12}{'pools':>6}"
+          f"{'parameters':>12}{'paper':>8}{'MFLOP/patch':>13}{'paper acc':>10}")
+    for name, row in TABLE1.items():
+        cfg, model = row.config, MCCNet(row.config)
+        mark = " *" if name == PAPER_MODEL else ""
+        print(f"{name + mark:<18}{len(cfg.conv_channels):>7}{cfg.kernel_size_px:>6}×{cfg.kernel_size_px:<1}"
+              f"{','.join(map(str, cfg.conv_channels)):>12}{cfg.max_pool_layers:>6}{model.num_parameters():>12,}"
+              f"{row.paper_parameters:>8,}{model.flops_per_patch() / 1e6:>13.1f}{row.paper_accuracy:>10.1%}")
+    print("* the paper's proposed model: conv 9×9×6 → conv 9×9×16 → global max → dropout 0.2 → dense → sigmoid")
+    model = MCCNet(TABLE1[PAPER_MODEL].config)
+    peak = peak_flops()
+    print(f"measured float32 peak of this machine: {peak / 1e9:.0f} GFLOP/s → at most "
+          f"{peak / model.flops_per_patch():,.0f} patches/s for the proposed model")
+    return 0
+
+
+def _cmd_phantom(args) -> int:
+    from mccscan.datasets.phantom import make_phantom
+
+    for seed in range(args.seed, args.seed + args.count):
+        ph = make_phantom(seed, size=args.size, view=args.view, laterality=args.laterality, n_clusters=args.clusters)
+        paths = ph.write(args.out, formats=tuple(args.format.split(",")))
+        print(f"seed {seed}: {ph.laterality}{ph.view} {ph.image.shape[1]}×{ph.image.shape[0]}, "
+              f"{len(ph.clusters)} clusters, {len(ph.mcs)} MCs → {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from mccscan.train import TrainConfig, train_on_phantom
+
+    config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+                         learning_rate=args.lr, augment=not args.no_augment, seed=args.seed)
+    command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    card = train_on_phantom(args.out, config, train_images=args.train_images, val_images=args.val_images,
+                            test_images=args.test_images, command=command, progress=sys.stderr.isatty())
+    t = card["test"]
+    print(f"best epoch {card['epoch']}: test accuracy {t['accuracy']:.4f}, sensitivity {t['sensitivity']:.4f}, "
+          f"specificity {t['specificity']:.4f} → {Path(args.out) / 'best.pt'}")
+    return 0
+
+
+def _scan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="mccscan-out", help="output folder (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.5, help="MCC probability threshold (default: %(default)s)")
+    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
+    p.add_argument("--min-breast-fraction", type=float, default=0.3,
+                   help="scan a tile only if the breast covers this fraction of it (default: %(default)s)")
+    p.add_argument("--normal-color", default="#e6e6e6", help="colour normal tiles are lightened to")
+    p.add_argument("--mcc-color", default=None, help="tint for MCC tiles (default: shown as they are)")
+    p.add_argument("--engine", choices=("convolutional", "batched", "patch"), default="convolutional",
+                   help="how tiles go through the model; all give the same scores")
+
+
+def _cmd_scan(args) -> int:
+    from tqdm import tqdm
+
+    from mccscan.models import load_model
+    from mccscan.render import save_scan
+    from mccscan.scan import scan_file
+
+    loaded = load_model(args.weights)
+    failures = 0
+    for path in args.images:
+        try:
+            with tqdm(desc=Path(path).name, unit="row", leave=False, disable=not sys.stderr.isatty()) as bar:
+                result, image = scan_file(path, loaded, pixel_spacing_mm=args.pixel_spacing,
+                                          max_pixels=args.max_pixels, threshold=args.threshold,
+                                          min_breast_fraction=args.min_breast_fraction, engine=args.engine,
+                                          on_row=lambda r: bar.update(1))
+        except MammogramError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        written = save_scan(result, image, args.out, normal_color=args.normal_color, mcc_color=args.mcc_color)
+        c = result.counts
+        print(f"{result.image}: {c['mcc']} MCC, {c['normal']} normal, {c['background']} background tiles "
+              f"in {result.elapsed_s:.2f} s → {written['json']}")
+    return 1 if failures else 0
+
+
+def _cmd_demo(args) -> int:
+    from mccscan.datasets.phantom import make_phantom
+    from mccscan.evaluate import compare_with_clusters
+    from mccscan.models import load_model
+    from mccscan.render import save_scan
+    from mccscan.scan import scan_file
+
+    out = Path(args.out)
+    ph = make_phantom(args.seed, n_clusters=args.clusters)
+    paths = ph.write(out, stem=f"phantom_{args.seed}")
+    print(f"synthetic mammogram (seed {args.seed}, {ph.laterality}{ph.view}, {ph.image.shape[1]}×{ph.image.shape[0]} "
+          f"at 70 µm, {len(ph.clusters)} true clusters) → {paths['dcm']}")
+    loaded = load_model(args.weights)
+    result, image = scan_file(paths["dcm"], loaded, threshold=args.threshold)
+    written = save_scan(result, image, out)
+    c = result.counts
+    print(f"scanned {sum(c.values())} tiles in {result.elapsed_s:.2f} s: "
+          f"{c['mcc']} MCC, {c['normal']} normal, {c['background']} background")
+    print(compare_with_clusters(result, ph.clusters).summary())
+    print(f"overlay → {written['overlay']}\nresults → {written['json']}, {written['csv']}")
+    print(f"model: {loaded.name} ({loaded.card.get('trained_on', 'unknown training data')})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mccscan", description="Find microcalcification clusters in mammograms "
+                                     "with the lightweight CNN of Luna-Lozoya et al. (2024).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="architectures, parameter counts, FLOPs per patch")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("phantom", help="write synthetic mammograms (PNG + DICOM + ground-truth JSON)")
+    p.add_argument("--out", default="phantoms")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--size", choices=("large", "small"), default="large", help="3328×4084 or 2560×3328")
+    p.add_argument("--view", choices=("CC", "MLO"))
+    p.add_argument("--laterality", choices=("L", "R"))
+    p.add_argument("--clusters", type=int, help="number of MC clusters (default: 0–3 at random)")
+    p.add_argument("--format", default="png,dcm", help="comma-separated: png, dcm")
+    p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("train", help="train on phantom patches (the paper's protocol)")
+    p.add_argument("--out", default="runs/phantom")
+    p.add_argument("--arch", default="proposed", help="proposed or a Table 1 name (see `mccscan info`)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="skip the ×5 geometric augmentation")
+    p.add_argument("--train-images", type=int, default=40)
+    p.add_argument("--val-images", type=int, default=8)
+    p.add_argument("--test-images", type=int, default=10)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("scan", help="scan mammograms (PNG, JPEG, TIFF, PGM, DICOM)")
+    p.add_argument("images", nargs="+", help="mammogram files")
+    p.add_argument("--pixel-spacing", type=float, help="pixel spacing in mm (overrides the file's)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    _scan_options(p)
+    p.set_defaults(func=_cmd_scan)
+
+    p = sub.add_parser("demo", help="make a phantom mammogram, scan it, compare with its true clusters")
+    p.add_argument("--out", default="mccscan-demo")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--clusters", type=int, default=3)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (MammogramError, WeightsError, KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Render a scan as the paper's application does, and save every output of a scan.
+
+Normal tiles are lightened toward a light grey, MCC tiles are shown as they are (or
+tinted), background is left untouched. The original image is never modified.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageColor
+
+from mccscan.scan import ScanResult
+
+PREVIEW_MAX_PX = 1024
+
+
+def parse_color(color: str | tuple[int, int, int] | None) -> np.ndarray | None:
+    """'#rrggbb', a CSS colour name or an (r, g, b) tuple → float array in [0, 1]."""
+    if color is None:
+        return None
+    rgb = ImageColor.getrgb(color) if isinstance(color, str) else color
+    return np.asarray(rgb[:3], np.float32) / 255.0
+
+
+def render_overlay(image: np.ndarray, result: ScanResult, *, normal_color="#e6e6e6",
+                   normal_strength: float = 0.7, mcc_color=None, mcc_border_px: int = 0) -> np.ndarray:
+    """RGB uint8 overlay at the scan resolution.
+
+    Normal tiles: blended `normal_strength` of the way to `normal_color` (lighter).
+    MCC tiles: as they are, or multiplied by `mcc_color` (a tint that darkens), with an
+    optional border of that colour.
+    """
+    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
+    normal, mcc = parse_color(normal_color), parse_color(mcc_color)
+    t = result.tile_size_px
+    for tile in result.tiles:
+        region = rgb[tile.y:tile.y + t, tile.x:tile.x + t]
+        if tile.label == "normal":
+            region += normal_strength * (normal - region)
+        elif tile.label == "mcc" and mcc is not None:
+            region *= mcc
+            if mcc_border_px:
+                b = mcc_border_px
+                for edge in (region[:b], region[-b:], region[:, :b], region[:, -b:]):
+                    edge[...] = mcc
+    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def preview(rgb: np.ndarray, max_px: int = PREVIEW_MAX_PX) -> Image.Image:
+    img = Image.fromarray(rgb)
+    scale = max_px / max(img.size)
+    if scale < 1:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
+    return img
+
+
+def save_scan(result: ScanResult, image: np.ndarray, out_dir: str | Path, **render_options) -> dict[str, Path]:
+    """Write <stem>.overlay.png (full resolution), <stem>.preview.png, <stem>.json, <stem>.csv."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(result.image).stem
+    paths = {"overlay": out_dir / f"{stem}.overlay.png", "preview": out_dir / f"{stem}.preview.png",
+             "json": out_dir / f"{stem}.json", "csv": out_dir / f"{stem}.csv"}
+    rgb = render_overlay(image, result, **render_options)
+    Image.fromarray(rgb).save(paths["overlay"], compress_level=1)
+    preview(rgb).save(paths["preview"])
+    paths["json"].write_text(result.to_json() + "\n")
+    paths["csv"].write_text(result.to_csv())
+    return paths

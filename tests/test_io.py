@@ -1,0 +1,171 @@
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mccscan.io import MammogramError, load_for_scan, read_mammogram, resample_to_spacing, write_dicom
+
+
+@pytest.fixture
+def gradient():
+    return np.tile(np.arange(0, 256, dtype=np.uint8), (40, 1))
+
+
+def test_png_8bit_is_divided_by_255(tmp_path, gradient):
+    Image.fromarray(gradient).save(tmp_path / "a.png")
+    m = read_mammogram(tmp_path / "a.png")
+    assert m.image.dtype == np.float32 and m.format == "PNG" and m.pixel_spacing_mm is None
+    np.testing.assert_allclose(m.image, gradient / 255.0, atol=1e-7)
+
+
+def test_png_16bit_is_stretched_to_unit_range(tmp_path):
+    pixels = np.linspace(1000, 5000, 64 * 32).reshape(32, 64).astype(np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    m = read_mammogram(tmp_path / "a.png")
+    assert m.image.min() == 0 and m.image.max() == pytest.approx(1)
+    np.testing.assert_allclose(m.image, (pixels - 1000) / 4000.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("ext", ["jpg", "tif", "pgm"])
+def test_other_formats(tmp_path, gradient, ext):
+    Image.fromarray(gradient).save(tmp_path / f"a.{ext}")
+    m = read_mammogram(tmp_path / f"a.{ext}")
+    assert m.image.shape == gradient.shape
+    assert np.abs(m.image - gradient / 255.0).mean() < 0.02
+
+
+def test_content_is_sniffed_not_the_extension(tmp_path, gradient):
+    Image.fromarray(gradient).save(tmp_path / "a.png")
+    (tmp_path / "a.png").rename(tmp_path / "really_png.jpg")
+    assert read_mammogram(tmp_path / "really_png.jpg").format == "PNG"
+    write_dicom(tmp_path / "x.dcm", gradient)
+    (tmp_path / "x.dcm").rename(tmp_path / "x.img")
+    assert read_mammogram(tmp_path / "x.img").format == "DICOM"
+
+
+def test_dicom_spacing_and_modality_lut(tmp_path):
+    import pydicom
+
+    pixels = np.arange(100 * 80, dtype=np.uint16).reshape(100, 80) % 4096
+    write_dicom(tmp_path / "a.dcm", pixels, bits_stored=12, pixel_spacing_mm=0.05)
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    ds.RescaleSlope, ds.RescaleIntercept = -1, 4095  # a LUT that inverts the values
+    ds.save_as(tmp_path / "b.dcm")
+    a, b = read_mammogram(tmp_path / "a.dcm"), read_mammogram(tmp_path / "b.dcm")
+    assert a.pixel_spacing_mm == (0.05, 0.05)
+    np.testing.assert_allclose(a.image, pixels / 4095.0, atol=1e-6)
+    np.testing.assert_allclose(b.image, 1 - a.image, atol=1e-6)
+
+
+def test_dicom_monochrome1_is_inverted_and_imager_spacing_is_used(tmp_path):
+    import pydicom
+
+    pixels = (np.arange(60 * 50, dtype=np.uint16).reshape(60, 50) * 3)
+    write_dicom(tmp_path / "a.dcm", pixels, photometric="MONOCHROME1", pixel_spacing_mm=0.1)
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    del ds.PixelSpacing
+    ds.save_as(tmp_path / "a.dcm")
+    m = read_mammogram(tmp_path / "a.dcm")
+    assert m.pixel_spacing_mm == (0.1, 0.1)
+    assert m.image[0, 0] == pytest.approx(1) and m.image[-1, -1] == pytest.approx(0)
+
+
+def test_rle_compressed_dicom_decodes(tmp_path):
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    pixels = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 5)
+    write_dicom(tmp_path / "a.dcm", pixels, pixel_spacing_mm=0.07)
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    ds.compress(RLELossless)
+    ds.save_as(tmp_path / "rle.dcm")
+    np.testing.assert_allclose(read_mammogram(tmp_path / "rle.dcm").image,
+                               read_mammogram(tmp_path / "a.dcm").image)
+
+
+def _png_with_header_size(width, height):
+    """A PNG whose header claims width×height (the pixel data is a tiny stub)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("text.png", b"hello, I am not an image\n", "not a recognised image format"),
+    ("empty.png", b"", "file is empty"),
+    ("bomb.png", _png_with_header_size(20000, 20000), "above the limit"),
+])
+def test_bad_files_raise_one_clear_error(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(MammogramError, match=message) as info:
+        read_mammogram(tmp_path / name)
+    assert name in str(info.value)
+
+
+def test_truncated_png(tmp_path, gradient):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MammogramError, match="corrupt or truncated") as info:
+        read_mammogram(tmp_path / "t.png")
+    assert "t.png" in str(info.value)
+
+
+def test_truncated_dicom_and_zero_size_dicom(tmp_path):
+    import pydicom
+
+    write_dicom(tmp_path / "a.dcm", np.ones((200, 200), np.uint16))
+    data = (tmp_path / "a.dcm").read_bytes()
+    (tmp_path / "t.dcm").write_bytes(data[: len(data) - 20000])
+    with pytest.raises(MammogramError, match="t.dcm"):
+        read_mammogram(tmp_path / "t.dcm")
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    ds.Rows = 0
+    ds.save_as(tmp_path / "z.dcm")
+    with pytest.raises(MammogramError, match="zero size"):
+        read_mammogram(tmp_path / "z.dcm")
+
+
+def test_undecodable_compressed_dicom(tmp_path):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    write_dicom(tmp_path / "a.dcm", np.ones((32, 32), np.uint16))
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 40])
+    ds.save_as(tmp_path / "j2k.dcm")
+    with pytest.raises(MammogramError, match="cannot be decoded") as info:
+        read_mammogram(tmp_path / "j2k.dcm")
+    assert "j2k.dcm" in str(info.value)
+
+
+def test_pixel_limit_is_configurable(tmp_path, gradient):
+    Image.fromarray(gradient).save(tmp_path / "a.png")
+    with pytest.raises(MammogramError, match="above the limit"):
+        read_mammogram(tmp_path / "a.png", max_pixels=1000)
+
+
+def test_resampling_to_70_micrometres(tmp_path):
+    image = np.zeros((700, 350), np.float32)
+    image[300:400, 100:200] = 1
+    out = resample_to_spacing(image, (0.1, 0.1))
+    assert out.shape == (1000, 500)
+    assert out.sum() * 0.07 ** 2 == pytest.approx(image.sum() * 0.1 ** 2, rel=0.01)  # area in mm² preserved
+
+
+def test_load_for_scan_spacing_rules(tmp_path, gradient):
+    Image.fromarray(gradient).save(tmp_path / "a.png")
+    assumed = load_for_scan(tmp_path / "a.png")
+    assert assumed.spacing_assumed and assumed.image.shape == gradient.shape
+    given = load_for_scan(tmp_path / "a.png", pixel_spacing_mm=0.14)
+    assert not given.spacing_assumed and given.image.shape == (80, 512)
+    write_dicom(tmp_path / "a.dcm", gradient, bits_stored=8, pixel_spacing_mm=0.035)
+    from_file = load_for_scan(tmp_path / "a.dcm")
+    assert not from_file.spacing_assumed and from_file.image.shape == (20, 128)
+    with pytest.raises(MammogramError, match="positive"):
+        load_for_scan(tmp_path / "a.png", pixel_spacing_mm=-1)

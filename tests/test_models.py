@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from mccscan.models import (PAPER_MODEL, TABLE1, MCCNet, NetConfig, WeightsError, build_model,
+                            config_by_name, load_model, save_weights)
+
+PAPER_TABLE1_PARAMETERS = [2589, 2589, 1125, 433, 2129, 957, 5037, 12381, 8301]
+
+
+def test_table1_parameter_counts_match_the_paper():
+    counted = [MCCNet(row.config).num_parameters() for row in TABLE1.values()]
+    assert counted == PAPER_TABLE1_PARAMETERS
+
+
+def test_proposed_model_is_the_papers_8301_parameter_network():
+    model = build_model("proposed")
+    assert model.num_parameters() == 8301
+    assert [tuple(c.weight.shape) for c in model.convs] == [(6, 1, 9, 9), (16, 6, 9, 9)]
+    assert model.dropout.p == pytest.approx(0.2)
+    assert build_model(PAPER_MODEL).config == model.config
+
+
+def test_features_shapes_and_forward_consistency():
+    model = build_model().eval()
+    x = torch.rand(3, 1, 144, 144)
+    feats = model.features(x)
+    assert [tuple(m.shape) for m in feats.conv_maps] == [(3, 6, 136, 136), (3, 16, 128, 128)]
+    assert feats.f2.shape == (3, 16)
+    assert torch.equal(feats.f2, feats.conv_maps[1].amax(dim=(2, 3)))
+    assert torch.allclose(model(x), feats.logit)
+
+
+def test_max_pool_variant_runs_and_is_not_fully_convolutional():
+    model = build_model("cl2-k5-6x16-mp2").eval()
+    assert not model.fully_convolutional
+    assert model(torch.rand(2, 1, 144, 144)).shape == (2,)
+
+
+def test_flops_per_patch_counts_every_multiply_add():
+    expected = 2 * (81 * 1 * 6 * 136 ** 2 + 81 * 6 * 16 * 128 ** 2) + 2 * 16
+    assert build_model().flops_per_patch() == expected
+
+
+def test_unknown_architecture_is_a_clear_error():
+    with pytest.raises(KeyError, match="unknown architecture"):
+        config_by_name("resnet")
+    with pytest.raises(ValueError):
+        NetConfig((6, 16), max_pool_layers=3)
+
+
+def test_weights_roundtrip_and_sha_check(tmp_path):
+    model = build_model("cl2-k5-4x10")
+    card = save_weights(model, tmp_path / "m.pt", {"name": "tiny"})
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.sha256 == card["sha256"] and loaded.model.config == model.config
+    for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b)
+    data = bytearray((tmp_path / "m.pt").read_bytes())
+    data[-30] ^= 0xFF
+    (tmp_path / "m.pt").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="does not match its model card"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_missing_or_corrupt_weights(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        load_model(tmp_path / "none.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError, match="cannot load"):
+        load_model(tmp_path / "bad.pt")
