@@ -21,7 +21,7 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     mean0 = m0 / np.maximum(w0, 1)
     mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
     between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(centres[np.argmax(between)])
+    return float(edges[np.argmax(between) + 1])  # class 0 is everything up to this edge
 
 
 def breast_mask(image: np.ndarray, downsample: int = 4) -> np.ndarray:
@@ -82,15 +82,19 @@ class TileGrid:
         return self.pad(image).reshape(self.n_rows, t, self.n_cols, t).swapaxes(1, 2)
 
 
-AUGMENTATIONS = ("identity", "mirror", "rot180", "mirror_rot180", "rot90")
+# The paper's geometric augmentation, on the last two axes of a patch array.
+AUGMENTATIONS = {
+    "identity": lambda p: p,
+    "mirror": lambda p: p[..., ::-1],
+    "rot180": lambda p: p[..., ::-1, ::-1],
+    "mirror_rot180": lambda p: p[..., ::-1, :],  # mirror then 180° = vertical flip
+    "rot90": lambda p: np.rot90(p, 1, axes=(-2, -1)),
+}
 
 
 def augment_x5(patches: np.ndarray) -> np.ndarray:
-    """The paper's geometric augmentation: each patch, mirrored, rotated 180°, both, and
-    rotated 90° → 5 versions, in the order of `AUGMENTATIONS`, shape (N, 5, H, W)."""
-    mirror = patches[..., ::-1]
-    return np.stack([patches, mirror, patches[..., ::-1, ::-1], mirror[..., ::-1, :],
-                     np.rot90(patches, 1, axes=(-2, -1))], axis=1)
+    """Each patch, mirrored, rotated 180°, both, and rotated 90° → shape (N, 5, H, W)."""
+    return np.stack([f(patches) for f in AUGMENTATIONS.values()], axis=1)
 
 
 @dataclass
@@ -110,14 +114,15 @@ def _mcs_inside(mcs_xy: np.ndarray, x0: int, y0: int, size: int, margin: int) ->
 
 
 def phantom_patches(phantom, rng: np.random.Generator, positives_per_cluster: int = 12,
-                    negatives: int = 40, hard_negative_fraction: float = 0.25,
+                    negatives: int = 40, hard_negative_fraction: float = 0.1,
                     min_breast_fraction: float = 0.3, patch_size_px: int = PATCH_SIZE_PX):
     """Labelled patches from one phantom image.
 
     Positive: ≥3 of one cluster's MCs inside the patch (jittered positions, so clusters
     are seen off-centre). Negative: the patch does not touch any cluster region; a
     fraction is centred near isolated MCs (hard negatives), the rest is random tissue.
-    Returns (patches uint8, labels, kinds).
+    Returns (patches uint8, labels, kinds); a negative's kind says what it contains:
+    "isolated_mc" (one or two isolated MCs) or "tissue" (none).
     """
     img8 = phantom.to_uint8()
     rows, cols = img8.shape
@@ -152,6 +157,7 @@ def phantom_patches(phantom, rng: np.random.Generator, positives_per_cluster: in
         return False
 
     isolated = [m for m in phantom.mcs if m.cluster_id is None]
+    isolated_xy = np.array([(m.x, m.y) for m in isolated]).reshape(-1, 2)
     n_hard = int(round(negatives * hard_negative_fraction)) if isolated else 0
     got_hard = got = 0
     for _ in range(negatives * 50):
@@ -168,7 +174,8 @@ def phantom_patches(phantom, rng: np.random.Generator, positives_per_cluster: in
             continue
         if phantom.breast_mask[y0:y0 + size, x0:x0 + size].mean() < min_breast_fraction:
             continue
-        take(x0, y0, 0, "isolated_mc" if hard else "tissue")
+        has_mc = _mcs_inside(isolated_xy, x0, y0, size, 0) > 0
+        take(x0, y0, 0, "isolated_mc" if has_mc else "tissue")
         got += 1
         got_hard += hard
     patches = np.stack(out) if out else np.zeros((0, size, size), np.uint8)

@@ -40,12 +40,10 @@ def augmented_batch(patches_u8: np.ndarray, index: np.ndarray, augment: bool) ->
         return torch.from_numpy(patches_u8[index]).float().div_(255)[:, None]
     base, which = index // len(AUGMENTATIONS), index % len(AUGMENTATIONS)
     batch = patches_u8[base].copy()
-    for a in range(1, len(AUGMENTATIONS)):
+    for a, transform in enumerate(AUGMENTATIONS.values()):
         sel = which == a
-        if sel.any():
-            p = batch[sel]
-            p = {1: p[..., ::-1], 2: p[..., ::-1, ::-1], 3: p[..., ::-1, :], 4: np.rot90(p, 1, axes=(-2, -1))}[a]
-            batch[sel] = p
+        if a and sel.any():
+            batch[sel] = transform(batch[sel])
     return torch.from_numpy(batch).float().div_(255)[:, None]
 
 

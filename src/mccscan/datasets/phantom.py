@@ -282,7 +282,7 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
         return None
 
     for cid in range(n_clusters):
-        r1 = rng.uniform(1.5, 4.5) * mm
+        r1 = rng.uniform(1.0, 3.5) * mm  # compact groups, as MCCs are
         spot = free_spot(r1 + 15 * mm)
         if spot is None:
             break
@@ -290,7 +290,7 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
         r2, phi = r1 * rng.uniform(0.5, 1.0), rng.uniform(0, np.pi)
         n = int(round(np.exp(rng.uniform(np.log(3), np.log(30)))))
         base_d = rng.uniform(0.15, 0.55) * mm
-        base_c = np.exp(rng.uniform(np.log(0.05), np.log(0.22)))
+        base_c = np.exp(rng.uniform(np.log(0.06), np.log(0.25)))
         pts: list[tuple[float, float]] = []
         while len(pts) < n:
             u, v = rng.uniform(-1, 1, 2)
@@ -332,9 +332,9 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
             placed.append((sx, sy, 0.0))
 
     # bright noise: isolated hot pixels that blur into tiny dots
-    n_hot = rng.integers(40, 160)
+    n_hot = rng.integers(10, 40)
     hy, hx = rng.integers(0, rows, n_hot), rng.integers(0, cols, n_hot)
-    image[hy, hx] += rng.uniform(0.05, 0.2, n_hot).astype(np.float32)
+    image[hy, hx] += rng.uniform(0.03, 0.12, n_hot).astype(np.float32)
 
     # --- thickness falloff, skin line, acquisition -----------------------------------
     edge = np.clip((1 - rho) / 0.10, 0, 1)

@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+
+from mccscan.datasets.phantom import SIZES, make_phantom, power_law_noise
+from mccscan.io import read_mammogram
+
+
+def test_same_seed_same_phantom_and_different_seed_differs():
+    a = make_phantom(5, size=(600, 500), n_clusters=1)
+    b = make_phantom(5, size=(600, 500), n_clusters=1)
+    c = make_phantom(6, size=(600, 500), n_clusters=1)
+    assert np.array_equal(a.image, b.image) and a.ground_truth() == b.ground_truth()
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_inbreast_sizes_and_value_range():
+    ph = make_phantom(1, size="large", view="MLO")
+    assert ph.image.shape == SIZES["large"] == (4084, 3328)
+    assert ph.image.dtype == np.float32 and ph.image.min() == 0 and ph.image.max() == pytest.approx(1)
+    assert np.all(ph.image[~ph.breast_mask] == 0)  # black background
+    assert 0.25 < ph.breast_mask.mean() < 0.8
+
+
+def test_laterality_puts_the_chest_wall_on_the_expected_side():
+    left = make_phantom(3, size=(800, 600), laterality="L", view="CC")
+    right = make_phantom(3, size=(800, 600), laterality="R", view="CC")
+    assert left.breast_mask[:, :20].mean() > 0.3 and left.breast_mask[:, -20:].mean() == 0
+    assert right.breast_mask[:, -20:].mean() > 0.3 and right.breast_mask[:, :20].mean() == 0
+
+
+def test_microcalcifications_follow_the_clinical_definitions(small_phantom):
+    ph = small_phantom
+    assert len(ph.clusters) == 2
+    for c in ph.clusters:
+        members = [m for m in ph.mcs if m.cluster_id == c.id]
+        assert 3 <= len(members) == c.n_mcs <= 30
+        dist = [np.hypot(m.x - c.x, m.y - c.y) for m in members]
+        assert max(dist) <= c.radius_px + 1 and c.radius_px * 0.07 <= 5  # within about 1 cm²
+    for m in ph.mcs:
+        assert 0.1 <= 2 * m.radius_px * 0.07 <= 1.0  # 0.1–1 mm
+        assert ph.breast_mask[int(m.y), int(m.x)]
+    assert any(m.kind == "single" for m in ph.mcs) and all(m.cluster_id is None for m in ph.mcs if m.kind != "cluster")
+
+
+def test_microcalcifications_are_visible_bright_spots(small_phantom):
+    ph, brighter = small_phantom, []
+    for m in ph.mcs:
+        x, y = int(round(m.x)), int(round(m.y))
+        centre = ph.image[y - 1:y + 2, x - 1:x + 2].max()
+        ring = ph.image[y - 12:y + 13, x - 12:x + 13].copy()
+        ring[6:19, 6:19] = np.nan
+        brighter.append(centre > np.nanmedian(ring))
+    assert np.mean(brighter) > 0.9
+
+
+@pytest.mark.parametrize("beta", [2.5, 3.5])
+def test_power_law_noise_has_the_requested_spectral_slope(beta):
+    noise = power_law_noise((512, 512), beta, np.random.default_rng(0))
+    power = np.abs(np.fft.fft2(noise)) ** 2
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(512), np.fft.fftfreq(512)))
+    band = (f > 0.02) & (f < 0.3)
+    slope = np.polyfit(np.log(f[band]), np.log(power[band]), 1)[0]
+    assert slope == pytest.approx(-beta, abs=0.15)
+
+
+def test_write_png_dicom_and_ground_truth(tmp_path, small_phantom):
+    paths = small_phantom.write(tmp_path)
+    dicom, png = read_mammogram(paths["dcm"]), read_mammogram(paths["png"])
+    assert dicom.pixel_spacing_mm == (0.07, 0.07) and png.pixel_spacing_mm is None
+    assert np.abs(dicom.image - small_phantom.image).max() < 1 / 16383 + 1e-6  # 14-bit
+    assert np.abs(png.image - small_phantom.image).max() <= 0.5 / 255 + 1e-6  # 8-bit
+    truth = json.loads(paths["json"].read_text())
+    assert truth["synthetic"] is True and len(truth["clusters"]) == 2
+    assert len(truth["microcalcifications"]) == len(small_phantom.mcs)

@@ -1,0 +1,38 @@
+import numpy as np
+from PIL import Image
+
+from mccscan.render import parse_color, render_overlay, save_scan
+from mccscan.scan import scan_image
+
+
+def test_overlay_lightens_normal_keeps_mcc_and_background(small_phantom, random_model):
+    result = scan_image(small_phantom.image, random_model)
+    mid = np.median([t.probability for t in result.tiles if t.probability is not None])
+    result = result.relabel(float(mid))
+    rgb = render_overlay(small_phantom.image, result)
+    original = np.round(small_phantom.image * 255)
+    for label in ("normal", "mcc", "background"):
+        tile = next(t for t in result.tiles if t.label == label)
+        region = (slice(tile.y, tile.y + 144), slice(tile.x, tile.x + 144))
+        out, orig = rgb[region].astype(float), original[region]
+        if label == "normal":
+            assert out.mean() > orig.mean() + 50 and out[..., 0].mean() >= 0.7 * 230
+        else:
+            np.testing.assert_allclose(out[..., 0], orig, atol=1)
+
+
+def test_mcc_tint_and_custom_colours(small_phantom, random_model):
+    result = scan_image(small_phantom.image, random_model, threshold=0.0)
+    rgb = render_overlay(small_phantom.image, result, mcc_color="#ff0000")
+    tile = next(t for t in result.tiles if t.label == "mcc")
+    region = rgb[tile.y:tile.y + 144, tile.x:tile.x + 144]
+    assert region[..., 1].max() == 0 and region[..., 0].mean() > 0
+    np.testing.assert_allclose(parse_color("white"), [1, 1, 1])
+
+
+def test_save_scan_writes_all_outputs(tmp_path, small_phantom, random_model):
+    result = scan_image(small_phantom.image, random_model, name="case.dcm")
+    paths = save_scan(result, small_phantom.image, tmp_path)
+    assert {p.name for p in paths.values()} == {"case.overlay.png", "case.preview.png", "case.json", "case.csv"}
+    assert Image.open(paths["overlay"]).size == (1100, 1300)
+    assert max(Image.open(paths["preview"]).size) == 1024

@@ -1,0 +1,109 @@
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mccscan.io import MammogramError
+from mccscan.models import LoadedModel, build_model
+from mccscan.scan import scan_file, scan_image, score_tiles
+
+
+def per_patch_reference(model, image, tile=144):
+    """The paper's way: every tile cut out and passed through the model on its own."""
+    rows, cols = -(-image.shape[0] // tile), -(-image.shape[1] // tile)
+    padded = np.zeros((rows * tile, cols * tile), np.float32)
+    padded[: image.shape[0], : image.shape[1]] = image
+    out = np.zeros((rows, cols), np.float32)
+    with torch.no_grad():
+        for r in range(rows):
+            for c in range(cols):
+                patch = torch.from_numpy(padded[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile].copy())
+                out[r, c] = torch.sigmoid(model(patch[None, None]))[0]
+    return out
+
+
+def test_convolutional_scan_equals_per_patch_inference(small_phantom, random_model):
+    # a model with a strong bias so probabilities sit mid-range where errors would show
+    with torch.no_grad():
+        random_model.model.dense.bias.fill_(-float(random_model.model.dense.weight.sum()) * 0.05)
+    result = scan_image(small_phantom.image, random_model, min_breast_fraction=0.0)
+    reference = per_patch_reference(random_model.model, small_phantom.image)
+    grid = result.probability_grid()
+    assert grid.shape == reference.shape and not np.isnan(grid).any()
+    assert np.abs(grid - reference).max() < 1e-5
+    assert 0.01 < np.median(grid) < 0.99
+
+
+@pytest.mark.parametrize("engine", ["batched", "patch"])
+def test_all_engines_agree(small_phantom, random_model, engine):
+    a = scan_image(small_phantom.image, random_model)
+    b = scan_image(small_phantom.image, random_model, engine=engine)
+    np.testing.assert_allclose(a.probability_grid(), b.probability_grid(), atol=1e-5)
+    assert [t.peak for t in a.tiles] == [t.peak for t in b.tiles]
+
+
+def test_pooling_model_falls_back_to_batched_tiles(small_phantom):
+    torch.manual_seed(1)
+    loaded = LoadedModel(build_model("cl2-k5-6x16-mp2").eval(), "pool", "0" * 64, {})
+    conv = scan_image(small_phantom.image, loaded)
+    reference = per_patch_reference(loaded.model, small_phantom.image)
+    mask = ~np.isnan(conv.probability_grid())
+    np.testing.assert_allclose(conv.probability_grid()[mask], reference[mask], atol=1e-5)
+
+
+def test_tiles_in_raster_order_with_counts(small_phantom, random_model):
+    result = scan_image(small_phantom.image, random_model, threshold=0.5)
+    positions = [(t.row, t.col) for t in result.tiles]
+    assert positions == sorted(positions)
+    assert all(t.x == t.col * 144 and t.y == t.row * 144 for t in result.tiles)
+    assert sum(result.counts.values()) == len(result.tiles) == 10 * 8
+    assert result.counts["background"] == sum(t.breast_fraction < 0.3 for t in result.tiles)
+    for t in result.tiles:
+        assert (t.probability is None) == (t.label == "background")
+        if t.probability is not None:
+            assert t.label == ("mcc" if t.probability >= 0.5 else "normal")
+            assert t.x <= t.peak[0] < t.x + 144 and t.y <= t.peak[1] < t.y + 144
+
+
+def test_relabel_changes_labels_not_scores(small_phantom, random_model):
+    result = scan_image(small_phantom.image, random_model)
+    probs = sorted(t.probability for t in result.tiles if t.probability is not None)
+    middle = probs[len(probs) // 2]
+    relabelled = result.relabel(middle)
+    assert relabelled.counts["mcc"] == sum(p >= middle for p in probs)
+    np.testing.assert_array_equal(relabelled.probability_grid(), result.probability_grid())
+
+
+def test_json_and_csv_schema(small_phantom, random_model):
+    result = scan_image(small_phantom.image, random_model, name="x.png")
+    data = json.loads(result.to_json())
+    for key in ("image", "pixel_spacing_mm", "tile_size_px", "threshold", "counts", "tiles", "model"):
+        assert key in data
+    assert set(data["counts"]) == {"mcc", "normal", "background"}
+    assert set(data["model"]) >= {"name", "sha256"}
+    assert set(data["tiles"][0]) >= {"row", "col", "x", "y", "probability", "label"}
+    rows = list(csv.DictReader(io.StringIO(result.to_csv())))
+    assert len(rows) == len(result.tiles) and rows[0]["image"] == "x.png"
+
+
+def test_scan_file_resamples_and_reports_bad_files(tmp_path, small_phantom, random_model):
+    paths = small_phantom.write(tmp_path, formats=("dcm", "png"))
+    result, image = scan_file(paths["dcm"], random_model)
+    assert image.shape == small_phantom.image.shape and not result.spacing_assumed
+    result, image = scan_file(paths["png"], random_model, pixel_spacing_mm=0.035)
+    assert image.shape == (650, 550) and result.source_pixel_spacing_mm == 0.035
+    result, _ = scan_file(paths["png"], random_model)
+    assert result.spacing_assumed and "assumed 0.07 mm" in result.warnings[0]
+    (tmp_path / "bad.png").write_text("no image")
+    with pytest.raises(MammogramError, match="bad.png"):
+        scan_file(tmp_path / "bad.png", random_model)
+
+
+def test_score_tiles_reports_rows_and_handles_empty_masks(small_phantom, random_model):
+    rows_seen = []
+    scanned = np.zeros((10, 8), bool)
+    scores = score_tiles(random_model.model, small_phantom.image, scanned, on_row=rows_seen.append)
+    assert len(scores.probabilities) == 0 and rows_seen == list(range(10))
