@@ -282,17 +282,21 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
         return None
 
     for cid in range(n_clusters):
-        r1 = rng.uniform(1.0, 3.5) * mm  # compact groups, as MCCs are
+        n = int(round(np.exp(rng.uniform(np.log(3), np.log(30)))))
+        aspect = rng.uniform(0.5, 1.0)
+        # compact groups, as MCCs are, yet with room for n MCs at least 5 px apart
+        r1 = max(rng.uniform(1.0, 3.5) * mm, np.sqrt(n * 60 / (np.pi * aspect)))
         spot = free_spot(r1 + 15 * mm)
         if spot is None:
             break
         cx, cy = spot
-        r2, phi = r1 * rng.uniform(0.5, 1.0), rng.uniform(0, np.pi)
-        n = int(round(np.exp(rng.uniform(np.log(3), np.log(30)))))
+        r2, phi = r1 * aspect, rng.uniform(0, np.pi)
         base_d = rng.uniform(0.15, 0.55) * mm
         base_c = np.exp(rng.uniform(np.log(0.06), np.log(0.25)))
         pts: list[tuple[float, float]] = []
-        while len(pts) < n:
+        for _ in range(200 * n):
+            if len(pts) == n:
+                break
             u, v = rng.uniform(-1, 1, 2)
             if u * u + v * v > 1:
                 continue
@@ -300,6 +304,7 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
             py = cy + r1 * u * np.sin(phi) + r2 * v * np.cos(phi)
             if all(np.hypot(px - qx, py - qy) > 5 for qx, qy in pts):
                 pts.append((px, py))
+        n = len(pts)
         for px, py in pts:
             d = float(np.clip(base_d * rng.uniform(0.6, 1.6), 0.1 * mm, 1.0 * mm))
             c = float(base_c * rng.uniform(0.6, 1.4))
