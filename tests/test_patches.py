@@ -47,16 +47,21 @@ def test_augment_x5_is_the_papers_five_geometric_versions():
 def test_phantom_patch_labels_follow_the_rule(small_phantom, rng):
     patches, labels, kinds = phantom_patches(small_phantom, rng, positives_per_cluster=6, negatives=20)
     assert patches.dtype == np.uint8 and patches.shape[1:] == (144, 144)
-    assert labels.sum() == 12 and (labels == 0).sum() == 20 and "isolated_mc" in set(kinds)
+    assert labels.sum() == 12 and (labels == 0).sum() == 20 and set(kinds) == {"cluster", "tissue"}
+    stress = phantom_patches(small_phantom, rng, positives_per_cluster=0, negatives=5, isolated_mc_negatives=True)
+    assert list(stress[1]) == [0] * 5 and set(stress[2]) == {"isolated_mc"}
     # recover each patch's position by matching it in the image, then check the rule
     img8 = small_phantom.to_uint8()
     cluster_mcs = np.array([(m.x, m.y) for m in small_phantom.mcs if m.cluster_id is not None])
+    all_mcs = np.array([(m.x, m.y) for m in small_phantom.mcs])
     for patch, label in zip(patches[::3], labels[::3]):
         ys, xs = np.nonzero((img8[:-143, :-143] == patch[0, 0]))
         pos = next((x, y) for y, x in zip(ys, xs) if np.array_equal(img8[y:y + 144, x:x + 144], patch))
-        inside = ((cluster_mcs[:, 0] >= pos[0]) & (cluster_mcs[:, 0] < pos[0] + 144)
-                  & (cluster_mcs[:, 1] >= pos[1]) & (cluster_mcs[:, 1] < pos[1] + 144)).sum()
-        assert inside >= 3 if label else inside == 0
+
+        def inside(mcs):
+            return ((mcs[:, 0] >= pos[0]) & (mcs[:, 0] < pos[0] + 144)
+                    & (mcs[:, 1] >= pos[1]) & (mcs[:, 1] < pos[1] + 144)).sum()
+        assert inside(cluster_mcs) >= 3 if label else inside(all_mcs) == 0
 
 
 def test_balanced_indices(rng):

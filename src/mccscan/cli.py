@@ -56,18 +56,6 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _scan_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="mccscan-out", help="output folder (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=0.5, help="MCC probability threshold (default: %(default)s)")
-    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
-    p.add_argument("--min-breast-fraction", type=float, default=0.3,
-                   help="scan a tile only if the breast covers this fraction of it (default: %(default)s)")
-    p.add_argument("--normal-color", default="#e6e6e6", help="colour normal tiles are lightened to")
-    p.add_argument("--mcc-color", default=None, help="tint for MCC tiles (default: shown as they are)")
-    p.add_argument("--engine", choices=("convolutional", "batched", "patch"), default="convolutional",
-                   help="how tiles go through the model; all give the same scores")
-
-
 def _cmd_scan(args) -> int:
     from tqdm import tqdm
 
@@ -157,7 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="mammogram files")
     p.add_argument("--pixel-spacing", type=float, help="pixel spacing in mm (overrides the file's)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    _scan_options(p)
+    p.add_argument("--out", default="mccscan-out", help="output folder (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.5, help="MCC probability threshold (default: %(default)s)")
+    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
+    p.add_argument("--min-breast-fraction", type=float, default=0.3,
+                   help="scan a tile only if the breast covers this fraction of it (default: %(default)s)")
+    p.add_argument("--normal-color", default="#e6e6e6", help="colour normal tiles are lightened to")
+    p.add_argument("--mcc-color", default=None, help="tint for MCC tiles (default: shown as they are)")
+    p.add_argument("--engine", choices=("convolutional", "batched", "patch"), default="convolutional",
+                   help="how tiles go through the model; all give the same scores")
     p.set_defaults(func=_cmd_scan)
 
     p = sub.add_parser("demo", help="make a phantom mammogram, scan it, compare with its true clusters")

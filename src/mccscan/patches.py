@@ -102,7 +102,7 @@ class PatchSet:
     patches: np.ndarray  # uint8 (N, 144, 144), 8-bit like the paper's PNG patches
     labels: np.ndarray  # uint8 (N,), 1 = MCC
     image_index: np.ndarray  # int (N,), which source image each patch came from
-    kinds: np.ndarray  # str (N,): "cluster", "tissue", "isolated_mc" (a hard negative)
+    kinds: np.ndarray  # str (N,): "cluster", "tissue" or "isolated_mc" (stress sets only)
 
 
 def _mcs_inside(mcs_xy: np.ndarray, x0: int, y0: int, size: int, margin: int) -> int:
@@ -114,15 +114,16 @@ def _mcs_inside(mcs_xy: np.ndarray, x0: int, y0: int, size: int, margin: int) ->
 
 
 def phantom_patches(phantom, rng: np.random.Generator, positives_per_cluster: int = 12,
-                    negatives: int = 40, hard_negative_fraction: float = 0.1,
+                    negatives: int = 40, isolated_mc_negatives: bool = False,
                     min_breast_fraction: float = 0.3, patch_size_px: int = PATCH_SIZE_PX):
     """Labelled patches from one phantom image.
 
     Positive: ≥3 of one cluster's MCs inside the patch (jittered positions, so clusters
-    are seen off-centre). Negative: the patch does not touch any cluster region; a
-    fraction is centred near isolated MCs (hard negatives), the rest is random tissue.
-    Returns (patches uint8, labels, kinds); a negative's kind says what it contains:
-    "isolated_mc" (one or two isolated MCs) or "tissue" (none).
+    are seen off-centre). Negative: random breast tissue that touches no cluster and
+    holds no MC at all; patches with one or two isolated MCs are neither (the label rule
+    leaves them out). With `isolated_mc_negatives`, the negatives are instead patches
+    centred near isolated MCs, labelled 0 with kind "isolated_mc": a stress set.
+    Returns (patches uint8, labels, kinds: "cluster", "tissue" or "isolated_mc").
     """
     img8 = phantom.to_uint8()
     rows, cols = img8.shape
@@ -158,13 +159,11 @@ def phantom_patches(phantom, rng: np.random.Generator, positives_per_cluster: in
 
     isolated = [m for m in phantom.mcs if m.cluster_id is None]
     isolated_xy = np.array([(m.x, m.y) for m in isolated]).reshape(-1, 2)
-    n_hard = int(round(negatives * hard_negative_fraction)) if isolated else 0
-    got_hard = got = 0
+    got = 0
     for _ in range(negatives * 50):
-        if got == negatives:
+        if got == negatives or (isolated_mc_negatives and not isolated):
             break
-        hard = got_hard < n_hard
-        if hard:
+        if isolated_mc_negatives:
             m = isolated[rng.integers(len(isolated))]
             x0 = int(round(m.x - rng.uniform(0.1, 0.9) * size))
             y0 = int(round(m.y - rng.uniform(0.1, 0.9) * size))
@@ -175,9 +174,10 @@ def phantom_patches(phantom, rng: np.random.Generator, positives_per_cluster: in
         if phantom.breast_mask[y0:y0 + size, x0:x0 + size].mean() < min_breast_fraction:
             continue
         has_mc = _mcs_inside(isolated_xy, x0, y0, size, 0) > 0
+        if has_mc != isolated_mc_negatives:
+            continue
         take(x0, y0, 0, "isolated_mc" if has_mc else "tissue")
         got += 1
-        got_hard += hard
     patches = np.stack(out) if out else np.zeros((0, size, size), np.uint8)
     return patches, np.array(labels, np.uint8), np.array(kinds)
 

@@ -168,5 +168,9 @@ def train_on_phantom(out_dir: str | Path, config: TrainConfig, *, train_images: 
     card["test"] = binary_metrics(labels, prob)
     card["test"]["accuracy_by_kind"] = {k: float(((prob >= 0.5) == labels)[kinds == k].mean())
                                         for k in np.unique(kinds)}
+    first = PHANTOM_SEEDS["test"]  # stress: patches around isolated MCs, which are no MCC
+    stress = build_phantom_patch_set(range(first, first + test_images), rng_seed=first,
+                                     isolated_mc_negatives=True, positives_per_cluster=0)
+    card["test"]["isolated_mc_patches_called_mcc"] = float((predict_patches(model, stress.patches) >= 0.5).mean())
     card_path(Path(out_dir) / "best.pt").write_text(json.dumps(card, indent=2) + "\n")
     return card
