@@ -52,8 +52,8 @@ class ClusterComparison:
                 f"{self.mcc_tiles_elsewhere} elsewhere)")
 
 
-def compare_with_clusters(result, clusters, scale: float = 1.0) -> ClusterComparison:
-    """Which true clusters (objects with x, y, radius_px in scan pixels × `scale`) the MCC
+def compare_with_clusters(result, clusters) -> ClusterComparison:
+    """Which true clusters (objects with x, y, radius_px in scan pixels) the MCC
     tiles of a `ScanResult` overlap, and how many MCC tiles overlap none."""
     t = result.tile_size_px
     mcc = [tile for tile in result.tiles if tile.label == "mcc"]
@@ -62,10 +62,9 @@ def compare_with_clusters(result, clusters, scale: float = 1.0) -> ClusterCompar
     for tile in mcc:
         hit = False
         for i, c in enumerate(clusters):
-            cx, cy, r = c.x * scale, c.y * scale, c.radius_px * scale
-            dx = max(tile.x - cx, 0, cx - (tile.x + t))
-            dy = max(tile.y - cy, 0, cy - (tile.y + t))
-            if dx * dx + dy * dy <= r * r:
+            dx = max(tile.x - c.x, 0, c.x - (tile.x + t))
+            dy = max(tile.y - c.y, 0, c.y - (tile.y + t))
+            if dx * dx + dy * dy <= c.radius_px ** 2:
                 found[i] = hit = True
         on_cluster += hit
     return ClusterComparison(len(clusters), sum(found), len(mcc), on_cluster, len(mcc) - on_cluster, found)

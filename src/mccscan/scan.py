@@ -19,11 +19,13 @@ import io as _io
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from mccscan.io import DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, load_for_scan
 from mccscan.models import LoadedModel, MCCNet
 from mccscan.patches import TileGrid, breast_mask
 
@@ -190,7 +192,7 @@ def score_tiles(model: MCCNet, image: np.ndarray, scanned: np.ndarray, *, tile_s
 
 def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image",
                threshold: float = DEFAULT_THRESHOLD, min_breast_fraction: float = DEFAULT_MIN_BREAST_FRACTION,
-               engine: str = "convolutional", source_pixel_spacing_mm: float = 0.07,
+               engine: str = "convolutional", source_pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM,
                spacing_assumed: bool = False, on_row: Callable[[int], None] | None = None) -> ScanResult:
     """Scan an image already at the scan resolution (70 µm) and return the full result."""
     start = time.perf_counter()
@@ -213,7 +215,7 @@ def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image",
                 tiles.append(Tile(r, c, c * tile, r * tile, None, "background", float(coverage[r, c])))
     model_info = {"name": loaded.name, "sha256": loaded.sha256,
                   "trained_on": loaded.card.get("trained_on", "unknown")}
-    return ScanResult(name, 0.07, source_pixel_spacing_mm, spacing_assumed, tuple(image.shape), tile,
+    return ScanResult(name, SCAN_PIXEL_SPACING_MM, source_pixel_spacing_mm, spacing_assumed, tuple(image.shape), tile,
                       threshold, min_breast_fraction, _counts(tiles), tiles, model_info, engine,
                       time.perf_counter() - start)
 
@@ -221,10 +223,6 @@ def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image",
 def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = None,
               max_pixels: int | None = None, **kwargs) -> tuple[ScanResult, np.ndarray]:
     """Read a mammogram file, bring it to 70 µm, scan it. Returns (result, scanned image)."""
-    from pathlib import Path
-
-    from mccscan.io import DEFAULT_MAX_PIXELS, load_for_scan
-
     scan_img = load_for_scan(path, pixel_spacing_mm=pixel_spacing_mm,
                              max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
     result = scan_image(scan_img.image, loaded, name=Path(path).name,

@@ -8,6 +8,7 @@ run killed mid-way resumes from `last.pt` and ends with the same weights.
 from __future__ import annotations
 
 import csv
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mccscan.evaluate import binary_metrics, predict_patches
-from mccscan.models import MCCNet, build_model, save_weights
-from mccscan.patches import AUGMENTATIONS
+from mccscan.models import MCCNet, build_model, card_path, load_model, save_weights
+from mccscan.patches import AUGMENTATIONS, balanced_indices, build_phantom_patch_set
 from mccscan.perf import peak_flops
 
 
@@ -122,8 +123,6 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
         torch.save({"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "epoch": epoch, "best": best, "history": history}, last_path)
 
-    from mccscan.models import load_model
-
     loaded = load_model(out_dir / "best.pt")
     return loaded.model, loaded.card
 
@@ -143,11 +142,6 @@ def train_on_phantom(out_dir: str | Path, config: TrainConfig, *, train_images: 
                      command: str = "") -> dict:
     """Build balanced phantom patch sets (one phantom per seed, split by image), train,
     evaluate the best checkpoint on the held-out test images, and write its model card."""
-    import json
-
-    from mccscan.models import card_path
-    from mccscan.patches import balanced_indices, build_phantom_patch_set
-
     rng = np.random.default_rng(config.seed)
     sets = {}
     for split, n in (("train", train_images), ("val", val_images), ("test", test_images)):

@@ -16,7 +16,7 @@ Same seed → same image and ground truth.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,6 @@ class Phantom:
     laterality: str
     seed: int
     pixel_spacing_mm: float = PIXEL_SPACING_MM
-    synthetic: bool = field(default=True, init=False)
 
     def ground_truth(self) -> dict:
         """Every MC and cluster, JSON-ready; coordinates in pixels of this image."""
