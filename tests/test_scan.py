@@ -8,7 +8,7 @@ import torch
 
 from mccscan.io import MammogramError
 from mccscan.models import LoadedModel, build_model
-from mccscan.scan import scan_file, scan_image, score_tiles
+from mccscan.scan import iter_row_scores, scan_file, scan_image, score_tiles
 
 
 def per_patch_reference(model, image, tile=144):
@@ -102,8 +102,17 @@ def test_scan_file_resamples_and_reports_bad_files(tmp_path, small_phantom, rand
         scan_file(tmp_path / "bad.png", random_model)
 
 
-def test_score_tiles_reports_rows_and_handles_empty_masks(small_phantom, random_model):
-    rows_seen = []
+def test_empty_mask_scores_nothing_but_visits_every_row(small_phantom, random_model):
     scanned = np.zeros((10, 8), bool)
-    scores = score_tiles(random_model.model, small_phantom.image, scanned, on_row=rows_seen.append)
-    assert len(scores.probabilities) == 0 and rows_seen == list(range(10))
+    rows = [r for r, scores in iter_row_scores(random_model.model, small_phantom.image, scanned)
+            if len(scores.probabilities) == 0]
+    assert rows == list(range(10))
+    assert len(score_tiles(random_model.model, small_phantom.image, scanned).probabilities) == 0
+
+
+def test_on_row_streams_each_row_in_raster_order_as_in_the_result(small_phantom, random_model):
+    rows = []
+    result = scan_image(small_phantom.image, random_model, on_row=rows.append)
+    assert [row[0].row for row in rows] == list(range(len(rows)))
+    assert all([t.col for t in row] == list(range(len(row))) for row in rows)
+    assert [t for row in rows for t in row] == result.tiles

@@ -71,7 +71,7 @@ def _cmd_scan(args) -> int:
                 result, image = scan_file(path, loaded, pixel_spacing_mm=args.pixel_spacing,
                                           max_pixels=args.max_pixels, threshold=args.threshold,
                                           min_breast_fraction=args.min_breast_fraction, engine=args.engine,
-                                          on_row=lambda r: bar.update(1))
+                                          on_row=lambda tiles: bar.update(1))
         except MammogramError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1

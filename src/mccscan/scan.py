@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -136,14 +136,6 @@ def _scores_from_maps(model: MCCNet, maps: torch.Tensor) -> TileScores:
     return TileScores(prob.numpy(), f2.numpy(), _strongest_peak(model, f2, argmax, w))
 
 
-def _batched(model: MCCNet, patches: np.ndarray, batch_size: int) -> TileScores:
-    parts = []
-    for i in range(0, len(patches), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(patches[i:i + batch_size]))[:, None]
-        parts.append(_scores_from_maps(model, model.conv_features(x)[-1]))
-    return _concat(parts, model)
-
-
 def _concat(parts: list[TileScores], model: MCCNet) -> TileScores:
     if not parts:
         c = model.dense.in_features
@@ -152,67 +144,89 @@ def _concat(parts: list[TileScores], model: MCCNet) -> TileScores:
         (p.probabilities, p.f2, p.peaks) for p in parts))))
 
 
-def _convolutional(model: MCCNet, padded: np.ndarray, scanned: np.ndarray, tile: int,
-                   chunk_tiles: int, on_row: Callable[[int], None] | None) -> TileScores:
-    """One conv pass per run of scanned tiles in each tile row; tiles in raster order."""
+def _row_convolutional(model: MCCNet, strip: np.ndarray, cols: np.ndarray, tile: int,
+                       chunk_tiles: int) -> TileScores:
+    """One conv pass per run of consecutive scanned tiles of a row, ≤ chunk_tiles long."""
     window = tile - (model.config.kernel_size_px - 1) * len(model.convs)
     parts = []
-    for r in range(scanned.shape[0]):
-        cols = np.flatnonzero(scanned[r])
-        # split the row's scanned columns into runs of consecutive tiles, ≤ chunk_tiles long
-        runs = np.split(cols, np.flatnonzero(np.diff(cols) != 1) + 1) if len(cols) else []
-        for run in runs:
-            for start in range(0, len(run), chunk_tiles):
-                chunk = run[start:start + chunk_tiles]
-                strip = padded[r * tile:(r + 1) * tile, chunk[0] * tile:(chunk[-1] + 1) * tile]
-                fmap = model.conv_features(torch.from_numpy(np.ascontiguousarray(strip))[None, None])[-1][0]
-                maps = torch.stack([fmap[:, :window, j * tile:j * tile + window] for j in range(len(chunk))])
-                parts.append(_scores_from_maps(model, maps))
-        if on_row is not None:
-            on_row(r)
+    runs = np.split(cols, np.flatnonzero(np.diff(cols) != 1) + 1) if len(cols) else []
+    for run in runs:
+        for start in range(0, len(run), chunk_tiles):
+            chunk = run[start:start + chunk_tiles]
+            part = strip[:, chunk[0] * tile:(chunk[-1] + 1) * tile]
+            fmap = model.conv_features(torch.from_numpy(np.ascontiguousarray(part))[None, None])[-1][0]
+            maps = torch.stack([fmap[:, :window, j * tile:j * tile + window] for j in range(len(chunk))])
+            parts.append(_scores_from_maps(model, maps))
     return _concat(parts, model)
 
 
-def score_tiles(model: MCCNet, image: np.ndarray, scanned: np.ndarray, *, tile_size_px: int = 144,
-                engine: str = "convolutional", batch_size: int = 8, chunk_tiles: int = 4,
-                on_row: Callable[[int], None] | None = None) -> TileScores:
-    """Probabilities (and F2, peaks) of the tiles where `scanned` (n_rows, n_cols) is True,
-    in raster order. `image` is float32 at the scan resolution."""
+def _row_batched(model: MCCNet, strip: np.ndarray, cols: np.ndarray, tile: int, batch_size: int) -> TileScores:
+    patches = np.stack([strip[:, c * tile:(c + 1) * tile] for c in cols]) if len(cols) else np.zeros((0, tile, tile))
+    parts = []
+    for i in range(0, len(patches), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(patches[i:i + batch_size], dtype=np.float32))[:, None]
+        parts.append(_scores_from_maps(model, model.conv_features(x)[-1]))
+    return _concat(parts, model)
+
+
+def iter_row_scores(model: MCCNet, image: np.ndarray, scanned: np.ndarray, *, tile_size_px: int = 144,
+                    engine: str = "convolutional", batch_size: int = 8,
+                    chunk_tiles: int = 4) -> Iterator[tuple[int, TileScores]]:
+    """For each tile row in raster order: (row, scores of its tiles where `scanned` is True).
+
+    `image` is float32 at the scan resolution; `scanned` is (n_rows, n_cols) bool.
+    """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}")
-    grid = TileGrid(image.shape, tile_size_px)
-    padded = grid.pad(image.astype(np.float32, copy=False))
+    tile = tile_size_px
+    padded = TileGrid(image.shape, tile).pad(image.astype(np.float32, copy=False))
+    convolutional = engine == "convolutional" and model.fully_convolutional
     model.eval()
-    with torch.inference_mode():
-        if engine == "convolutional" and model.fully_convolutional:
-            return _convolutional(model, padded, scanned, tile_size_px, chunk_tiles, on_row)
-        patches = grid.tiles(padded)[scanned]
-        return _batched(model, patches, 1 if engine == "patch" else batch_size)
+    for r in range(scanned.shape[0]):
+        cols = np.flatnonzero(scanned[r])
+        strip = padded[r * tile:(r + 1) * tile]
+        with torch.inference_mode():
+            if convolutional:
+                yield r, _row_convolutional(model, strip, cols, tile, chunk_tiles)
+            else:
+                yield r, _row_batched(model, strip, cols, tile, 1 if engine == "patch" else batch_size)
+
+
+def score_tiles(model: MCCNet, image: np.ndarray, scanned: np.ndarray, **kwargs) -> TileScores:
+    """Scores of all scanned tiles in raster order (see `iter_row_scores`)."""
+    return _concat([scores for _, scores in iter_row_scores(model, image, scanned, **kwargs)], model)
 
 
 def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image",
                threshold: float = DEFAULT_THRESHOLD, min_breast_fraction: float = DEFAULT_MIN_BREAST_FRACTION,
                engine: str = "convolutional", source_pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM,
-               spacing_assumed: bool = False, on_row: Callable[[int], None] | None = None) -> ScanResult:
-    """Scan an image already at the scan resolution (70 µm) and return the full result."""
+               spacing_assumed: bool = False, on_row: Callable[[list[Tile]], None] | None = None) -> ScanResult:
+    """Scan an image already at the scan resolution (70 µm) and return the full result.
+
+    `on_row` receives each tile row (a list of `Tile`, background included) as soon as
+    it is scored, top to bottom: what a progress bar or a live view draws.
+    """
     start = time.perf_counter()
     model = loaded.model
     tile = model.config.patch_size_px
     grid = TileGrid(image.shape, tile)
     coverage = grid.coverage(breast_mask(image))
     scanned = coverage >= min_breast_fraction
-    scores = score_tiles(model, image, scanned, tile_size_px=tile, engine=engine, on_row=on_row)
-    tiles, k = [], 0
-    for r in range(grid.n_rows):
+    tiles = []
+    for r, scores in iter_row_scores(model, image, scanned, tile_size_px=tile, engine=engine):
+        row_tiles, k = [], 0
         for c in range(grid.n_cols):
             if scanned[r, c]:
                 p = float(scores.probabilities[k])
                 px, py = (int(v) for v in scores.peaks[k])
-                tiles.append(Tile(r, c, c * tile, r * tile, p, _label(p, threshold), float(coverage[r, c]),
-                                  [round(float(v), 6) for v in scores.f2[k]], (c * tile + px, r * tile + py)))
+                row_tiles.append(Tile(r, c, c * tile, r * tile, p, _label(p, threshold), float(coverage[r, c]),
+                                      [round(float(v), 6) for v in scores.f2[k]], (c * tile + px, r * tile + py)))
                 k += 1
             else:
-                tiles.append(Tile(r, c, c * tile, r * tile, None, "background", float(coverage[r, c])))
+                row_tiles.append(Tile(r, c, c * tile, r * tile, None, "background", float(coverage[r, c])))
+        tiles += row_tiles
+        if on_row is not None:
+            on_row(row_tiles)
     model_info = {"name": loaded.name, "sha256": loaded.sha256,
                   "trained_on": loaded.card.get("trained_on", "unknown")}
     return ScanResult(name, SCAN_PIXEL_SPACING_MM, source_pixel_spacing_mm, spacing_assumed, tuple(image.shape), tile,
@@ -221,15 +235,23 @@ def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image",
 
 
 def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = None,
-              max_pixels: int | None = None, **kwargs) -> tuple[ScanResult, np.ndarray]:
-    """Read a mammogram file, bring it to 70 µm, scan it. Returns (result, scanned image)."""
+              max_pixels: int | None = None, name: str | None = None,
+              on_image: Callable[[np.ndarray], None] | None = None, **kwargs) -> tuple[ScanResult, np.ndarray]:
+    """Read a mammogram file, bring it to 70 µm, scan it. Returns (result, scanned image).
+
+    `name` is what the result calls the image (default: the file name); `on_image`
+    receives the 70 µm image before scoring starts, so a viewer can show it at once.
+    """
     scan_img = load_for_scan(path, pixel_spacing_mm=pixel_spacing_mm,
                              max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-    result = scan_image(scan_img.image, loaded, name=Path(path).name,
+    name = name or Path(path).name
+    if on_image is not None:
+        on_image(scan_img.image)
+    result = scan_image(scan_img.image, loaded, name=name,
                         source_pixel_spacing_mm=scan_img.pixel_spacing_mm,
                         spacing_assumed=scan_img.spacing_assumed, **kwargs)
     if scan_img.spacing_assumed:
-        result.warnings.append(f"{Path(path).name}: no pixel spacing in the file; assumed 0.07 mm "
+        result.warnings.append(f"{name}: no pixel spacing in the file; assumed 0.07 mm "
                                "(give --pixel-spacing if this is wrong)")
     return result, scan_img.image
 
