@@ -1,11 +1,11 @@
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from mccscan.io import MammogramError, load_for_scan, read_mammogram, resample_to_spacing, write_dicom
+from conftest import fake_png
+from mccscan.io import (MammogramError, load_for_scan, probe_mammogram, read_mammogram, resample_to_spacing,
+                        write_dicom)
 
 
 @pytest.fixture
@@ -85,33 +85,34 @@ def test_rle_compressed_dicom_decodes(tmp_path):
                                read_mammogram(tmp_path / "a.dcm").image)
 
 
-def _png_with_header_size(width, height):
-    """A PNG whose header claims width×height (the pixel data is a tiny stub)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize("name, content, message", [
     ("text.png", b"hello, I am not an image\n", "not a recognised image format"),
     ("empty.png", b"", "file is empty"),
-    ("bomb.png", _png_with_header_size(20000, 20000), "above the limit"),
+    ("bomb.png", fake_png(20000, 20000), "above the limit"),
 ])
-def test_bad_files_raise_one_clear_error(tmp_path, name, content, message):
+@pytest.mark.parametrize("reader", [read_mammogram, probe_mammogram])
+def test_bad_files_raise_one_clear_error(tmp_path, name, content, message, reader):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(MammogramError, match=message) as info:
-        read_mammogram(tmp_path / name)
+        reader(tmp_path / name)
     assert name in str(info.value)
 
 
-def test_truncated_png(tmp_path, gradient):
+@pytest.mark.parametrize("reader", [read_mammogram, probe_mammogram])
+def test_truncated_png(tmp_path, gradient, reader):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)).save(tmp_path / "a.png")
     data = (tmp_path / "a.png").read_bytes()
     (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(MammogramError, match="corrupt or truncated") as info:
-        read_mammogram(tmp_path / "t.png")
+        reader(tmp_path / "t.png")
     assert "t.png" in str(info.value)
+
+
+def test_probe_reads_size_and_format_of_good_files(tmp_path, gradient):
+    Image.fromarray(gradient).save(tmp_path / "a.png")
+    write_dicom(tmp_path / "a.dcm", np.ones((30, 20), np.uint16))
+    assert (lambda i: (i.format, i.rows, i.cols))(probe_mammogram(tmp_path / "a.png")) == ("PNG", 40, 256)
+    assert (lambda i: (i.format, i.rows, i.cols))(probe_mammogram(tmp_path / "a.dcm")) == ("DICOM", 30, 20)
 
 
 def test_truncated_dicom_and_zero_size_dicom(tmp_path):
@@ -120,8 +121,9 @@ def test_truncated_dicom_and_zero_size_dicom(tmp_path):
     write_dicom(tmp_path / "a.dcm", np.ones((200, 200), np.uint16))
     data = (tmp_path / "a.dcm").read_bytes()
     (tmp_path / "t.dcm").write_bytes(data[: len(data) - 20000])
-    with pytest.raises(MammogramError, match="t.dcm"):
-        read_mammogram(tmp_path / "t.dcm")
+    for reader in (read_mammogram, probe_mammogram):
+        with pytest.raises(MammogramError, match="t.dcm"):
+            reader(tmp_path / "t.dcm")
     ds = pydicom.dcmread(tmp_path / "a.dcm")
     ds.Rows = 0
     ds.save_as(tmp_path / "z.dcm")

@@ -109,6 +109,21 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    import uvicorn
+
+    from mccscan.web.app import Settings, create_app
+
+    settings = Settings(data_dir=Path(args.data_dir), weights=args.weights, workers=args.workers,
+                        max_upload_bytes=args.max_upload_mb * 2**20, max_pixels=args.max_pixels,
+                        threshold=args.threshold)
+    app = create_app(settings)
+    print(f"mccscan web app on http://{args.host}:{args.port}/ (API reference: /docs); "
+          f"scans kept in {settings.data_dir}/", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mccscan", description="Find microcalcification clusters in mammograms "
                                      "with the lightweight CNN of Luna-Lozoya et al. (2024).")
@@ -163,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("serve", help="the web app: drop a mammogram, watch it being scanned")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data-dir", default="mccscan-data", help="scan history and files (default: %(default)s)")
+    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
+    p.add_argument("--workers", type=int, default=1, help="scans run at once (default: %(default)s)")
+    p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload (default: %(default)s MB)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    p.add_argument("--threshold", type=float, default=0.5, help="MCC probability threshold (default: %(default)s)")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -26,10 +26,15 @@ DEFAULT_MAX_PIXELS = 100_000_000
 
 
 class MammogramError(ValueError):
-    """A mammogram could not be read; the message names the file and the problem."""
+    """A mammogram could not be read; the message names the file and the problem.
 
-    def __init__(self, path: str | Path, problem: str):
-        self.path, self.problem = str(path), problem
+    `reason` sorts problems for callers that answer differently (a server's HTTP status):
+    "empty", "unsupported" (not an image format we read), "too_large" (pixel limit) or
+    "unreadable" (corrupt, truncated, undecodable).
+    """
+
+    def __init__(self, path: str | Path, problem: str, reason: str = "unreadable"):
+        self.path, self.problem, self.reason = str(path), problem, reason
         super().__init__(f"{path}: {problem}")
 
 
@@ -44,16 +49,70 @@ class Mammogram:
 def read_mammogram(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Mammogram:
     """Read a mammogram file; dimensions are checked before any pixel is decoded."""
     path = Path(path)
+    head = _read_head(path)
+    if head[128:132] == b"DICM" or path.suffix.lower() == ".dcm":
+        return _read_dicom(path, max_pixels)
+    return _read_pillow(path, max_pixels)
+
+
+@dataclass
+class MammogramInfo:
+    format: str
+    rows: int
+    cols: int
+
+
+def probe_mammogram(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> MammogramInfo:
+    """Check a file is a readable mammogram without decoding its pixels (cheap, bounded memory).
+
+    Catches what an upload can be: empty, not an image, too many pixels, truncated PNG or
+    DICOM pixel data. A file that passes can still fail to decode; `read_mammogram` says why.
+    """
+    path = Path(path)
+    head = _read_head(path)
+    if head[128:132] == b"DICM" or path.suffix.lower() == ".dcm":
+        ds = _open_dicom(path, max_pixels)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        expected = rows * cols * int(ds.get("BitsAllocated", 16)) // 8
+        if syntax is not None and not syntax.is_compressed and len(ds.PixelData) < expected:
+            raise MammogramError(path, f"truncated DICOM pixel data ({len(ds.PixelData)} of {expected} bytes)")
+        return MammogramInfo("DICOM", rows, cols)
+    with _open_pillow(path) as img:
+        cols, rows = img.size
+        _check_size(path, rows, cols, max_pixels)
+        fmt = img.format or "image"
+        try:
+            img.verify()  # walks the chunks and checks CRCs (PNG) without decoding
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise MammogramError(path, f"corrupt or truncated image ({exc})") from exc
+    return MammogramInfo(fmt, rows, cols)
+
+
+def _read_head(path: Path) -> bytes:
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError as exc:
         raise MammogramError(path, f"cannot open file ({exc.strerror or exc})") from exc
     if not head:
-        raise MammogramError(path, "file is empty")
-    if head[128:132] == b"DICM" or (path.suffix.lower() == ".dcm"):
-        return _read_dicom(path, max_pixels)
-    return _read_pillow(path, max_pixels)
+        raise MammogramError(path, "file is empty", "empty")
+    return head
+
+
+def _open_pillow(path: Path) -> Image.Image:
+    """Open with Pillow, reading the header only."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except UnidentifiedImageError as exc:
+        raise MammogramError(path, "not a recognised image format (expected PNG, JPEG, TIFF, PGM or DICOM)",
+                             "unsupported") from exc
+    except Image.DecompressionBombError as exc:
+        raise MammogramError(path, f"image is above the limit Pillow can decode safely ({exc})", "too_large") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MammogramError(path, f"corrupt or truncated image ({exc})") from exc
 
 
 def _check_size(path: Path, rows: int, cols: int, max_pixels: int) -> None:
@@ -62,7 +121,7 @@ def _check_size(path: Path, rows: int, cols: int, max_pixels: int) -> None:
     if rows * cols > max_pixels:
         raise MammogramError(
             path, f"image is {cols}×{rows} = {rows * cols / 1e6:.0f} Mpx, above the limit of "
-                  f"{max_pixels / 1e6:.0f} Mpx (raise it with --max-pixels if this is intended)")
+                  f"{max_pixels / 1e6:.0f} Mpx (raise it with --max-pixels if this is intended)", "too_large")
 
 
 def _stretch(pixels: np.ndarray) -> np.ndarray:
@@ -72,10 +131,8 @@ def _stretch(pixels: np.ndarray) -> np.ndarray:
 
 
 def _read_pillow(path: Path, max_pixels: int) -> Mammogram:
+    img = _open_pillow(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)  # reads the header only
         with img:
             cols, rows = img.size
             _check_size(path, rows, cols, max_pixels)
@@ -86,19 +143,17 @@ def _read_pillow(path: Path, max_pixels: int) -> Mammogram:
                 image = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     except MammogramError:
         raise
-    except UnidentifiedImageError as exc:
-        raise MammogramError(path, "not a recognised image format (expected PNG, JPEG, TIFF, PGM or DICOM)") from exc
     except Image.DecompressionBombError as exc:
-        raise MammogramError(path, f"image is above the limit Pillow can decode safely ({exc})") from exc
+        raise MammogramError(path, f"image is above the limit Pillow can decode safely ({exc})", "too_large") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise MammogramError(path, f"corrupt or truncated image ({exc})") from exc
     return Mammogram(np.ascontiguousarray(image), None, str(path), fmt)
 
 
-def _read_dicom(path: Path, max_pixels: int) -> Mammogram:
+def _open_dicom(path: Path, max_pixels: int):
+    """Parse a DICOM file (pixel bytes read, not decoded) and check it is one greyscale frame."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut
 
     try:
         ds = pydicom.dcmread(path)
@@ -109,15 +164,24 @@ def _read_dicom(path: Path, max_pixels: int) -> Mammogram:
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     _check_size(path, rows, cols, max_pixels)
     if int(ds.get("NumberOfFrames", 1) or 1) != 1:
-        raise MammogramError(path, "multi-frame DICOM (tomosynthesis?) is not supported; export one frame")
+        raise MammogramError(path, "multi-frame DICOM (tomosynthesis?) is not supported; export one frame",
+                             "unsupported")
     if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise MammogramError(path, "DICOM is not greyscale (SamplesPerPixel ≠ 1)")
+        raise MammogramError(path, "DICOM is not greyscale (SamplesPerPixel ≠ 1)", "unsupported")
+    return ds
+
+
+def _read_dicom(path: Path, max_pixels: int) -> Mammogram:
+    from pydicom.pixels import apply_modality_lut
+
+    ds = _open_dicom(path, max_pixels)
     try:
         pixels = ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
         syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
         name = getattr(syntax, "name", syntax)
-        raise MammogramError(path, f"compressed DICOM ({name}) cannot be decoded here ({exc})") from exc
+        raise MammogramError(path, f"compressed DICOM ({name}) cannot be decoded here ({exc})",
+                             "unsupported") from exc
     except (ValueError, EOFError, AttributeError, KeyError) as exc:
         raise MammogramError(path, f"corrupt or truncated DICOM pixel data ({exc})") from exc
     image = _stretch(apply_modality_lut(pixels, ds))

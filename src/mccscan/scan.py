@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from mccscan.io import DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, load_for_scan
 from mccscan.models import LoadedModel, MCCNet
@@ -82,6 +83,12 @@ class ScanResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ScanResult":
+        """Inverse of `to_dict` (e.g. a stored result.json)."""
+        tiles = [Tile(**{**t, "peak": tuple(t["peak"]) if t.get("peak") else None}) for t in data["tiles"]]
+        return cls(**{**data, "tiles": tiles, "scan_shape": tuple(data["scan_shape"])})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -255,3 +262,48 @@ def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = Non
                                "(give --pixel-spacing if this is wrong)")
     return result, scan_img.image
 
+
+
+def dense_probability_map(model: MCCNet, image: np.ndarray, *, stride_px: int = 16, block_px: int = 384,
+                          mask: np.ndarray | None = None) -> np.ndarray:
+    """P(MCC) of the tile-sized window at every `stride_px` step, shape
+    ((H - tile) // stride + 1, (W - tile) // stride + 1); cell (i, j) is the window whose
+    top-left corner is (j·stride, i·stride) px. NaN where `mask` (breast) misses the window centre.
+
+    Exact: each value equals the model on that 144×144 patch. The conv maps are computed in
+    blocks of about `block_px` (bounded memory); each window's global max is the max of the
+    (window/stride)² stride-sized cells it covers, so pooling costs one pass over the map.
+    """
+    if not model.fully_convolutional:
+        raise ValueError("a dense map needs a fully convolutional model (no max-pool layers)")
+    tile = model.config.patch_size_px
+    window = tile - (model.config.kernel_size_px - 1) * len(model.convs)
+    if window % stride_px:
+        raise ValueError(f"stride_px must divide the {window}-px window")
+    cells = window // stride_px
+    rows, cols = image.shape
+    out_shape = ((rows - tile) // stride_px + 1, (cols - tile) // stride_px + 1)
+    if min(out_shape) < 1:
+        return np.full((max(out_shape[0], 0), max(out_shape[1], 0)), np.nan, np.float32)
+    out = np.full(out_shape, np.nan, np.float32)
+    step = max(1, block_px // stride_px)  # output cells per block side
+    centre = tile // 2
+    model.eval()
+    with torch.inference_mode():
+        for i0 in range(0, out_shape[0], step):
+            for j0 in range(0, out_shape[1], step):
+                i1, j1 = min(i0 + step, out_shape[0]), min(j0 + step, out_shape[1])
+                if mask is not None and not mask[i0 * stride_px + centre:(i1 - 1) * stride_px + centre + 1,
+                                                 j0 * stride_px + centre:(j1 - 1) * stride_px + centre + 1].any():
+                    continue
+                block = image[i0 * stride_px:(i1 - 1) * stride_px + tile, j0 * stride_px:(j1 - 1) * stride_px + tile]
+                fmap = model.conv_features(torch.from_numpy(np.ascontiguousarray(block, np.float32))[None, None])[-1]
+                cell_max = F.max_pool2d(fmap, stride_px, stride_px, ceil_mode=False)
+                f2 = F.max_pool2d(cell_max, cells, 1)[0]  # (C, i1-i0, j1-j0)
+                logits = model.head(f2.permute(1, 2, 0).reshape(-1, f2.shape[0]))
+                out[i0:i1, j0:j1] = torch.sigmoid(logits).reshape(i1 - i0, j1 - j0).numpy()
+    if mask is not None:
+        centres = mask[centre:centre + out_shape[0] * stride_px:stride_px,
+                       centre:centre + out_shape[1] * stride_px:stride_px]
+        out[~centres] = np.nan
+    return out

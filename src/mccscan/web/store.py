@@ -1,0 +1,114 @@
+"""Scan history that survives restarts: one SQLite row per scan, its files in a folder.
+
+Layout under the data directory:
+
+    scans.sqlite3             one row per scan (status, counts, timings, error)
+    scans/<id>/upload         the uploaded bytes (the client's file name is never a path)
+    scans/<id>/image.npy      the 70 µm image as uint8, what the viewer and overlays use
+    scans/<id>/result.json    the scan result, same schema as `mccscan scan`
+    scans/<id>/result.csv     one line per tile
+
+The database is opened per call (SQLite serialises writers), so any thread may use it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+STATUSES = ("queued", "running", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scans (
+    id TEXT PRIMARY KEY,
+    filename TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    pixel_spacing_mm REAL,
+    counts TEXT,
+    elapsed_s REAL,
+    error TEXT
+)
+"""
+
+
+@dataclass
+class ScanRecord:
+    id: str
+    filename: str
+    status: str
+    created_at: float
+    finished_at: float | None = None
+    pixel_spacing_mm: float | None = None  # as given with the upload
+    counts: dict | None = None
+    elapsed_s: float | None = None
+    error: str | None = None
+
+
+class ScanStore:
+    def __init__(self, data_dir: str | Path):
+        self.data_dir = Path(data_dir)
+        (self.data_dir / "scans").mkdir(parents=True, exist_ok=True)
+        self.db_path = self.data_dir / "scans.sqlite3"
+        with self._connect() as db:
+            db.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, timeout=30)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def folder(self, scan_id: str) -> Path:
+        return self.data_dir / "scans" / scan_id
+
+    def create(self, filename: str, pixel_spacing_mm: float | None = None) -> ScanRecord:
+        record = ScanRecord(uuid.uuid4().hex, filename, "queued", time.time(), pixel_spacing_mm=pixel_spacing_mm)
+        self.folder(record.id).mkdir(parents=True)
+        with self._connect() as db:
+            db.execute("INSERT INTO scans (id, filename, status, created_at, pixel_spacing_mm) VALUES (?, ?, ?, ?, ?)",
+                       (record.id, record.filename, record.status, record.created_at, pixel_spacing_mm))
+        return record
+
+    def update(self, scan_id: str, **fields) -> None:
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ValueError(f"unknown status {fields['status']!r}")
+        if "counts" in fields:
+            fields["counts"] = json.dumps(fields["counts"])
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        with self._connect() as db:
+            db.execute(f"UPDATE scans SET {columns} WHERE id = ?", (*fields.values(), scan_id))
+
+    def get(self, scan_id: str) -> ScanRecord | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
+        return _record(row) if row else None
+
+    def list(self) -> list[ScanRecord]:
+        """All scans, newest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM scans ORDER BY created_at DESC").fetchall()
+        return [_record(row) for row in rows]
+
+    def unfinished(self) -> list[ScanRecord]:
+        """Scans a previous server left queued or running, oldest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM scans WHERE status IN ('queued', 'running') "
+                              "ORDER BY created_at").fetchall()
+        return [_record(row) for row in rows]
+
+    def delete(self, scan_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM scans WHERE id = ?", (scan_id,))
+        shutil.rmtree(self.folder(scan_id), ignore_errors=True)
+
+
+def _record(row: sqlite3.Row) -> ScanRecord:
+    fields = dict(row)
+    fields["counts"] = json.loads(fields["counts"]) if fields["counts"] else None
+    return ScanRecord(**fields)

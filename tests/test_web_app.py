@@ -1,0 +1,204 @@
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import fake_png
+from mccscan.cli import main
+from mccscan.web.app import Settings, create_app, safe_filename
+from mccscan.web.store import ScanStore
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory, small_phantom):
+    folder = tmp_path_factory.mktemp("phantom")
+    return small_phantom.write(folder, stem="breast", formats=("png", "dcm"))
+
+
+def make_client(data_dir, **settings) -> TestClient:
+    return TestClient(create_app(Settings(data_dir=Path(data_dir), **settings)))
+
+
+@pytest.fixture
+def client(tmp_path):
+    with make_client(tmp_path / "data") as c:
+        yield c
+
+
+def upload(client, path: Path, name: str | None = None, **form):
+    with open(path, "rb") as fh:
+        return client.post("/api/scans", files={"file": (name or path.name, fh)}, data=form)
+
+
+def events(client, scan_id: str) -> list[tuple[str, dict]]:
+    """Read a scan's event stream to its end."""
+    out, name = [], None
+    with client.stream("GET", f"/api/scans/{scan_id}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                out.append((name, json.loads(line[6:])))
+    return out
+
+
+def scan(client, path: Path, **form) -> tuple[str, list]:
+    response = upload(client, path, **form)
+    assert response.status_code == 202, response.text
+    scan_id = response.json()["id"]
+    return scan_id, events(client, scan_id)
+
+
+def without_timing(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "elapsed_s"}
+
+
+def test_upload_streams_rows_in_raster_order_and_matches_the_cli(client, phantom_files, tmp_path):
+    scan_id, stream = scan(client, phantom_files["dcm"])
+    names = [name for name, _ in stream]
+    assert names[0] == "meta" and names[-1] == "done" and set(names[1:-1]) == {"row"}
+    meta = stream[0][1]
+    rows = [data for name, data in stream if name == "row"]
+    assert [r["row"] for r in rows] == list(range(meta["n_rows"]))
+    detail = client.get(f"/api/scans/{scan_id}").json()
+    assert detail["status"] == "done" and detail["counts"] == stream[-1][1]["counts"]
+    streamed_tiles = [t for r in rows for t in r["tiles"]]
+    assert streamed_tiles == detail["result"]["tiles"]
+
+    assert main(["scan", str(phantom_files["dcm"]), "--out", str(tmp_path / "cli")]) == 0
+    cli_result = json.loads((tmp_path / "cli" / "breast.json").read_text())
+    assert without_timing(detail["result"]) == without_timing(cli_result)
+    assert client.get(f"/api/scans/{scan_id}/result.csv").text == (tmp_path / "cli" / "breast.csv").read_text()
+
+
+def _truncated_png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()[:20000]
+
+
+@pytest.mark.parametrize("name, content, status, message", [
+    ("notes.txt", b"just some text\n", 415, "not a recognised image format"),
+    ("cut.png", _truncated_png(), 422, "corrupt or truncated"),
+    ("huge.png", fake_png(20000, 20000), 413, "above the limit"),
+    ("empty.png", b"", 400, "file is empty"),
+])
+def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(client, phantom_files, tmp_path,
+                                                                  name, content, status, message):
+    (tmp_path / name).write_bytes(content)
+    response = upload(client, tmp_path / name)
+    assert response.status_code == status
+    detail = response.json()["detail"]
+    assert name in detail and message in detail and str(tmp_path) not in detail
+    assert client.get("/api/scans").json() == []  # nothing half-made is kept
+    scan_id, stream = scan(client, phantom_files["png"])
+    assert stream[-1][0] == "done"
+
+
+def test_upload_size_limit(tmp_path, phantom_files):
+    with make_client(tmp_path / "data", max_upload_bytes=10_000) as client:
+        response = upload(client, phantom_files["png"])
+        assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+def test_full_queue_answers_503(tmp_path, phantom_files):
+    with make_client(tmp_path / "data", max_queued=0) as client:
+        response = upload(client, phantom_files["png"])
+        assert response.status_code == 503 and client.get("/api/scans").json() == []
+
+
+def test_client_file_names_never_become_paths(client, phantom_files, tmp_path):
+    response = upload(client, phantom_files["png"], name="../../outside.png")
+    scan_id = response.json()["id"]
+    events(client, scan_id)
+    assert response.json()["filename"] == "outside.png"
+    assert not list(tmp_path.rglob("outside.png"))
+    assert safe_filename("C:\\x\\a\x00b.dcm") == "ab.dcm" and safe_filename("") == "upload"
+
+
+def test_restart_keeps_finished_scans_and_their_events(tmp_path, phantom_files):
+    with make_client(tmp_path / "data") as client:
+        scan_id, live = scan(client, phantom_files["dcm"])
+        before = client.get(f"/api/scans/{scan_id}").json()
+    with make_client(tmp_path / "data") as client:
+        listed = client.get("/api/scans").json()
+        assert [s["id"] for s in listed] == [scan_id] and listed[0]["status"] == "done"
+        after = client.get(f"/api/scans/{scan_id}").json()
+        assert after == before
+        replayed = events(client, scan_id)
+        assert [(n, d) for n, d in replayed if n == "row"] == [(n, d) for n, d in live if n == "row"]
+        assert replayed[0] == live[0] and replayed[-1][1]["counts"] == live[-1][1]["counts"]
+
+
+def test_restart_resumes_scans_left_unfinished(tmp_path, phantom_files):
+    store = ScanStore(tmp_path / "data")
+    record = store.create("left-behind.png")
+    (store.folder(record.id) / "upload").write_bytes(phantom_files["png"].read_bytes())
+    store.update(record.id, status="running")  # the server died mid-scan
+    with make_client(tmp_path / "data") as client:
+        stream = events(client, record.id)
+        assert stream[-1][0] == "done"
+        assert client.get(f"/api/scans/{record.id}").json()["status"] == "done"
+
+
+def test_eight_concurrent_uploads_all_complete(client, phantom_files):
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda i: upload(client, phantom_files["png"], name=f"p{i}.png"), range(8)))
+    assert [r.status_code for r in responses] == [202] * 8
+    finals = [events(client, r.json()["id"])[-1] for r in responses]
+    assert all(name == "done" for name, _ in finals)
+    assert len({json.dumps(data["counts"]) for _, data in finals}) == 1  # same file, same answer
+    assert {s["status"] for s in client.get("/api/scans").json()} == {"done"}
+
+
+def test_a_file_that_fails_in_the_worker_is_reported_and_kept_as_failed(client, tmp_path):
+    # valid header and CRCs, but zlib data that does not inflate: only decoding finds it
+    (tmp_path / "bad.png").write_bytes(fake_png(64, 64, idat=b"\x00" + b"\x80" * 200))
+    response = upload(client, tmp_path / "bad.png")
+    assert response.status_code == 202
+    name, data = events(client, response.json()["id"])[-1]
+    assert name == "failed" and "bad.png" in data["message"]
+    assert client.get(f"/api/scans/{response.json()['id']}").json()["status"] == "failed"
+
+
+def test_overlay_heatmap_image_and_delete(client, phantom_files):
+    scan_id, stream = scan(client, phantom_files["png"])
+    rows, cols = stream[0][1]["scan_shape"]
+    base = Image.open(io.BytesIO(client.get(f"/api/scans/{scan_id}/image.png").content))
+    assert base.size == (cols, rows) and base.mode == "L"
+    overlay = client.get(f"/api/scans/{scan_id}/overlay.png")
+    assert overlay.headers["content-disposition"].endswith('breast.overlay.png"')
+    dark = client.get(f"/api/scans/{scan_id}/overlay.png", params={"threshold": 0.0, "mcc_color": "#000000"})
+    a = np.asarray(Image.open(io.BytesIO(overlay.content)))
+    b = np.asarray(Image.open(io.BytesIO(dark.content)))
+    assert a.shape == (rows, cols, 3) and b.mean() < a.mean()  # every breast tile is MCC and blackened
+    assert client.get(f"/api/scans/{scan_id}/overlay.png", params={"normal_color": "nope"}).status_code == 422
+    heat = Image.open(io.BytesIO(client.get(f"/api/scans/{scan_id}/heatmap.png").content))
+    assert heat.mode == "RGBA" and heat.size == ((cols - 144) // 16 + 1, (rows - 144) // 16 + 1)
+    assert client.delete(f"/api/scans/{scan_id}").status_code == 204
+    assert client.get(f"/api/scans/{scan_id}").status_code == 404
+    assert client.get("/api/scans/not-an-id").status_code == 404
+
+
+def test_pixel_spacing_field_resamples(client, phantom_files):
+    _, stream = scan(client, phantom_files["png"], pixel_spacing_mm="0.14")
+    rows, cols = stream[0][1]["scan_shape"]
+    assert (rows, cols) == (2600, 2200)
+    assert upload(client, phantom_files["png"], pixel_spacing_mm="-1").status_code == 422
+
+
+def test_openapi_documents_the_api(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/scans", "/api/scans/{scan_id}", "/api/scans/{scan_id}/events",
+                 "/api/scans/{scan_id}/overlay.png"):
+        assert path in paths
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200
