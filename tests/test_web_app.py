@@ -170,7 +170,7 @@ def test_a_file_that_fails_in_the_worker_is_reported_and_kept_as_failed(client, 
 def test_overlay_heatmap_image_and_delete(client, phantom_files):
     scan_id, stream = scan(client, phantom_files["png"])
     rows, cols = stream[0][1]["scan_shape"]
-    base = Image.open(io.BytesIO(client.get(f"/api/scans/{scan_id}/image.png").content))
+    base = Image.open(io.BytesIO(client.get(f"/api/scans/{scan_id}/image.jpg").content))
     assert base.size == (cols, rows) and base.mode == "L"
     overlay = client.get(f"/api/scans/{scan_id}/overlay.png")
     assert overlay.headers["content-disposition"].endswith('breast.overlay.png"')

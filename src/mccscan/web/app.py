@@ -222,16 +222,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         headers = {"Content-Disposition": f'attachment; filename="{filename}"'} if filename else {}
         return Response(buf.getvalue(), media_type="image/png", headers=headers)
 
-    @app.get("/api/scans/{scan_id}/image.png", responses=_ERRORS,
-             response_class=Response)
-    def scan_image_png(scan_id: str) -> Response:
-        """The mammogram as scanned: 8-bit greyscale at 70 µm (the viewer's base layer)."""
+    @app.get("/api/scans/{scan_id}/image.jpg", responses=_ERRORS, response_class=Response)
+    def scan_image_jpeg(scan_id: str) -> Response:
+        """The mammogram as scanned, 70 µm, for viewing: 8-bit JPEG at quality 95 (encodes in
+        about 15 ms where a PNG takes 200 ms, so the viewer shows it while the scan runs).
+        Overlays and heatmaps are computed from the lossless copy."""
         record_or_404(scan_id)
-        cached = store.folder(scan_id) / "image.png"
+        cached = store.folder(scan_id) / "image.jpg"
         if not cached.exists():
-            Image.fromarray(scan_image_u8(scan_id)).save(cached.with_suffix(".tmp.png"), compress_level=1)
-            cached.with_suffix(".tmp.png").replace(cached)
-        return FileResponse(cached, media_type="image/png")
+            partial = cached.with_suffix(".part")
+            Image.fromarray(scan_image_u8(scan_id)).save(partial, "JPEG", quality=95)
+            partial.replace(cached)
+        return FileResponse(cached, media_type="image/jpeg")
 
     @app.get("/api/scans/{scan_id}/overlay.png", responses=_ERRORS, response_class=Response)
     def overlay_png(scan_id: str, threshold: float | None = Query(None, ge=0, le=1),
@@ -276,8 +278,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             image = scan_image_u8(scan_id).astype(np.float32) / 255
             dense = dense_probability_map(loaded.model, image, stride_px=HEATMAP_STRIDE_PX,
                                           mask=breast_mask(image))
-            Image.fromarray(heatmap_rgba(dense)).save(cached.with_suffix(".tmp.png"))
-            cached.with_suffix(".tmp.png").replace(cached)
+            partial = cached.with_suffix(".part")
+            Image.fromarray(heatmap_rgba(dense)).save(partial, "PNG")
+            partial.replace(cached)
         return FileResponse(cached, media_type="image/png")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,0 +1,129 @@
+"""The page in a real browser: Playwright driving Debian's chromium (never a downloaded one).
+
+Skipped when /usr/bin/chromium is missing, unless MCCSCAN_REQUIRE_BROWSER=1 (set by CI,
+which installs it), where a missing browser fails. Screenshots go to test-artifacts/.
+"""
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from mccscan.web.app import Settings, create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("MCCSCAN_ARTIFACTS", "test-artifacts"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+if not CHROMIUM.exists():
+    if os.environ.get("MCCSCAN_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    config = uvicorn.Config(create_app(Settings(data_dir=tmp_path_factory.mktemp("data"))),
+                            host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(server)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def counters(page) -> dict[str, int]:
+    return {k: int(page.text_content(f"#count-{k}")) for k in ("mcc", "normal", "background")}
+
+
+def test_scan_in_the_browser(page, server, small_phantom, tmp_path):
+    dcm = small_phantom.write(tmp_path, stem="browser", formats=("dcm",))["dcm"]
+    page.set_input_files("#file-input", str(dcm))
+    page.wait_for_function("document.querySelector('#status').textContent.includes('scanned in')", timeout=30000)
+    shot(page, "scan-done")
+    scans = httpx.get(f"{server}/api/scans").json()
+    api = httpx.get(f"{server}/api/scans/{scans[0]['id']}").json()
+    assert counters(page) == api["counts"]
+    timings = page.evaluate("window.mccscanTimings")
+    assert timings["upload_start"] < timings["first_tile"] <= timings["done"]
+
+    # tiles are drawn on the overlay: a normal tile is lightened, so its overlay pixels are opaque
+    normal = next(t for t in api["result"]["tiles"] if t["label"] == "normal")
+    alpha = page.evaluate(f"$('overlay').getContext('2d').getImageData({normal['col']} * OVERLAY_PX + 2, "
+                          f"{normal['row']} * OVERLAY_PX + 2, 1, 1).data[3]")
+    assert alpha > 0
+
+    # the original, and back
+    page.check("#show-original")
+    assert page.evaluate("getComputedStyle($('overlay')).visibility") == "hidden"
+    shot(page, "original")
+    page.uncheck("#show-original")
+
+    # click the scanned tile with the highest probability: its probability and F2 bars show
+    tile = max((t for t in api["result"]["tiles"] if t["probability"] is not None), key=lambda t: t["probability"])
+    box = page.locator("#viewer").bounding_box()
+    view = page.evaluate("state.view")
+    x = box["x"] + view["x"] + (tile["x"] + 72) * view["s"]
+    y = box["y"] + view["y"] + (tile["y"] + 72) * view["s"]
+    page.mouse.click(x, y)
+    assert page.text_content("#tile-prob") == f"{tile['probability']:.3f}"
+    assert page.locator("#f2-bars > div").count() == 16
+    assert page.is_visible("#peak")
+    shot(page, "tile-selected")
+
+    # the threshold re-colours without a rescan
+    page.evaluate("() => { const t = $('threshold'); t.value = 0; t.dispatchEvent(new Event('input')); }")
+    scanned = api["counts"]["mcc"] + api["counts"]["normal"]
+    assert counters(page) == {"mcc": scanned, "normal": 0, "background": api["counts"]["background"]}
+    assert len(httpx.get(f"{server}/api/scans").json()) == 1
+
+
+def test_bad_file_shows_the_error_and_the_page_keeps_working(page, tmp_path):
+    bad = tmp_path / "report.pdf"
+    bad.write_bytes(b"%PDF-1.4 not a mammogram")
+    page.set_input_files("#file-input", str(bad))
+    page.wait_for_selector("#error:not([hidden])")
+    text = page.text_content("#error")
+    assert "report.pdf" in text and "not a recognised image format" in text
+    shot(page, "bad-file")
