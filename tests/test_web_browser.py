@@ -112,6 +112,13 @@ def test_scan_in_the_browser(page, server, small_phantom, tmp_path):
     assert page.is_visible("#peak")
     shot(page, "tile-selected")
 
+    # the dense heatmap lies over the image, also over the original
+    page.check("#show-heatmap")
+    page.wait_for_selector("#heatmap:not([hidden])")
+    rows, cols = api["result"]["scan_shape"]
+    assert page.evaluate("$('heatmap').naturalWidth") == (cols - 144) // 16 + 1
+    assert page.evaluate("$('heatmap').style.left") == "64px"
+
     # the threshold re-colours without a rescan
     page.evaluate("() => { const t = $('threshold'); t.value = 0; t.dispatchEvent(new Event('input')); }")
     scanned = api["counts"]["mcc"] + api["counts"]["normal"]

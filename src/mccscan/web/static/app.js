@@ -324,9 +324,7 @@ $("threshold").addEventListener("input", () => {
 });
 for (const id of ["normal-color", "mcc-color", "mcc-mode"]) $(id).addEventListener("input", redrawAll);
 $("show-original").addEventListener("change", () => {
-  const original = $("show-original").checked;
-  $("overlay").style.visibility = original ? "hidden" : "visible";
-  $("heatmap").style.visibility = original ? "hidden" : "visible";
+  $("overlay").style.visibility = $("show-original").checked ? "hidden" : "visible";
 });
 $("show-heatmap").addEventListener("change", () => {
   const img = $("heatmap");
