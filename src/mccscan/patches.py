@@ -204,3 +204,114 @@ def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
     n = min(len(pos), len(neg))
     keep = np.concatenate([rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)])
     return np.sort(keep)
+
+
+# --- labelled windows on annotated mammograms (the dataset builder's rule) -------------------
+
+@dataclass(frozen=True)
+class LabelRule:
+    """When a 144×144 window is MCC-positive, negative, or left out.
+
+    Positive: at least `min_mcs` annotated MC centres inside, or a cluster region covering
+    at least `min_cluster_overlap` of the smaller of the window and that region (so a small
+    cluster wholly inside counts, and so does a window inside a large one). Negative: no
+    annotated MC inside, no cluster region touched, and breast on at least
+    `min_breast_fraction` of the window. Anything else is ambiguous and left out.
+    """
+
+    min_mcs: int = 3
+    min_cluster_overlap: float = 0.5
+    min_breast_fraction: float = 0.5
+
+
+@dataclass
+class AnnotatedImage:
+    """A mammogram at 70 µm with its annotations in the same pixels."""
+
+    image: np.ndarray  # float32 in [0, 1]
+    breast: np.ndarray  # bool
+    mc_xy: np.ndarray  # (n, 2) MC centres (x, y)
+    clusters: list[tuple[tuple[int, int], np.ndarray]]  # ((x0, y0), bool mask crop) per region
+
+
+def cluster_crop(mask: np.ndarray) -> tuple[tuple[int, int], np.ndarray] | None:
+    """The bounding box corner (x0, y0) and the cropped mask of a region, or None if empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return (int(xs.min()), int(ys.min())), mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def polygon_crop(outline, shape: tuple[int, int]) -> tuple[tuple[int, int], np.ndarray] | None:
+    """Rasterise a polygon (x, y) px into a cropped mask, clipped to the image."""
+    from PIL import Image, ImageDraw
+
+    pts = np.asarray(outline, np.float64)
+    x0, y0 = np.floor(pts.min(0)).astype(int)
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + 1
+    canvas = Image.new("1", (int(x1 - x0), int(y1 - y0)))
+    ImageDraw.Draw(canvas).polygon([(float(x - x0), float(y - y0)) for x, y in pts], fill=1, outline=1)
+    crop = np.asarray(canvas, bool)
+    full = np.zeros(shape, bool)
+    ys, xs = slice(max(y0, 0), min(y1, shape[0])), slice(max(x0, 0), min(x1, shape[1]))
+    if ys.start >= ys.stop or xs.start >= xs.stop:
+        return None
+    full[ys, xs] = crop[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+    return cluster_crop(full)
+
+
+@dataclass
+class Window:
+    x: int
+    y: int
+    label: int  # 1 MCC, 0 normal, -1 ambiguous, -2 too little breast
+    n_mcs: int
+    cluster_overlap: float
+
+
+def label_window(ann: AnnotatedImage, x0: int, y0: int, rule: LabelRule,
+                 size: int = PATCH_SIZE_PX) -> Window:
+    xy = ann.mc_xy
+    n_mcs = int(((xy[:, 0] >= x0) & (xy[:, 0] < x0 + size) & (xy[:, 1] >= y0) & (xy[:, 1] < y0 + size)).sum())
+    overlap, touched = 0.0, False
+    for (cx, cy), crop in ann.clusters:
+        h, w = crop.shape
+        ix0, iy0 = max(x0, cx), max(y0, cy)
+        ix1, iy1 = min(x0 + size, cx + w), min(y0 + size, cy + h)
+        if ix0 >= ix1 or iy0 >= iy1:
+            continue
+        inter = int(crop[iy0 - cy:iy1 - cy, ix0 - cx:ix1 - cx].sum())
+        touched |= inter > 0
+        overlap = max(overlap, inter / min(size * size, int(crop.sum())))
+    if n_mcs >= rule.min_mcs or overlap >= rule.min_cluster_overlap:
+        label = 1
+    elif n_mcs == 0 and not touched:
+        label = 0 if ann.breast[y0:y0 + size, x0:x0 + size].mean() >= rule.min_breast_fraction else -2
+    else:
+        label = -1
+    return Window(x0, y0, label, n_mcs, round(overlap, 4))
+
+
+def candidate_windows(ann: AnnotatedImage, rng: np.random.Generator, jitter_per_cluster: int = 8,
+                      max_loose_mcs: int = 4, size: int = PATCH_SIZE_PX) -> list[tuple[int, int]]:
+    """Every grid position (stride = size) inside the image, plus `jitter_per_cluster`
+    jittered positions around each cluster region and around up to `max_loose_mcs` MCs
+    outside any region, so clusters are also seen off-centre."""
+    rows, cols = ann.image.shape
+    if rows < size or cols < size:
+        return []
+    grid = [(x, y) for y in range(0, rows - size + 1, size) for x in range(0, cols - size + 1, size)]
+    centres = [(cx + crop.shape[1] / 2, cy + crop.shape[0] / 2) for (cx, cy), crop in ann.clusters]
+    # MCs outside every cluster region (INbreast marks many without a cluster outline)
+    loose = [tuple(p) for p in ann.mc_xy if not any(
+        cx <= p[0] < cx + crop.shape[1] and cy <= p[1] < cy + crop.shape[0] for (cx, cy), crop in ann.clusters)]
+    if loose:
+        picks = rng.choice(len(loose), min(len(loose), max_loose_mcs), replace=False)
+        centres += [loose[i] for i in np.sort(picks)]
+    jittered = []
+    for cx, cy in centres:
+        for _ in range(jitter_per_cluster):
+            x = int(np.clip(round(cx - rng.uniform(0.15, 0.85) * size), 0, cols - size))
+            y = int(np.clip(round(cy - rng.uniform(0.15, 0.85) * size), 0, rows - size))
+            jittered.append((x, y))
+    return list(dict.fromkeys(grid + jittered))  # unique, in a fixed order

@@ -358,3 +358,37 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
             c.x = cols - 1 - c.x
             c.outline = [(cols - 1 - px, py) for px, py in c.outline]
     return Phantom(image, mask, mcs, clusters, view, laterality, seed)
+
+
+def write_inbreast(root: str | Path, seeds, *, size: str | tuple[int, int] = "small",
+                   n_clusters: int | None = None) -> list[Path]:
+    """Write one phantom per seed in INbreast's layout: AllDICOMs/, AllXML/, INbreast.csv.
+
+    Consecutive seeds are paired into one patient (two views), so patient-level splits are
+    exercised. Every MC (clustered or isolated) is a "Calcification" ROI and every cluster
+    a "Cluster" outline, as INbreast's radiologists annotated them.
+    """
+    from mccscan.datasets.base import MC, ClusterRegion
+    from mccscan.datasets.inbreast import write_csv, write_roi_xml
+    from mccscan.io import write_dicom
+
+    root = Path(root)
+    (root / "AllDICOMs").mkdir(parents=True, exist_ok=True)
+    (root / "AllXML").mkdir(exist_ok=True)
+    rows, paths = [], []
+    for i, seed in enumerate(seeds):
+        patient = f"{0xfa000000 + i // 2:016x}"
+        view = ("CC", "MLO")[i % 2]
+        ph = make_phantom(int(seed), size=size, view=view, n_clusters=n_clusters)
+        image_id = f"{90000000 + int(seed)}"
+        path = root / "AllDICOMs" / f"{image_id}_{patient}_MG_{ph.laterality}_{view}_ANON.dcm"
+        write_dicom(path, ph.to_uint16(), bits_stored=14, pixel_spacing_mm=ph.pixel_spacing_mm,
+                    laterality=ph.laterality, view=view, patient_id=patient,
+                    description="mccscan synthetic phantom (not patient data)")
+        write_roi_xml(root / "AllXML" / f"{image_id}.xml", [MC(m.x, m.y, m.radius_px) for m in ph.mcs],
+                      [ClusterRegion(outline=c.outline) for c in ph.clusters], ph.pixel_spacing_mm)
+        rows.append({"laterality": ph.laterality, "view": view, "image_id": image_id,
+                     "birads": "4" if ph.clusters else "1"})
+        paths.append(path)
+    write_csv(root / "INbreast.csv", rows)
+    return paths
