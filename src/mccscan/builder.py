@@ -90,7 +90,7 @@ def annotate(record: MammogramRecord) -> AnnotatedImage:
             if mask.shape != (src_rows, src_cols):
                 raise MammogramError(region.mask_path, f"ROI mask is {mask.shape[1]}×{mask.shape[0]}, "
                                                        f"the image {src_cols}×{src_rows}")
-            spacing = (SCAN_PIXEL_SPACING_MM / sy, SCAN_PIXEL_SPACING_MM / sx)
+            spacing = (SCAN_PIXEL_SPACING_MM * sy, SCAN_PIXEL_SPACING_MM * sx)  # the source spacing
             crop = cluster_crop(resample_to_spacing(mask, spacing) > 0.5)
         if crop is not None:
             clusters.append(crop)

@@ -19,6 +19,7 @@ import csv
 import plistlib
 import re
 from pathlib import Path
+from xml.parsers.expat import ExpatError
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def parse_roi_xml(path: Path) -> tuple[list[MC], list[ClusterRegion]]:
     try:
         with open(path, "rb") as fh:
             plist = plistlib.load(fh)
-    except (plistlib.InvalidFileException, ValueError, OSError, TypeError) as exc:
+    except (plistlib.InvalidFileException, ExpatError, ValueError, OSError, TypeError) as exc:
         raise InbreastXMLError(f"not a readable plist ({exc})") from exc
     if not isinstance(plist, dict) or not isinstance(plist.get("Images"), list):
         raise InbreastXMLError("no 'Images' list in the plist")
