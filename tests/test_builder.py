@@ -102,3 +102,32 @@ def test_cli_builds_a_phantom_dataset_and_marks_it_synthetic(tmp_path, capsys):
     card = json.loads((tmp_path / "out" / "card.json").read_text())
     assert card["synthetic"] and card["source"] == "phantom" and card["images_used"] == 3
     assert (tmp_path / "out" / "contact_sheet.png").stat().st_size > 1000
+
+
+def test_insert_synthetic_gives_exact_positives_on_unannotated_tissue(tmp_path):
+    from PIL import Image
+
+    from mccscan.datasets.phantom import make_phantom
+
+    originals = {}
+    for seed in (1, 2, 3):  # "real" normal mammograms: no clusters, no annotation file
+        ph = make_phantom(seed, size=(1000, 900), n_clusters=0)
+        Image.fromarray(ph.to_uint8()).save(tmp_path / f"n{seed}.png")
+        originals[f"n{seed}.png"] = ph.to_uint8()
+    index = read_source("folder", tmp_path)
+    plain = build_dataset(index, tmp_path / "plain", augment=False)
+    assert sum(c["mcc"] for c in plain["counts"].values()) == 0
+    card = build_dataset(index, tmp_path / "out", augment=False, insert_synthetic=2, seed=5)
+    assert card["synthetic_clusters_inserted"]["images"] == 3
+    rows = manifest(tmp_path / "out")
+    patches = np.load(tmp_path / "out" / "patches.npy")
+    positives = [r for r in rows if r["label"] == "1"]
+    assert positives and all(r["synthetic_clusters"] == "1" for r in rows)
+    for r in positives:
+        x, y = int(r["x"]), int(r["y"])
+        before = originals[r["image_id"]][y:y + 144, x:x + 144].astype(int)
+        added = patches[int(r["patch_id"])].astype(int) - before
+        assert int(r["n_mcs"]) >= 3 or float(r["cluster_overlap"]) >= 0.5
+        assert added.max() >= 10 and added.min() >= -1  # bright MCs added, tissue otherwise untouched
+    again = build_dataset(index, tmp_path / "again", augment=False, insert_synthetic=2, seed=5)
+    assert digest(tmp_path / "again") == digest(tmp_path / "out") and again == card

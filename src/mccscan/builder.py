@@ -40,7 +40,7 @@ PROTOCOLS = ("patient", "paper")
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
 MANIFEST_COLUMNS = ["patch_id", "split", "label", "image_id", "patient_id", "x", "y", "augmentation",
-                    "n_mcs", "cluster_overlap", "source_image"]
+                    "n_mcs", "cluster_overlap", "synthetic_clusters", "source_image"]
 
 
 def read_source(source: str, root: str | Path, *, pixel_spacing_mm: float | None = None,
@@ -74,10 +74,22 @@ def read_source(source: str, root: str | Path, *, pixel_spacing_mm: float | None
     raise ValueError(f"unknown source {source!r}; choose from {', '.join(SOURCES)}")
 
 
-def annotate(record: MammogramRecord) -> AnnotatedImage:
-    """Read a record's image at 70 µm and bring its annotations to the same pixels."""
+def annotate(record: MammogramRecord, insert_clusters: int = 0, insert_seed: tuple = ()) -> AnnotatedImage:
+    """Read a record's image at 70 µm and bring its annotations to the same pixels.
+
+    With `insert_clusters` > 0 and an unannotated (normal) record, that many phantom MC
+    clusters are put into the tissue (seeded by `insert_seed`, so a second read gives the
+    same image) and become its annotations.
+    """
     scan = load_for_scan(record.image_path, pixel_spacing_mm=record.pixel_spacing_mm)
     image = scan.image
+    if insert_clusters and not record.annotated:
+        from mccscan.datasets.phantom import insert_clusters as insert
+
+        breast = breast_mask(image)
+        image, mcs, clusters = insert(image, breast, np.random.default_rng(insert_seed), insert_clusters)
+        return AnnotatedImage(image, breast, np.array([(m.x, m.y) for m in mcs]).reshape(-1, 2),
+                              [c for c in (polygon_crop(c.outline, image.shape) for c in clusters) if c])
     src_rows, src_cols = scan.source.image.shape
     sy, sx = image.shape[0] / src_rows, image.shape[1] / src_cols
     mc_xy = np.array([(m.x * sx, m.y * sy) for m in record.mcs], np.float64).reshape(-1, 2)
@@ -125,8 +137,11 @@ def _balance(windows: list, rng: np.random.Generator) -> list:
 
 def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "patient", seed: int = 0,
                   rule: LabelRule = LabelRule(), augment: bool = True, jitter_per_cluster: int = 8,
-                  progress: bool = False) -> dict:
-    """Write the patch dataset of `index` into `out_dir`; returns the dataset card."""
+                  insert_synthetic: int = 0, progress: bool = False) -> dict:
+    """Write the patch dataset of `index` into `out_dir`; returns the dataset card.
+
+    `insert_synthetic` > 0 puts that many phantom clusters into each normal mammogram
+    (`annotate`), for exact positives on real tissue without annotations."""
     from tqdm import tqdm
 
     if protocol not in PROTOCOLS:
@@ -138,6 +153,7 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
     used: list[MammogramRecord] = []
     windows: list[tuple[int, Window]] = []
     tally = {"positive": 0, "negative": 0, "ambiguous_left_out": 0, "too_little_breast": 0}
+    inserted: list[int] = []  # used images that received synthetic clusters
 
     # pass 1: label candidate windows, image by image
     for record in tqdm(index.records, desc="labelling", unit="img", disable=not progress):
@@ -146,7 +162,7 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
                                    + "; ".join(record.unlocated_findings)))
             continue
         try:
-            ann = annotate(record)
+            ann = annotate(record, insert_synthetic, (seed, len(used)))
         except MammogramError as exc:
             skipped.append(Skipped(str(record.image_path), exc.problem))
             continue
@@ -156,6 +172,8 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
             tally[key] += 1
         windows += [(len(used), w) for w in labelled if w.label in (0, 1)]
         used.append(record)
+        if insert_synthetic and not record.annotated:
+            inserted.append(len(used) - 1)
 
     # split and balance
     chosen: list[_Chosen] = []
@@ -190,8 +208,7 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
     for k, c in enumerate(chosen):
         by_image.setdefault(c.image, []).append(k)
     for image_idx in tqdm(sorted(by_image), desc="cutting", unit="img", disable=not progress):
-        record = used[image_idx]
-        image = load_for_scan(record.image_path, pixel_spacing_mm=record.pixel_spacing_mm).image
+        image = annotate(used[image_idx], insert_synthetic, (seed, image_idx)).image
         image8 = np.round(image * 255).astype(np.uint8)
         for k in by_image[image_idx]:
             w = chosen[k].window
@@ -203,7 +220,7 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
         for a, name in enumerate(augmentations):
             manifest.append([k * len(augmentations) + a, c.split, c.window.label, record.image_id, record.patient_id,
                              c.window.x, c.window.y, name, c.window.n_mcs, c.window.cluster_overlap,
-                             _relative(record.image_path, index.root)])
+                             int(c.image in inserted), _relative(record.image_path, index.root)])
     patches.flush()
     del patches
     with open(out_dir / "manifest.csv", "w", newline="") as fh:
@@ -212,6 +229,10 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
         writer.writerows(manifest)
 
     card = _card(index, used, chosen, skipped, tally, protocol, seed, rule, augmentations, jitter_per_cluster)
+    card["synthetic_clusters_inserted"] = {
+        "clusters_per_normal_image": insert_synthetic, "images": len(inserted),
+        "note": "phantom MC clusters drawn into normal mammograms at known places (mccscan.datasets.phantom."
+                "insert_clusters); their positives are synthetic lesions on real tissue" if inserted else ""}
     (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     contact_sheet(out_dir / "patches.npy", manifest, out_dir / "contact_sheet.png")
     return card

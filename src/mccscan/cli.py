@@ -121,7 +121,7 @@ def _cmd_build_dataset(args) -> int:
                      min_breast_fraction=args.min_breast_fraction)
     card = build_dataset(index, args.out, protocol=args.protocol, seed=args.seed, rule=rule,
                          augment=not args.no_augment, jitter_per_cluster=args.jitter,
-                         progress=sys.stderr.isatty())
+                         insert_synthetic=args.insert_synthetic, progress=sys.stderr.isatty())
     print(card_table(card))
     print(f"→ {args.out}/ (patches.npy, manifest.csv, card.json, contact_sheet.png) "
           f"in {time.perf_counter() - start:.1f} s")
@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="breast share of a negative patch (default: %(default)s)")
     p.add_argument("--jitter", type=int, default=8, help="off-centre windows per cluster (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="skip the ×5 geometric augmentation")
+    p.add_argument("--insert-synthetic", type=int, default=0, metavar="N",
+                   help="put N phantom MC clusters into each normal mammogram: exact positives on real tissue")
     p.set_defaults(func=_cmd_build_dataset)
 
     p = sub.add_parser("serve", help="the web app: drop a mammogram, watch it being scanned")

@@ -158,6 +158,76 @@ def _add_mc(image, rng, x, y, diameter_px, contrast):
                            rng.uniform(0, np.pi), contrast * rng.uniform(0.7, 1.0))
 
 
+def _cluster_shape(rng) -> tuple[int, float, float]:
+    """How many MCs a cluster has, its aspect ratio and its larger semi-axis (px)."""
+    n = int(round(np.exp(rng.uniform(np.log(3), np.log(30)))))
+    aspect = rng.uniform(0.5, 1.0)
+    # compact groups, as MCCs are, yet with room for n MCs at least 5 px apart
+    r1 = max(rng.uniform(1.0, 3.5) / PIXEL_SPACING_MM, np.sqrt(n * 60 / (np.pi * aspect)))
+    return n, aspect, r1
+
+
+def _draw_cluster(image, rng, cx, cy, n, aspect, r1, cid) -> tuple[list[Microcalcification], Cluster]:
+    """Add n MCs inside an ellipse centred at (cx, cy) px; the outline is the ellipse + 8 px."""
+    mm = 1 / PIXEL_SPACING_MM
+    r2, phi = r1 * aspect, rng.uniform(0, np.pi)
+    base_d = rng.uniform(0.15, 0.55) * mm
+    base_c = np.exp(rng.uniform(np.log(0.06), np.log(0.25)))
+    pts: list[tuple[float, float]] = []
+    for _ in range(200 * n):
+        if len(pts) == n:
+            break
+        u, v = rng.uniform(-1, 1, 2)
+        if u * u + v * v > 1:
+            continue
+        px = cx + r1 * u * np.cos(phi) - r2 * v * np.sin(phi)
+        py = cy + r1 * u * np.sin(phi) + r2 * v * np.cos(phi)
+        if all(np.hypot(px - qx, py - qy) > 5 for qx, qy in pts):
+            pts.append((px, py))
+    mcs = []
+    for px, py in pts:
+        d = float(np.clip(base_d * rng.uniform(0.6, 1.6), 0.1 * mm, 1.0 * mm))
+        c = float(base_c * rng.uniform(0.6, 1.4))
+        _add_mc(image, rng, px, py, d, c)
+        mcs.append(Microcalcification(px, py, d / 2, c, cid, "cluster"))
+    t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+    m1, m2 = r1 + 8, r2 + 8
+    outline = [(float(cx + m1 * np.cos(a) * np.cos(phi) - m2 * np.sin(a) * np.sin(phi)),
+                float(cy + m1 * np.cos(a) * np.sin(phi) + m2 * np.sin(a) * np.cos(phi))) for a in t]
+    return mcs, Cluster(cid, float(cx), float(cy), float(r1), outline, len(pts))
+
+
+def insert_clusters(image: np.ndarray, breast: np.ndarray, rng: np.random.Generator,
+                    n_clusters: int) -> tuple[np.ndarray, list[Microcalcification], list[Cluster]]:
+    """Put phantom MC clusters into a real mammogram (float [0, 1] at 70 µm) at known places.
+
+    Clusters go where the breast extends at least 1 cm around them and 1.5 cm apart; MCs are
+    drawn as in the phantom, blurred like its detector, and added to the tissue. Returns
+    (new image, MCs, clusters); exact positive labels on real tissue.
+    """
+    mm = 1 / PIXEL_SPACING_MM
+    inner = ndimage.binary_erosion(breast[::8, ::8], iterations=int(10 * mm / 8))
+    ys, xs = np.nonzero(inner)
+    canvas = np.zeros(image.shape, np.float32)
+    mcs, clusters = [], []
+    for cid in range(n_clusters):
+        if len(xs) == 0:
+            break
+        n, aspect, r1 = _cluster_shape(rng)
+        for _ in range(100):
+            k = rng.integers(len(xs))
+            cx, cy = xs[k] * 8 + rng.uniform(0, 8), ys[k] * 8 + rng.uniform(0, 8)
+            if all(np.hypot(cx - c.x, cy - c.y) > 15 * mm for c in clusters):
+                break
+        else:
+            break
+        cluster_mcs, cluster = _draw_cluster(canvas, rng, cx, cy, n, aspect, r1, cid)
+        mcs += cluster_mcs
+        clusters.append(cluster)
+    canvas = ndimage.gaussian_filter(canvas, 0.6, truncate=3.0)
+    return np.clip(image + canvas, 0, 1).astype(np.float32), mcs, clusters
+
+
 class _Breast:
     """Geometry of one breast (chest wall at column 0): normalised radius ρ and muscle."""
 
@@ -281,40 +351,14 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
         return None
 
     for cid in range(n_clusters):
-        n = int(round(np.exp(rng.uniform(np.log(3), np.log(30)))))
-        aspect = rng.uniform(0.5, 1.0)
-        # compact groups, as MCCs are, yet with room for n MCs at least 5 px apart
-        r1 = max(rng.uniform(1.0, 3.5) * mm, np.sqrt(n * 60 / (np.pi * aspect)))
-        spot = free_spot(r1 + 15 * mm)
+        shape_ = _cluster_shape(rng)
+        spot = free_spot(shape_[2] + 15 * mm)
         if spot is None:
             break
-        cx, cy = spot
-        r2, phi = r1 * aspect, rng.uniform(0, np.pi)
-        base_d = rng.uniform(0.15, 0.55) * mm
-        base_c = np.exp(rng.uniform(np.log(0.06), np.log(0.25)))
-        pts: list[tuple[float, float]] = []
-        for _ in range(200 * n):
-            if len(pts) == n:
-                break
-            u, v = rng.uniform(-1, 1, 2)
-            if u * u + v * v > 1:
-                continue
-            px = cx + r1 * u * np.cos(phi) - r2 * v * np.sin(phi)
-            py = cy + r1 * u * np.sin(phi) + r2 * v * np.cos(phi)
-            if all(np.hypot(px - qx, py - qy) > 5 for qx, qy in pts):
-                pts.append((px, py))
-        n = len(pts)
-        for px, py in pts:
-            d = float(np.clip(base_d * rng.uniform(0.6, 1.6), 0.1 * mm, 1.0 * mm))
-            c = float(base_c * rng.uniform(0.6, 1.4))
-            _add_mc(image, rng, px, py, d, c)
-            mcs.append(Microcalcification(px, py, d / 2, c, cid, "cluster"))
-        t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
-        m1, m2 = r1 + 8, r2 + 8
-        outline = [(float(cx + m1 * np.cos(a) * np.cos(phi) - m2 * np.sin(a) * np.sin(phi)),
-                    float(cy + m1 * np.cos(a) * np.sin(phi) + m2 * np.sin(a) * np.cos(phi))) for a in t]
-        clusters.append(Cluster(cid, float(cx), float(cy), float(r1), outline, n))
-        placed.append((cx, cy, r1))
+        cluster_mcs, cluster = _draw_cluster(image, rng, *spot, *shape_, cid)
+        mcs += cluster_mcs
+        clusters.append(cluster)
+        placed.append((spot[0], spot[1], cluster.radius_px))
 
     n_single, n_pair = rng.integers(3, 16), rng.integers(1, 6)
     for kind, count in (("single", n_single), ("pair", n_pair)):
