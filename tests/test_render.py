@@ -36,3 +36,11 @@ def test_save_scan_writes_all_outputs(tmp_path, small_phantom, random_model):
     assert {p.name for p in paths.values()} == {"case.overlay.png", "case.preview.png", "case.json", "case.csv"}
     assert Image.open(paths["overlay"]).size == (1100, 1300)
     assert max(Image.open(paths["preview"]).size) == 1024
+
+
+def test_heatmap_is_transparent_where_low_or_unknown_and_redder_where_high():
+    from mccscan.render import heatmap_rgba
+
+    rgba = heatmap_rgba(np.array([[np.nan, 0.1, 0.5, 1.0]], np.float32))
+    assert rgba[0, 0, 3] == rgba[0, 1, 3] == 0
+    assert 0 < rgba[0, 2, 3] < rgba[0, 3, 3] and rgba[0, 3, 1] < rgba[0, 2, 1]

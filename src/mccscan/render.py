@@ -48,6 +48,18 @@ def render_overlay(image: np.ndarray, result: ScanResult, *, normal_color="#e6e6
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
+def heatmap_rgba(probability: np.ndarray) -> np.ndarray:
+    """Probability map → RGBA uint8: transparent below 0.2, then yellow to red, more opaque as it rises."""
+    p = np.nan_to_num(probability, nan=0.0)
+    t = np.clip((p - 0.2) / 0.8, 0, 1)
+    rgba = np.empty(p.shape + (4,), np.uint8)
+    rgba[..., 0] = 255 - 35 * t
+    rgba[..., 1] = 230 * (1 - t)
+    rgba[..., 2] = 30
+    rgba[..., 3] = np.where(p > 0.2, 60 + 170 * t, 0)
+    return rgba
+
+
 def preview(rgb: np.ndarray, max_px: int = PREVIEW_MAX_PX) -> Image.Image:
     img = Image.fromarray(rgb)
     scale = max_px / max(img.size)

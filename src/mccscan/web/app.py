@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from mccscan.io import DEFAULT_MAX_PIXELS, MammogramError, probe_mammogram
 from mccscan.models import load_model
 from mccscan.patches import breast_mask
-from mccscan.render import render_overlay
+from mccscan.render import heatmap_rgba, render_overlay
 from mccscan.scan import ScanResult, dense_probability_map
 from mccscan.web.jobs import QueueFull, ScanJobs
 from mccscan.web.store import ScanRecord, ScanStore
@@ -286,14 +286,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
-
-def heatmap_rgba(probability: np.ndarray) -> np.ndarray:
-    """Probability map → RGBA uint8: transparent below 0.2, then yellow to red, more opaque as it rises."""
-    p = np.nan_to_num(probability, nan=0.0)
-    t = np.clip((p - 0.2) / 0.8, 0, 1)
-    rgba = np.empty(p.shape + (4,), np.uint8)
-    rgba[..., 0] = 255 - 35 * t
-    rgba[..., 1] = 230 * (1 - t)
-    rgba[..., 2] = 30
-    rgba[..., 3] = np.where(p > 0.2, 60 + 170 * t, 0)
-    return rgba
