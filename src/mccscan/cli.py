@@ -43,13 +43,16 @@ def _cmd_phantom(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from mccscan.train import TrainConfig, train_on_phantom
+    from mccscan.train import TrainConfig, train_on_dataset, train_on_phantom
 
     config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-                         learning_rate=args.lr, augment=not args.no_augment, seed=args.seed)
+                         learning_rate=args.lr, augment=not args.no_augment, seed=args.seed, bf16=args.bf16)
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    card = train_on_phantom(args.out, config, train_images=args.train_images, val_images=args.val_images,
-                            test_images=args.test_images, command=command, progress=sys.stderr.isatty())
+    if args.data:
+        card = train_on_dataset(args.data, args.out, config, command=command, progress=sys.stderr.isatty())
+    else:
+        card = train_on_phantom(args.out, config, train_images=args.train_images, val_images=args.val_images,
+                                test_images=args.test_images, command=command, progress=sys.stderr.isatty())
     t = card["test"]
     print(f"best epoch {card['epoch']}: test accuracy {t['accuracy']:.4f}, sensitivity {t['sensitivity']:.4f}, "
           f"specificity {t['specificity']:.4f} → {Path(args.out) / 'best.pt'}")
@@ -162,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="png,dcm", help="comma-separated: png, dcm")
     p.set_defaults(func=_cmd_phantom)
 
-    p = sub.add_parser("train", help="train on phantom patches (the paper's protocol)")
+    p = sub.add_parser("train", help="train (the paper's protocol) on a built dataset or on phantom patches")
+    p.add_argument("--data", help="a `mccscan build-dataset` folder (default: fresh phantom patches)")
     p.add_argument("--out", default="runs/phantom")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with BF16 support)")
     p.add_argument("--arch", default="proposed", help="proposed or a Table 1 name (see `mccscan info`)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64)
