@@ -74,6 +74,18 @@ def read_source(source: str, root: str | Path, *, pixel_spacing_mm: float | None
     raise ValueError(f"unknown source {source!r}; choose from {', '.join(SOURCES)}")
 
 
+def _read(record: MammogramRecord, insert_clusters: int, insert_seed: tuple):
+    """(image at 70 µm, source shape, (breast, MCs, clusters) put into it or None)."""
+    scan = load_for_scan(record.image_path, pixel_spacing_mm=record.pixel_spacing_mm)
+    if not insert_clusters or record.annotated:
+        return scan.image, scan.source.image.shape, None
+    from mccscan.datasets.phantom import insert_clusters as insert
+
+    breast = breast_mask(scan.image)
+    image, mcs, clusters = insert(scan.image, breast, np.random.default_rng(insert_seed), insert_clusters)
+    return image, scan.source.image.shape, (breast, mcs, clusters)
+
+
 def annotate(record: MammogramRecord, insert_clusters: int = 0, insert_seed: tuple = ()) -> AnnotatedImage:
     """Read a record's image at 70 µm and bring its annotations to the same pixels.
 
@@ -81,16 +93,11 @@ def annotate(record: MammogramRecord, insert_clusters: int = 0, insert_seed: tup
     clusters are put into the tissue (seeded by `insert_seed`, so a second read gives the
     same image) and become its annotations.
     """
-    scan = load_for_scan(record.image_path, pixel_spacing_mm=record.pixel_spacing_mm)
-    image = scan.image
-    if insert_clusters and not record.annotated:
-        from mccscan.datasets.phantom import insert_clusters as insert
-
-        breast = breast_mask(image)
-        image, mcs, clusters = insert(image, breast, np.random.default_rng(insert_seed), insert_clusters)
+    image, (src_rows, src_cols), inserted = _read(record, insert_clusters, insert_seed)
+    if inserted is not None:
+        breast, mcs, clusters = inserted
         return AnnotatedImage(image, breast, np.array([(m.x, m.y) for m in mcs]).reshape(-1, 2),
                               [c for c in (polygon_crop(c.outline, image.shape) for c in clusters) if c])
-    src_rows, src_cols = scan.source.image.shape
     sy, sx = image.shape[0] / src_rows, image.shape[1] / src_cols
     mc_xy = np.array([(m.x * sx, m.y * sy) for m in record.mcs], np.float64).reshape(-1, 2)
     clusters = []
@@ -208,7 +215,7 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
     for k, c in enumerate(chosen):
         by_image.setdefault(c.image, []).append(k)
     for image_idx in tqdm(sorted(by_image), desc="cutting", unit="img", disable=not progress):
-        image = annotate(used[image_idx], insert_synthetic, (seed, image_idx)).image
+        image = _read(used[image_idx], insert_synthetic, (seed, image_idx))[0]  # no masks re-read
         image8 = np.round(image * 255).astype(np.uint8)
         for k in by_image[image_idx]:
             w = chosen[k].window

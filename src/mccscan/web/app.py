@@ -216,12 +216,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(409, f"scan {scan_id} has no image yet")
         return np.load(path)
 
-    def png_response(array: np.ndarray, filename: str | None = None, compress_level: int = 1) -> Response:
-        buf = io.BytesIO()
-        Image.fromarray(array).save(buf, "PNG", compress_level=compress_level)
-        headers = {"Content-Disposition": f'attachment; filename="{filename}"'} if filename else {}
-        return Response(buf.getvalue(), media_type="image/png", headers=headers)
-
     @app.get("/api/scans/{scan_id}/image.jpg", responses=_ERRORS, response_class=Response)
     def scan_image_jpeg(scan_id: str) -> Response:
         """The mammogram as scanned, 70 µm, for viewing: 8-bit JPEG at quality 95 (encodes in
@@ -249,7 +243,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  normal_color=normal_color, mcc_color=mcc_color)
         except ValueError as exc:
             raise HTTPException(422, f"bad colour: {exc}") from exc
-        return png_response(rgb, f"{Path(record.filename).stem}.overlay.png")
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "PNG", compress_level=1)
+        return Response(buf.getvalue(), media_type="image/png", headers={
+            "Content-Disposition": f'attachment; filename="{Path(record.filename).stem}.overlay.png"'})
 
     @app.get("/api/scans/{scan_id}/result.json", responses=_ERRORS)
     def result_json(scan_id: str) -> Response:
