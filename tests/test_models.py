@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from mccscan.models import (PAPER_MODEL, TABLE1, MCCNet, NetConfig, WeightsError, build_model,
-                            config_by_name, load_model, save_weights)
+from mccscan.models import (BASELINES, PAPER_MODEL, PAPER_TABLE3, TABLE1, MCCNet, NetConfig, WeightsError,
+                            build_model, config_by_name, flops_per_patch, load_model, parameter_count, save_weights)
 
 PAPER_TABLE1_PARAMETERS = [2589, 2589, 1125, 433, 2129, 957, 5037, 12381, 8301]
 
@@ -68,3 +68,45 @@ def test_missing_or_corrupt_weights(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a torch file")
     with pytest.raises(WeightsError, match="cannot load"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_per_layer_kernel_sizes():
+    config = NetConfig((6, 16), (5, 9))
+    model = MCCNet(config)
+    assert [c.kernel_size for c in model.convs] == [(5, 5), (9, 9)]
+    assert model.num_parameters() == (25 * 6 + 6) + (81 * 6 * 16 + 16) + 17
+    assert config.conv_shrink_px == 12 and model(torch.rand(1, 1, 144, 144)).shape == (1,)
+    assert NetConfig((6, 16), [9, 9]) == NetConfig((6, 16), 9)  # JSON lists come back equal
+    with pytest.raises(ValueError, match="one per conv layer"):
+        NetConfig((6, 16), (5, 7, 9))
+
+
+def test_mobilenetv2_with_the_papers_head_has_the_papers_parameter_count():
+    model = build_model("mobilenetv2-paper-head")
+    assert parameter_count(model, with_bn_statistics=True) == PAPER_TABLE3["mobilenetv2-paper-head"][1]
+    # the original head (global average pool) is the 2.2 M-parameter MobileNetV2
+    assert 2.2e6 < parameter_count(build_model("mobilenetv2")) < 2.3e6
+
+
+def test_lenet5_follows_the_original_layout():
+    model = build_model("lenet5")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [tuple(c.weight.shape) for c in convs] == [(6, 1, 5, 5), (16, 6, 5, 5)]
+    dense = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert dense == [120, 84, 1]
+    paper = PAPER_TABLE3["lenet5"][1]
+    assert abs(parameter_count(model) - paper) / paper < 1e-3  # the paper's Keras count differs by 904
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_baselines_score_patches_and_round_trip_through_weights(tmp_path, name):
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    x = torch.rand(2, 1, 144, 144)
+    assert model(x).shape == (2,)
+    assert flops_per_patch(model) > 1e6
+    save_weights(model, tmp_path / "b.pt", {"name": name})
+    loaded = load_model(tmp_path / "b.pt")
+    assert type(loaded.model) is type(model)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), model(x))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mccscan.io import MammogramError
-from mccscan.models import LoadedModel, build_model
+from mccscan.models import LoadedModel, NetConfig, build_model
 from mccscan.scan import ScanResult, dense_probability_map, iter_row_scores, scan_file, scan_image, score_tiles
 
 
@@ -118,8 +118,10 @@ def test_on_row_streams_each_row_in_raster_order_as_in_the_result(small_phantom,
     assert [t for row in rows for t in row] == result.tiles
 
 
-def test_dense_map_equals_the_model_on_each_window(small_phantom, random_model):
-    model, image = random_model.model, small_phantom.image
+@pytest.mark.parametrize("kernels", [9, (7, 11)])  # one size for all layers, or one per layer (Table 2)
+def test_dense_map_equals_the_model_on_each_window(small_phantom, kernels):
+    torch.manual_seed(0)
+    model, image = build_model(NetConfig((6, 16), kernels)).eval(), small_phantom.image
     dense = dense_probability_map(model, image, stride_px=16, block_px=200)
     assert dense.shape == ((image.shape[0] - 144) // 16 + 1, (image.shape[1] - 144) // 16 + 1)
     rng = np.random.default_rng(0)

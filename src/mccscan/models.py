@@ -24,18 +24,34 @@ DEMO_WEIGHTS = WEIGHTS_DIR / "demo.pt"
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Architecture of one network: filters per conv layer, one kernel size for all."""
+    """Architecture of one network: filters per conv layer and their kernel size (one for
+    all layers, or one per layer as in the paper's Table 2 search space)."""
 
     conv_channels: tuple[int, ...] = (6, 16)
-    kernel_size_px: int = 9
+    kernel_size_px: int | tuple[int, ...] = 9
     max_pool_layers: int = 0  # 2×2 max pools, after the first `max_pool_layers` convs
     dropout: float = 0.2  # the paper's "permanency 80%"
     patch_size_px: int = PATCH_SIZE_PX
 
     def __post_init__(self):
         object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
+        if not isinstance(self.kernel_size_px, int):
+            sizes = tuple(int(k) for k in self.kernel_size_px)
+            object.__setattr__(self, "kernel_size_px", sizes[0] if len(set(sizes)) == 1 else sizes)
+        if len(self.kernel_sizes_px) != len(self.conv_channels):
+            raise ValueError("give one kernel size, or one per conv layer")
         if not 0 <= self.max_pool_layers <= len(self.conv_channels):
             raise ValueError("max_pool_layers must be between 0 and the number of conv layers")
+
+    @property
+    def kernel_sizes_px(self) -> tuple[int, ...]:
+        k = self.kernel_size_px
+        return (k,) * len(self.conv_channels) if isinstance(k, int) else k
+
+    @property
+    def conv_shrink_px(self) -> int:
+        """Pixels a patch side loses to the valid convolutions (no pools): Σ (k − 1)."""
+        return sum(k - 1 for k in self.kernel_sizes_px)
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetConfig":
@@ -75,7 +91,8 @@ def config_by_name(name: str) -> NetConfig:
     """Config of a Table 1 architecture by name ("proposed" is the paper's model)."""
     key = PAPER_MODEL if name == "proposed" else name
     if key not in TABLE1:
-        raise KeyError(f"unknown architecture {name!r}; known: proposed, {', '.join(TABLE1)}")
+        known = ", ".join(["proposed", *TABLE1, "lenet5", "mobilenetv2", "mobilenetv2-paper-head"])
+        raise KeyError(f"unknown architecture {name!r}; known: {known}")
     return TABLE1[key].config
 
 
@@ -96,7 +113,7 @@ class MCCNet(nn.Module):
         self.config = config
         channels = (1, *config.conv_channels)
         self.convs = nn.ModuleList(
-            nn.Conv2d(c_in, c_out, config.kernel_size_px) for c_in, c_out in zip(channels, channels[1:])
+            nn.Conv2d(c_in, c_out, k) for c_in, c_out, k in zip(channels, channels[1:], config.kernel_sizes_px)
         )
         self.dropout = nn.Dropout(config.dropout)
         self.dense = nn.Linear(channels[-1], 1)
@@ -143,7 +160,134 @@ class MCCNet(nn.Module):
         return flops + 2 * self.dense.in_features * self.dense.out_features
 
 
-def build_model(name_or_config: str | NetConfig = "proposed") -> MCCNet:
+# ---- the paper's Table 3 baselines, for 144×144×1 input, trained from scratch ---------
+
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al., 1998) on a 144×144 patch.
+
+    C1 conv 5×5×6 with 2 px padding (the original pads its 28×28 digits to 32×32 so C1
+    keeps the input size) → S2 2×2 average pool → C3 conv 5×5×16 → S4 pool → C5 120 →
+    F6 84 → one logit, tanh throughout. C5's kernel covers all of S4 in the original, so
+    it is a dense layer here over S4's 34×34×16; C3 is fully connected (no sparse table).
+    2,232,461 parameters; the paper reports 2,233,365 for its Keras version.
+    """
+
+    arch = "lenet5"
+
+    def __init__(self, patch_size_px: int = PATCH_SIZE_PX):
+        super().__init__()
+        s4 = ((patch_size_px // 2) - 4) // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten())
+        self.classifier = nn.Sequential(nn.Linear(16 * s4 * s4, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(),
+                                        nn.Linear(84, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x)).squeeze(-1)
+
+
+def _conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, relu6: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(c_in, c_out, k, stride, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+    return nn.Sequential(*layers, nn.ReLU6(inplace=True)) if relu6 else nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1×1 expand → 3×3 depthwise → 1×1 linear projection (+ skip)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, expansion: int):
+        super().__init__()
+        hidden = c_in * expansion
+        expand = [_conv_bn(c_in, hidden, 1)] if expansion != 1 else []
+        self.block = nn.Sequential(*expand, _conv_bn(hidden, hidden, 3, stride, groups=hidden),
+                                   _conv_bn(hidden, c_out, 1, relu6=False))
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+# (expansion t, channels c, repeats n, first stride s), Table 2 of Sandler et al. (2018)
+MOBILENETV2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                      (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (Sandler et al., 2018), width 1.0, for a 144×144×1 patch (final map 5×5×1280).
+
+    Head "original": global average pool → dropout → one logit (2.2 M parameters).
+    Head "paper": flatten → dense 2048 ReLU → one logit, the head the paper's count of
+    67,797,505 implies (Keras counts BatchNorm's running mean and variance as parameters).
+    """
+
+    def __init__(self, head: str = "original", patch_size_px: int = PATCH_SIZE_PX, dropout: float = 0.2):
+        super().__init__()
+        self.arch = "mobilenetv2" if head == "original" else "mobilenetv2-paper-head"
+        layers, c = [_conv_bn(1, 32, 3, 2)], 32
+        for t, c_out, n, s in MOBILENETV2_BLOCKS:
+            for i in range(n):
+                layers.append(InvertedResidual(c, c_out, s if i == 0 else 1, t))
+                c = c_out
+        self.features = nn.Sequential(*layers, _conv_bn(c, 1280, 1))
+        if head == "original":
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(1280, 1))
+        elif head == "paper":
+            side = patch_size_px
+            for _ in range(5):  # five stride-2 stages, padding 1: ⌈side / 2⌉
+                side = (side + 1) // 2
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(1280 * side * side, 2048), nn.ReLU(inplace=True),
+                                      nn.Linear(2048, 1))
+        else:
+            raise ValueError("head must be 'original' or 'paper'")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(-1)
+
+
+BASELINES = {
+    "lenet5": LeNet5,
+    "mobilenetv2": MobileNetV2,
+    "mobilenetv2-paper-head": lambda: MobileNetV2(head="paper"),
+}
+# The paper's Table 3: accuracy and parameters as published (same data, from scratch).
+PAPER_TABLE3 = {"mobilenetv2-paper-head": (0.998, 67_797_505), "lenet5": (0.993, 2_233_365),
+                "proposed": (0.993, 8_301)}
+ARCHITECTURES = ("proposed", *TABLE1, *BASELINES)
+
+
+def parameter_count(model: nn.Module, *, with_bn_statistics: bool = False) -> int:
+    """Trainable parameters; with BatchNorm's running mean and variance too, as Keras counts."""
+    n = sum(p.numel() for p in model.parameters())
+    if with_bn_statistics:
+        n += sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+                 if isinstance(m, nn.BatchNorm2d))
+    return n
+
+
+def flops_per_patch(model: nn.Module) -> int:
+    """Forward FLOPs (2 per multiply-add) on one patch: analytic for MCCNet, counted by
+    torch's FLOP counter (convolutions and matrix products) for the baselines."""
+    if isinstance(model, MCCNet):
+        return model.flops_per_patch()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = getattr(getattr(model, "config", None), "patch_size_px", PATCH_SIZE_PX)
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 1, size, size))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def arch_name(model: nn.Module) -> str:
+    return getattr(model, "arch", "mccnet")
+
+
+def build_model(name_or_config: str | NetConfig = "proposed") -> nn.Module:
+    """A fresh model: "proposed", a Table 1 name, a baseline name, or a NetConfig."""
+    if isinstance(name_or_config, str) and name_or_config in BASELINES:
+        return BASELINES[name_or_config]()
     config = config_by_name(name_or_config) if isinstance(name_or_config, str) else name_or_config
     return MCCNet(config)
 
@@ -166,20 +310,20 @@ def card_path(weights_path: str | Path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def save_weights(model: MCCNet, path: str | Path, card: dict) -> dict:
+def save_weights(model: nn.Module, path: str | Path, card: dict) -> dict:
     """Write the state dict and, beside it, a JSON model card with config and SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
-    card = {**card, "config": asdict(model.config), "parameters": model.num_parameters(),
-            "sha256": file_sha256(path)}
+    arch = {"config": asdict(model.config)} if isinstance(model, MCCNet) else {"arch": arch_name(model)}
+    card = {**card, **arch, "parameters": parameter_count(model), "sha256": file_sha256(path)}
     card_path(path).write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
 @dataclass
 class LoadedModel:
-    model: MCCNet
+    model: nn.Module  # MCCNet, or a baseline when the card names one
     name: str
     sha256: str
     card: dict
@@ -199,8 +343,10 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
     if card.get("sha256") and card["sha256"] != sha:
         raise WeightsError(f"{path}: SHA-256 {sha[:12]}… does not match its model card "
                            f"({card['sha256'][:12]}…); the file is corrupt or was replaced")
-    config = NetConfig.from_dict(card["config"]) if "config" in card else config_by_name("proposed")
-    model = MCCNet(config)
+    if card.get("arch") in BASELINES:
+        model = build_model(card["arch"])
+    else:
+        model = MCCNet(NetConfig.from_dict(card["config"]) if "config" in card else config_by_name("proposed"))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

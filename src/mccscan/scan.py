@@ -131,7 +131,7 @@ def _strongest_peak(model: MCCNet, f2: torch.Tensor, argmax_flat: torch.Tensor, 
     channel = contribution.argmax(dim=1)
     flat = argmax_flat.gather(1, channel[:, None])[:, 0]
     # a conv-map position (i, j) sees input pixels i..i+k-1; mark the centre of that field
-    half = (model.config.kernel_size_px - 1) * len(model.convs) // 2
+    half = model.config.conv_shrink_px // 2
     return np.stack([(flat % window).numpy() + half, (flat // window).numpy() + half], 1)
 
 
@@ -154,7 +154,7 @@ def _concat(parts: list[TileScores], model: MCCNet) -> TileScores:
 def _row_convolutional(model: MCCNet, strip: np.ndarray, cols: np.ndarray, tile: int,
                        chunk_tiles: int) -> TileScores:
     """One conv pass per run of consecutive scanned tiles of a row, ≤ chunk_tiles long."""
-    window = tile - (model.config.kernel_size_px - 1) * len(model.convs)
+    window = tile - model.config.conv_shrink_px
     parts = []
     runs = np.split(cols, np.flatnonzero(np.diff(cols) != 1) + 1) if len(cols) else []
     for run in runs:
@@ -277,7 +277,7 @@ def dense_probability_map(model: MCCNet, image: np.ndarray, *, stride_px: int = 
     if not model.fully_convolutional:
         raise ValueError("a dense map needs a fully convolutional model (no max-pool layers)")
     tile = model.config.patch_size_px
-    window = tile - (model.config.kernel_size_px - 1) * len(model.convs)
+    window = tile - model.config.conv_shrink_px
     if window % stride_px:
         raise ValueError(f"stride_px must divide the {window}-px window")
     cells = window // stride_px

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,20 +20,21 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mccscan.evaluate import binary_metrics, predict_patches
-from mccscan.models import MCCNet, build_model, card_path, load_model, save_weights
+from mccscan.models import NetConfig, build_model, card_path, flops_per_patch, load_model, save_weights
 from mccscan.patches import AUGMENTATIONS, balanced_indices, build_phantom_patch_set
 from mccscan.perf import peak_flops
 
 
 @dataclass
 class TrainConfig:
-    arch: str = "proposed"
+    arch: str | NetConfig = "proposed"  # a name (`mccscan.models.ARCHITECTURES`) or a config
     epochs: int = 100
     batch_size: int = 64
     learning_rate: float = 1e-3
     augment: bool = True  # the paper's ×5 geometric augmentation, applied on the fly
     seed: int = 0
     bf16: bool = False  # bfloat16 autocast for the forward pass (CPUs with AVX-512 BF16 / AMX)
+    patience: int | None = None  # early stopping: epochs without a better validation result
 
 
 def augmented_batch(patches_u8: np.ndarray, index: np.ndarray, augment: bool) -> torch.Tensor:
@@ -51,9 +53,11 @@ def augmented_batch(patches_u8: np.ndarray, index: np.ndarray, augment: bool) ->
 
 def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.ndarray,
           val_labels: np.ndarray, config: TrainConfig, out_dir: str | Path, *,
-          progress: bool = True, card: dict | None = None) -> tuple[MCCNet, dict]:
+          progress: bool = True, card: dict | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> tuple[torch.nn.Module, dict]:
     """Train, validating each epoch; writes best.pt (+ card), last.pt and metrics.csv.
 
+    `on_epoch(row)` sees each epoch's metrics and may raise to stop (Hyperband pruning).
     Returns the best-on-validation model and its model card.
     """
     out_dir = Path(out_dir)
@@ -63,7 +67,7 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     labels_t = torch.from_numpy(train_labels.astype(np.float32))
     n_samples = len(train_labels) * (len(AUGMENTATIONS) if config.augment else 1)
-    flops_per_sample = 3 * model.flops_per_patch()  # forward + backward ≈ 3× forward
+    flops_per_sample = 3 * flops_per_patch(model)  # forward + backward ≈ 3× forward
     peak = peak_flops()
 
     # resume
@@ -81,6 +85,9 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
             print(f"{last_path} belongs to a different configuration; starting afresh")
 
     for epoch in range(start_epoch, config.epochs):
+        if config.patience is not None and best["epoch"] > 0 and epoch - best["epoch"] >= config.patience:
+            print(f"early stop: no better validation result in {config.patience} epochs")
+            break
         model.train()
         torch.manual_seed(config.seed * 100_003 + epoch)  # dropout of this epoch
         order = torch.randperm(n_samples, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
@@ -124,6 +131,8 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
         _write_metrics(out_dir / "metrics.csv", history)
         torch.save({"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "epoch": epoch, "best": best, "history": history}, last_path)
+        if on_epoch is not None:
+            on_epoch(row)
 
     plot_training_curves(history, out_dir / "training_curves.png")
     loaded = load_model(out_dir / "best.pt")
