@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from mccscan.evaluate import binary_metrics, compare_with_clusters
+from mccscan.evaluate import (TruthImage, binary_metrics, calibration, candidate_clusters, cluster_hit_map,
+                              compare_with_clusters, froc, mc_clusters, patch_evaluation, sensitivity_at, truth_image)
 from mccscan.scan import scan_image
 
 
@@ -19,3 +20,96 @@ def test_compare_with_clusters(small_phantom, random_model):
     assert comparison.mcc_tiles_elsewhere > 0
     none = compare_with_clusters(every_tile_mcc.relabel(1.01), small_phantom.clusters)
     assert none.clusters_found == 0 and none.mcc_tiles == 0
+
+
+def test_patch_evaluation_intervals_contain_the_truth_and_widen_with_grouping():
+    rng = np.random.default_rng(0)
+    perfect = patch_evaluation(np.r_[np.ones(50), np.zeros(50)], np.r_[np.full(50, 0.9), np.full(50, 0.1)],
+                               n_bootstrap=200)
+    assert all(m["value"] == 1.0 and m["ci95"] == [1.0, 1.0] for m in perfect["metrics"].values())
+    labels = rng.integers(0, 2, 400)
+    chance = patch_evaluation(labels, rng.random(400), n_bootstrap=300)
+    lo, hi = chance["metrics"]["roc_auc"]["ci95"]
+    assert lo < 0.5 < hi and chance["confusion"]["tp"] + chance["confusion"]["fn"] == labels.sum()
+    # five augmented copies of each patch are not five independent samples
+    base_labels, base_prob = rng.integers(0, 2, 80), rng.random(80)
+    copies = np.repeat(np.arange(80), 5)
+    naive = patch_evaluation(base_labels[copies], base_prob[copies], n_bootstrap=300)
+    grouped = patch_evaluation(base_labels[copies], base_prob[copies], groups=copies, n_bootstrap=300)
+    width = lambda r: np.diff(r["metrics"]["accuracy"]["ci95"])[0]  # noqa: E731
+    assert grouped["groups"] == 80 and width(grouped) > 1.7 * width(naive)
+
+
+def test_calibration_error():
+    rng = np.random.default_rng(1)
+    p = rng.random(20000)
+    assert calibration(rng.random(20000) < p, p)["ece"] < 0.02
+    assert calibration(np.zeros(10), np.full(10, 0.9))["ece"] == pytest.approx(0.9)
+
+
+def test_candidates_are_connected_regions_located_at_their_peaks():
+    prob = np.zeros((20, 30), np.float32)
+    prob[2:5, 3:6] = 0.7
+    prob[3, 4] = 0.95
+    prob[10:12, 20:25] = 0.6
+    prob[10, 20] = 0.65
+    prob[15, 0] = np.nan
+    logit = np.log(prob + 1e-9) - np.log1p(-prob)
+    cands, peaks = candidate_clusters(logit, 0.5, stride_px=16)
+    assert sorted(peaks) == [(3, 4), (10, 20)]
+    top = cands[peaks.index((3, 4))]
+    assert (top.x, top.y, top.score, top.cells) == (4 * 16 + 72, 3 * 16 + 72, pytest.approx(np.log(19)), 9)
+    assert candidate_clusters(logit, 0.99, 16) == ([], [])
+
+
+def test_cluster_hit_map_uses_the_patch_labelling_overlap_rule():
+    mask = np.zeros((60, 60), bool)
+    mask[10:50, 10:50] = True  # 1600 px cluster at (200 + 10, 300 + 10)
+    cluster = ((200, 300), mask)
+    hits = cluster_hit_map(cluster, (40, 40), stride_px=16)
+    full = np.zeros((40 * 16 + 144, 40 * 16 + 144), bool)
+    full[300:360, 200:260] = mask
+    expected = np.array([[full[i * 16:i * 16 + 144, j * 16:j * 16 + 144].sum() >= 800 for j in range(40)]
+                         for i in range(40)])
+    assert hits.any() and np.array_equal(hits, expected)
+
+
+def test_froc_counts_found_clusters_and_false_positives():
+    prob = np.zeros((40, 40), np.float32)
+    prob[20:23, 14:17] = 0.9  # on the cluster
+    prob[2:4, 30:33] = 0.6  # elsewhere: a false positive above 0.5
+    mask = np.ones((40, 40), bool)
+    cluster = ((15 * 16 + 50, 21 * 16 + 50), mask)
+    logit = np.log(prob + 1e-9) - np.log1p(-prob)
+    truth = TruthImage("a", logit, 16, [cluster], [cluster_hit_map(cluster, prob.shape, 16)])
+    empty = TruthImage("b", np.full((40, 40), -20.0, np.float32), 16, [], [])
+    result = froc([truth, empty], thresholds=np.array([0.5, 0.7, 0.95]))
+    assert result["clusters"] == 1 and result["images"] == 2
+    assert result["sensitivity"] == [1.0, 1.0, 0.0]
+    assert result["fp_per_image"] == [0.5, 0.0, 0.0]
+    assert result["sensitivity_at_fp"]["0.25"] == 1.0 and sensitivity_at([1.0], [3.0], 1.0) == 0.0
+
+
+def test_clusters_formed_from_mc_points():
+    pts = np.array([[100, 100], [130, 110], [160, 100], [900, 900], [905, 905]], float)
+    clusters = mc_clusters(pts, (1200, 1200))
+    assert len(clusters) == 1
+    (x0, y0), mask = clusters[0]
+    assert (x0, y0) == (90, 90) and mask.shape == (31, 81)
+
+
+def test_truth_image_maps_each_phantom_cluster_to_the_windows_around_it(small_phantom, random_model):
+    from mccscan.patches import AnnotatedImage, polygon_crop
+
+    ph = small_phantom
+    ann = AnnotatedImage(ph.image, ph.breast_mask, np.array([(m.x, m.y) for m in ph.mcs]),
+                         [polygon_crop(c.outline, ph.image.shape) for c in ph.clusters])
+    truth = truth_image(random_model.model, "phantom", ann)
+    assert truth.logit_map.shape == ((1300 - 144) // 16 + 1, (1100 - 144) // 16 + 1)
+    for cluster, hits in zip(ph.clusters, truth.hit_maps):
+        i, j = np.nonzero(hits)
+        assert len(i) > 0
+        assert (j * 16 <= cluster.x).all() and (cluster.x <= j * 16 + 144).all()
+        assert (i * 16 <= cluster.y).all() and (cluster.y <= i * 16 + 144).all()
+    result = froc([truth])
+    assert result["clusters"] == 2 and len(result["sensitivity"]) == len(result["thresholds"])

@@ -245,6 +245,23 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
     return card
 
 
+def split_images(data_dir: str | Path, split: str = "test", *, pixel_spacing_mm: float | None = None):
+    """Yield (image_id, AnnotatedImage) for the whole mammograms behind one split of a built
+    dataset, read again from the source the card names (for image-level evaluation)."""
+    data_dir = Path(data_dir)
+    card = json.loads((data_dir / "card.json").read_text())
+    with open(data_dir / "manifest.csv", newline="") as fh:
+        wanted = {r["image_id"] for r in csv.DictReader(fh) if r["split"] == split}
+    root = Path(card["root"])
+    if not root.is_dir():
+        raise FileNotFoundError(f"{data_dir / 'card.json'}: the source folder {root} is not there; "
+                                "image-level evaluation needs the whole mammograms")
+    index = read_source(card["source"], root, pixel_spacing_mm=pixel_spacing_mm)
+    for record in index.records:
+        if record.image_id in wanted:
+            yield record.image_id, annotate(record)
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return Path(path).relative_to(root).as_posix()

@@ -265,7 +265,7 @@ def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = Non
 
 
 def dense_probability_map(model: MCCNet, image: np.ndarray, *, stride_px: int = 16, block_px: int = 384,
-                          mask: np.ndarray | None = None) -> np.ndarray:
+                          mask: np.ndarray | None = None, logits: bool = False) -> np.ndarray:
     """P(MCC) of the tile-sized window at every `stride_px` step, shape
     ((H - tile) // stride + 1, (W - tile) // stride + 1); cell (i, j) is the window whose
     top-left corner is (j·stride, i·stride) px. NaN where `mask` (breast) misses the window centre.
@@ -273,6 +273,7 @@ def dense_probability_map(model: MCCNet, image: np.ndarray, *, stride_px: int = 
     Exact: each value equals the model on that 144×144 patch. The conv maps are computed in
     blocks of about `block_px` (bounded memory); each window's global max is the max of the
     (window/stride)² stride-sized cells it covers, so pooling costs one pass over the map.
+    With `logits`, the model's logits instead: they rank windows that float32 sigmoid rounds to 1.
     """
     if not model.fully_convolutional:
         raise ValueError("a dense map needs a fully convolutional model (no max-pool layers)")
@@ -300,8 +301,9 @@ def dense_probability_map(model: MCCNet, image: np.ndarray, *, stride_px: int = 
                 fmap = model.conv_features(torch.from_numpy(np.ascontiguousarray(block, np.float32))[None, None])[-1]
                 cell_max = F.max_pool2d(fmap, stride_px, stride_px, ceil_mode=False)
                 f2 = F.max_pool2d(cell_max, cells, 1)[0]  # (C, i1-i0, j1-j0)
-                logits = model.head(f2.permute(1, 2, 0).reshape(-1, f2.shape[0]))
-                out[i0:i1, j0:j1] = torch.sigmoid(logits).reshape(i1 - i0, j1 - j0).numpy()
+                logit = model.head(f2.permute(1, 2, 0).reshape(-1, f2.shape[0]))
+                scores = logit if logits else torch.sigmoid(logit)
+                out[i0:i1, j0:j1] = scores.reshape(i1 - i0, j1 - j0).numpy()
     if mask is not None:
         centres = mask[centre:centre + out_shape[0] * stride_px:stride_px,
                        centre:centre + out_shape[1] * stride_px:stride_px]
