@@ -15,6 +15,19 @@ def small_phantom():
     return make_phantom(seed=123, size=(1300, 1100), view="CC", laterality="L", n_clusters=2)
 
 
+@pytest.fixture(scope="session")
+def built_dataset(tmp_path_factory):
+    """A small patch dataset built from 6 phantom mammograms (3 patients: one per split),
+    unaugmented; its source folder stays for image-level evaluation."""
+    from mccscan.builder import build_dataset, read_source
+    from mccscan.datasets.phantom import write_inbreast
+
+    root = tmp_path_factory.mktemp("built_dataset")
+    write_inbreast(root / "src", range(6), size=(1000, 900), n_clusters=2)
+    build_dataset(read_source("phantom", root / "src"), root / "data", augment=False)
+    return root / "data"
+
+
 @pytest.fixture
 def random_model():
     torch.manual_seed(0)

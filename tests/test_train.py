@@ -61,15 +61,11 @@ def test_bf16_autocast_trains_and_writes_the_curves(tmp_path, tiny_sets):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_train_on_a_built_dataset(tmp_path):
-    from mccscan.builder import build_dataset, read_source
-    from mccscan.datasets.phantom import write_inbreast
+def test_train_on_a_built_dataset(tmp_path, built_dataset):
     from mccscan.train import load_split, train_on_dataset
 
-    write_inbreast(tmp_path / "src", range(6), size=(1000, 900), n_clusters=2)  # 3 patients: 1 per split
-    build_dataset(read_source("phantom", tmp_path / "src"), tmp_path / "data", augment=False)
-    patches, labels = load_split(tmp_path / "data", "train")
+    patches, labels = load_split(built_dataset, "train")
     assert patches.shape[1:] == (144, 144) and labels.sum() * 2 == len(labels)
-    card = train_on_dataset(tmp_path / "data", tmp_path / "run", TrainConfig(epochs=1, batch_size=32))
+    card = train_on_dataset(built_dataset, tmp_path / "run", TrainConfig(epochs=1, batch_size=32))
     assert card["data"]["protocol"] == "patient" and "not patient data" in card["trained_on"]
     assert 0 <= card["test"]["accuracy"] <= 1 and card["train_config"]["augment"] is False

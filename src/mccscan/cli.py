@@ -59,6 +59,21 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_tune(args) -> int:
+    from mccscan.tune import TuneConfig, tune
+
+    config = TuneConfig(trials=args.trials, max_epochs=args.max_epochs, seed=args.seed, storage=args.storage,
+                        study_name=args.study_name, bf16=args.bf16, max_train_patches=args.max_train_patches)
+    summary = tune(args.data, args.out, config, progress=sys.stderr.isatty())
+    print(summary["table"])
+    best = summary["best"]
+    print(f"best (trial {best['trial']}, validation accuracy {best['validation_accuracy']:.4f}): "
+          + ", ".join(f"{k} {best[k]}" for k in best["paper_best"])
+          + f"\npaper's best: " + ", ".join(f"{k} {v}" for k, v in best["paper_best"].items())
+          + f"\n→ {args.out}/best.json, {args.out}/table.md; trials so far: {best['trials']}")
+    return 0
+
+
 def _cmd_scan(args) -> int:
     from tqdm import tqdm
 
@@ -169,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="a `mccscan build-dataset` folder (default: fresh phantom patches)")
     p.add_argument("--out", default="runs/phantom")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with BF16 support)")
-    p.add_argument("--arch", default="proposed", help="proposed or a Table 1 name (see `mccscan info`)")
+    p.add_argument("--arch", default="proposed",
+                   help="proposed, a Table 1 name, lenet5, mobilenetv2 or mobilenetv2-paper-head (see `mccscan info`)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -179,6 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=int, default=8)
     p.add_argument("--test-images", type=int, default=10)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("tune", help="Hyperband search over the paper's Table 2 space (Optuna)")
+    p.add_argument("--data", required=True, help="a `mccscan build-dataset` folder")
+    p.add_argument("--out", default="runs/tune", help="trials, best.json, table.md (default: %(default)s)")
+    p.add_argument("--storage", help="Optuna storage URL shared by workers (default: sqlite:///OUT/study.db; "
+                   "postgresql://user:pass@host/db for several machines)")
+    p.add_argument("--study-name", default="mccscan-hyperband")
+    p.add_argument("--trials", type=int, default=40, help="trials this worker runs (default: %(default)s)")
+    p.add_argument("--max-epochs", type=int, default=27, help="Hyperband's largest budget (default: %(default)s)")
+    p.add_argument("--max-train-patches", type=int, help="train each trial on a random subset of this size")
+    p.add_argument("--seed", type=int, default=0, help="give each worker its own seed")
+    p.add_argument("--bf16", action="store_true")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("scan", help="scan mammograms (PNG, JPEG, TIFF, PGM, DICOM)")
     p.add_argument("images", nargs="+", help="mammogram files")
