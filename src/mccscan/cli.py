@@ -74,6 +74,32 @@ def _cmd_tune(args) -> int:
     return 0
 
 
+def _cmd_explain(args) -> int:
+    from mccscan.explain import explain
+    from mccscan.models import load_model
+    from mccscan.patches import build_phantom_patch_set
+    from mccscan.train import PHANTOM_SEEDS, load_split
+
+    loaded = load_model(args.weights)
+    if args.data:
+        patches, labels = load_split(args.data, args.split)
+        source = f"{args.data} ({args.split} split)"
+    else:
+        first = PHANTOM_SEEDS["test"]
+        ps = build_phantom_patch_set(range(first, first + 4), rng_seed=first)
+        patches, labels, source = ps.patches, ps.labels, "4 phantom test mammograms (synthetic, not patient data)"
+    result = explain(loaded.model, patches, labels, args.out)
+    fig4, fig5 = result["fig4"], result["fig5"]
+    print(f"model {loaded.name} on {len(labels)} patches of {source}")
+    print(f"Fig. 3 (patch {result['patch_index']}, P(MCC) {result['patch_probability']:.3f}) → {result['fig3']}")
+    print(f"Fig. 4: CL1 filter {fig4['filter']}; share of energy in the MC band per filter: "
+          + ", ".join(f"{f:.0%}" for f in fig4["band_energy_fraction"])
+          + f"; band-pass: {sum(fig4['band_pass'])}/{len(fig4['band_pass'])} → {fig4['png']}")
+    print(f"Fig. 5: {fig5['present']} present vs {fig5['absent']} absent; mean F2 higher when present in "
+          f"{fig5['elements_higher_when_present']}/{fig5['elements']} elements → {fig5['png']}")
+    return 0
+
+
 def _cmd_scan(args) -> int:
     from tqdm import tqdm
 
@@ -208,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="give each worker its own seed")
     p.add_argument("--bf16", action="store_true")
     p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("explain", help="the paper's Figs. 3–5: feature maps, filter response, mean F2")
+    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
+    p.add_argument("--data", help="a `mccscan build-dataset` folder (default: phantom test patches)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--out", default="mccscan-explain")
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("scan", help="scan mammograms (PNG, JPEG, TIFF, PGM, DICOM)")
     p.add_argument("images", nargs="+", help="mammogram files")

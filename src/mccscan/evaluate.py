@@ -128,7 +128,8 @@ def calibration(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10)
             "fraction_positive": frac_pos.tolist(), "ece": ece}
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +142,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png: str | Pa
     """ROC curves of one or more models, {name: (labels, probabilities)}, AUC in the legend."""
     from sklearn.metrics import roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=120)
     for name, (labels, prob) in curves.items():
         fpr, tpr, _ = roc_curve(np.asarray(labels).astype(bool), prob)
@@ -161,7 +162,7 @@ def plot_calibration(labels: np.ndarray, probabilities: np.ndarray, out_png: str
     cal = calibration(labels, probabilities)
     n_bins = len(cal["bin_count"])
     centres = (np.arange(n_bins) + 0.5) / n_bins
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.2, 5), dpi=120, sharex=True,
                                    gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ls=":", c="grey", label="perfect")
@@ -312,7 +313,7 @@ def sensitivity_at(sensitivity: np.ndarray, fp_per_image: np.ndarray, fp: float)
 
 
 def plot_froc(result: dict, out_png: str | Path, label: str = "model") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 3.6), dpi=120)
     ax.plot(result["fp_per_image"], result["sensitivity"], "o-", ms=3, label=label)
     for fp in (0.5, 1.0):

@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mccscan.evaluate import binary_metrics, predict_patches
+from mccscan.evaluate import binary_metrics, predict_patches, pyplot
 from mccscan.models import NetConfig, build_model, card_path, flops_per_patch, load_model, save_weights
 from mccscan.patches import AUGMENTATIONS, balanced_indices, build_phantom_patch_set
 from mccscan.perf import peak_flops
@@ -141,11 +141,7 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
 
 def plot_training_curves(history: list[dict], out_png: Path) -> Path:
     """Training and validation accuracy and loss per epoch (the paper's Fig. 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
     acc.plot(epochs, [h["train_accuracy"] for h in history], label="training")
