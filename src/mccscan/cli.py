@@ -69,7 +69,7 @@ def _cmd_tune(args) -> int:
     best = summary["best"]
     print(f"best (trial {best['trial']}, validation accuracy {best['validation_accuracy']:.4f}): "
           + ", ".join(f"{k} {best[k]}" for k in best["paper_best"])
-          + f"\npaper's best: " + ", ".join(f"{k} {v}" for k, v in best["paper_best"].items())
+          + "\npaper's best: " + ", ".join(f"{k} {v}" for k, v in best["paper_best"].items())
           + f"\n→ {args.out}/best.json, {args.out}/table.md; trials so far: {best['trials']}")
     return 0
 
@@ -97,6 +97,31 @@ def _cmd_explain(args) -> int:
           + f"; band-pass: {sum(fig4['band_pass'])}/{len(fig4['band_pass'])} → {fig4['png']}")
     print(f"Fig. 5: {fig5['present']} present vs {fig5['absent']} absent; mean F2 higher when present in "
           f"{fig5['elements_higher_when_present']}/{fig5['elements']} elements → {fig5['png']}")
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from mccscan.reproduce import ReproduceConfig, reproduce
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("tune_trials", args.tune_trials)) if v is not None}
+    overrides.update(bf16=args.bf16, seed=args.seed, pixel_spacing_mm=args.pixel_spacing)
+    config = ReproduceConfig.quick_mode(**overrides) if args.quick else ReproduceConfig(**overrides)
+    data = args.data
+    if data is None:
+        from mccscan.builder import build_dataset, read_source
+
+        data = Path(args.out) / "data"
+        if not (data / "card.json").is_file():
+            print(f"no --data: building a phantom dataset of {args.phantom_images} mammograms in {data}")
+            index = read_source("phantom", Path(args.out) / "phantom-source", phantom_images=args.phantom_images)
+            build_dataset(index, data, seed=args.seed, progress=sys.stderr.isatty())
+    command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    results = reproduce(data, args.out, config, progress=sys.stderr.isatty(), command=command)
+    acc = results["patch_level"]["metrics"]["accuracy"]
+    froc = results["froc"].get("sensitivity_at_fp", {})
+    print(f"test accuracy {acc['value']:.4f} (95% CI {acc['ci95'][0]:.4f}–{acc['ci95'][1]:.4f}); "
+          f"FROC sensitivity at 1 FP/image: {froc.get('1.0', float('nan')):.3f}; "
+          f"{results['elapsed_min']:.1f} min → {Path(args.out) / 'report.md'}")
     return 0
 
 
@@ -241,6 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", default="mccscan-explain")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("reproduce", help="the paper's experiments end to end → REPORT/report.md")
+    p.add_argument("--data", help="a `mccscan build-dataset` folder (default: build a phantom one in OUT/data)")
+    p.add_argument("--out", default="mccscan-report", help="report folder (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="minutes: 3 epochs, training subsets, no tuning")
+    p.add_argument("--epochs", type=int, help="override the epochs (paper: 100)")
+    p.add_argument("--tune-trials", type=int, help="Hyperband trials (default: 40; 0 skips tuning)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pixel-spacing", type=float, help="mm; to re-read a CBIS-DDSM source for the FROC")
+    p.add_argument("--phantom-images", type=int, default=6, help="without --data: phantom mammograms to build")
+    p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("scan", help="scan mammograms (PNG, JPEG, TIFF, PGM, DICOM)")
     p.add_argument("images", nargs="+", help="mammogram files")

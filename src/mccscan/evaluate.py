@@ -4,6 +4,7 @@ matched to annotated clusters)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,38 @@ def compare_with_clusters(result, clusters) -> ClusterComparison:
     return ClusterComparison(len(clusters), sum(found), len(mcc), on_cluster, len(mcc) - on_cluster, found)
 
 
+def inference_times(model: nn.Module, patches_u8: np.ndarray, mammogram: np.ndarray, *, repeats: int = 3,
+                    min_breast_fraction: float = 0.3) -> dict:
+    """Seconds per patch (batches of 64) and per mammogram (every breast tile of the grid
+    scored, as the app does: the convolutional scan for MCCNet, batched tiles otherwise)."""
+    import time
+
+    from mccscan.models import LoadedModel
+    from mccscan.patches import TileGrid, breast_mask
+    from mccscan.scan import scan_image
+
+    def best_of(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    sample = np.asarray(patches_u8[:256])
+    per_patch = best_of(lambda: predict_patches(model, sample)) / len(sample)
+    grid = TileGrid(mammogram.shape, PATCH_SIZE_PX)
+    scanned = grid.coverage(breast_mask(mammogram)) >= min_breast_fraction
+    if isinstance(model, MCCNet):
+        loaded = LoadedModel(model, "timing", "", {})
+        per_image = best_of(lambda: scan_image(mammogram, loaded, min_breast_fraction=min_breast_fraction))
+    else:
+        tiles = np.round(grid.tiles(mammogram)[scanned] * 255).astype(np.uint8)
+        per_image = best_of(lambda: (breast_mask(mammogram), predict_patches(model, tiles)))
+    return {"s_per_patch": per_patch, "s_per_mammogram": per_image, "mammogram_tiles": int(scanned.sum()),
+            "mammogram_px": list(mammogram.shape)}
+
+
 # ---- patch level ---------------------------------------------------------------------
 
 PATCH_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
@@ -105,7 +138,9 @@ def patch_evaluation(labels: np.ndarray, probabilities: np.ndarray, *, groups: n
         index = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
         m = binary_metrics(labels[index], probabilities[index], threshold)
         draws[b] = [m[k] for k in PATCH_METRICS[:-1]] + [roc_auc(labels[index], probabilities[index])]
-    ci = np.nanpercentile(draws, [2.5, 97.5], axis=0) if n_bootstrap else np.full((2, len(PATCH_METRICS)), np.nan)
+    with warnings.catch_warnings():  # a metric undefined in every resample (e.g. no MCC call) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = np.nanpercentile(draws, [2.5, 97.5], axis=0) if n_bootstrap else np.full((2, len(PATCH_METRICS)), np.nan)
     return {
         "n": len(labels), "groups": len(members), "threshold": threshold, "n_bootstrap": n_bootstrap,
         "metrics": {k: {"value": float(point[k]), "ci95": [float(ci[0, i]), float(ci[1, i])]}
