@@ -113,3 +113,16 @@ def test_truth_image_maps_each_phantom_cluster_to_the_windows_around_it(small_ph
         assert (i * 16 <= cluster.y).all() and (cluster.y <= i * 16 + 144).all()
     result = froc([truth])
     assert result["clusters"] == 2 and len(result["sensitivity"]) == len(result["thresholds"])
+
+
+def test_evaluate_command_on_a_built_dataset(tmp_path, built_dataset, capsys):
+    import json
+
+    from mccscan.cli import main
+
+    assert main(["evaluate", "--data", str(built_dataset), "--out", str(tmp_path), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "FROC on 2 mammograms, 4 clusters" in out
+    saved = json.loads((tmp_path / "evaluation.json").read_text())
+    assert saved["froc"]["clusters"] == 4 and saved["patch_level"]["n_bootstrap"] == 50
+    assert (tmp_path / "froc.png").is_file() and (tmp_path / "calibration.png").is_file()

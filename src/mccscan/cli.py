@@ -103,7 +103,8 @@ def _cmd_explain(args) -> int:
 def _cmd_reproduce(args) -> int:
     from mccscan.reproduce import ReproduceConfig, reproduce
 
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("tune_trials", args.tune_trials)) if v is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "baseline_epochs", "table1_epochs", "tune_trials",
+                                               "tune_max_epochs", "max_train_patches") if getattr(args, k) is not None}
     overrides.update(bf16=args.bf16, seed=args.seed, pixel_spacing_mm=args.pixel_spacing)
     config = ReproduceConfig.quick_mode(**overrides) if args.quick else ReproduceConfig(**overrides)
     data = args.data
@@ -122,6 +123,35 @@ def _cmd_reproduce(args) -> int:
     print(f"test accuracy {acc['value']:.4f} (95% CI {acc['ci95'][0]:.4f}–{acc['ci95'][1]:.4f}); "
           f"FROC sensitivity at 1 FP/image: {froc.get('1.0', float('nan')):.3f}; "
           f"{results['elapsed_min']:.1f} min → {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import json
+
+    from mccscan.evaluate import evaluate_on_dataset
+    from mccscan.models import load_model
+
+    loaded = load_model(args.weights)
+    result = evaluate_on_dataset(loaded.model, args.data, args.out, split=args.split, n_bootstrap=args.bootstrap,
+                                 pixel_spacing_mm=args.pixel_spacing)
+    summary = {"model": loaded.name, "sha256": loaded.sha256, "data": str(args.data), "split": args.split,
+               "patch_level": result["patch_level"], "froc": result["froc"]}
+    Path(args.out, "evaluation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    pl = result["patch_level"]
+    print(f"{args.split} split, {pl['n']} patches ({pl['groups']} windows), model {loaded.name}:")
+    for k, m in pl["metrics"].items():
+        print(f"  {k:<12}{m['value']:.4f}  95% CI {m['ci95'][0]:.4f}–{m['ci95'][1]:.4f}")
+    c = pl["confusion"]
+    print(f"  confusion: TP {c['tp']}  FN {c['fn']}  FP {c['fp']}  TN {c['tn']}; ECE {pl['calibration']['ece']:.3f}")
+    fr = result["froc"]
+    if "skipped" in fr:
+        print(f"FROC skipped: {fr['skipped']}")
+    else:
+        s = fr["sensitivity_at_fp"]
+        print(f"FROC on {fr['images']} mammograms, {fr['clusters']} clusters: sensitivity {s['0.5']:.3f} at "
+              f"0.5 FP/image, {s['1.0']:.3f} at 1, {s['2.0']:.3f} at 2")
+    print(f"→ {args.out}/evaluation.json, calibration.png" + ("" if "skipped" in fr else ", froc.png"))
     return 0
 
 
@@ -247,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-images", type=int, default=10)
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("evaluate", help="patch metrics with 95%% CIs, calibration and FROC on a built dataset")
+    p.add_argument("--data", required=True, help="a `mccscan build-dataset` folder")
+    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--out", default="mccscan-eval")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--pixel-spacing", type=float, help="mm; to re-read a CBIS-DDSM source for the FROC")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("tune", help="Hyperband search over the paper's Table 2 space (Optuna)")
     p.add_argument("--data", required=True, help="a `mccscan build-dataset` folder")
     p.add_argument("--out", default="runs/tune", help="trials, best.json, table.md (default: %(default)s)")
@@ -272,7 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="mccscan-report", help="report folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="minutes: 3 epochs, training subsets, no tuning")
     p.add_argument("--epochs", type=int, help="override the epochs (paper: 100)")
+    p.add_argument("--baseline-epochs", type=int, help="epochs for LeNet-5 and MobileNetV2 (default: --epochs)")
+    p.add_argument("--table1-epochs", type=int, help="epochs for the other Table 1 rows (0: not trained)")
+    p.add_argument("--max-train-patches", type=int, help="train Table 1 rows and baselines on a subset")
     p.add_argument("--tune-trials", type=int, help="Hyperband trials (default: 40; 0 skips tuning)")
+    p.add_argument("--tune-max-epochs", type=int, help="Hyperband's largest budget (default: 27)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pixel-spacing", type=float, help="mm; to re-read a CBIS-DDSM source for the FROC")

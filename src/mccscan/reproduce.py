@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mccscan.evaluate import (froc, inference_times, patch_evaluation, plot_calibration, plot_froc, plot_roc,
-                              predict_patches, truth_image)
+from mccscan.evaluate import (evaluate_on_dataset, inference_times, patch_evaluation, plot_roc, predict_patches,
+                              test_groups)
 from mccscan.models import (BASELINES, PAPER_MODEL, PAPER_TABLE3, TABLE1, build_model, config_by_name,
                             flops_per_patch, parameter_count)
 from mccscan.perf import peak_flops
@@ -36,8 +36,8 @@ class ReproduceConfig:
     quick: bool = False  # minutes on a small set: few epochs, subsets, no tuning
     epochs: int = PAPER_EPOCHS
     baseline_epochs: int | None = None  # default: epochs
+    table1_epochs: int | None = None  # default: epochs; 0: list Table 1 without training it
     max_train_patches: int | None = None  # subset for Table 1 rows and baselines
-    train_table1: bool = True
     tune_trials: int = 40
     tune_max_epochs: int = 27
     n_bootstrap: int = 1000
@@ -48,14 +48,7 @@ class ReproduceConfig:
     @classmethod
     def quick_mode(cls, **overrides) -> "ReproduceConfig":
         return cls(**{"quick": True, "epochs": 3, "baseline_epochs": 1, "max_train_patches": 256,
-                      "train_table1": False, "tune_trials": 0, "n_bootstrap": 200, **overrides})
-
-
-def _test_groups(data_dir: Path) -> np.ndarray:
-    """Per test patch, the window it was cut from: its augmented copies are one bootstrap unit."""
-    with open(data_dir / "manifest.csv", newline="") as fh:
-        keys = [(r["image_id"], r["x"], r["y"]) for r in csv.DictReader(fh) if r["split"] == "test"]
-    return np.unique(np.array(keys), axis=0, return_inverse=True)[1].ravel()
+                      "table1_epochs": 0, "tune_trials": 0, "n_bootstrap": 200, **overrides})
 
 
 def _subset(patches: np.ndarray, labels: np.ndarray, n: int | None, seed: int):
@@ -74,7 +67,7 @@ def reproduce(data_dir: str | Path, out_dir: str | Path, config: ReproduceConfig
     dataset = json.loads((data_dir / "card.json").read_text())
     sets = {split: load_split(data_dir, split) for split in ("train", "val", "test")}
     test_patches, test_labels = sets["test"]
-    groups = _test_groups(data_dir)
+    groups = test_groups(data_dir)
     results = {"command": command, "config": asdict(config), "dataset": {
         "path": str(data_dir), "data": dataset["data"], "synthetic": dataset.get("synthetic", False),
         "protocol": dataset["protocol"], "protocol_note": dataset["protocol_note"],
@@ -97,7 +90,9 @@ def reproduce(data_dir: str | Path, out_dir: str | Path, config: ReproduceConfig
 
     # 1. the proposed network, the paper's protocol (Adam 1e-3, batch 64, BCE, dropout 0.2)
     model, history = fit("proposed", "proposed", config.epochs)
-    prob = predict_patches(model, test_patches)
+    evaluation = evaluate_on_dataset(model, data_dir, figures, n_bootstrap=config.n_bootstrap, seed=config.seed,
+                                     pixel_spacing_mm=config.pixel_spacing_mm)
+    prob = evaluation["probabilities"]
     results["training"] = {
         "epochs": len(history), "best_epoch": int(max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
                                                   ["epoch"]),
@@ -107,21 +102,8 @@ def reproduce(data_dir: str | Path, out_dir: str | Path, config: ReproduceConfig
     results["training"]["paper_protocol_minutes"] = (PAPER_TRAIN_PATCHES * PAPER_EPOCHS
                                                      / results["training"]["patches_per_s"] / 60)
 
-    # 2. patch level, with intervals; ROC and calibration
-    results["patch_level"] = patch_evaluation(test_labels, prob, groups=groups, n_bootstrap=config.n_bootstrap,
-                                              seed=config.seed)
-    plot_calibration(test_labels, prob, figures / "calibration.png")
-
-    # 3. image level: FROC on the whole test mammograms
-    try:
-        from mccscan.builder import split_images
-
-        truths = [truth_image(model, image_id, ann)
-                  for image_id, ann in split_images(data_dir, "test", pixel_spacing_mm=config.pixel_spacing_mm)]
-        results["froc"] = froc(truths)
-        plot_froc(results["froc"], figures / "froc.png", label="proposed")
-    except (FileNotFoundError, ValueError) as exc:
-        results["froc"] = {"skipped": str(exc)}
+    # 2–3. patch level with intervals and calibration; image level (FROC on whole test mammograms)
+    results["patch_level"], results["froc"] = evaluation["patch_level"], evaluation["froc"]
     print("== evaluated the proposed network", flush=True)
 
     # 4. Table 1: every row the paper lists (trained unless --quick)
@@ -131,8 +113,8 @@ def reproduce(data_dir: str | Path, out_dir: str | Path, config: ReproduceConfig
                  "paper_parameters": row.paper_parameters, "paper_accuracy": row.paper_accuracy, "accuracy": None}
         if name == PAPER_MODEL:
             entry["accuracy"] = results["patch_level"]["metrics"]["accuracy"]["value"]
-        elif config.train_table1:
-            m, _ = fit(name, name, config.epochs, config.max_train_patches)
+        elif config.table1_epochs != 0:
+            m, _ = fit(name, name, config.table1_epochs or config.epochs, config.max_train_patches)
             entry["accuracy"] = float(((predict_patches(m, test_patches) >= 0.5) == test_labels).mean())
         table1.append(entry)
     results["table1"] = [{**e, "config": asdict(e["config"])} for e in table1]
@@ -246,9 +228,12 @@ def report_markdown(r: dict, out_dir: Path) -> str:
     lines += ["## Table 1: architectures", "",
               architecture_table([{**e, "config": config_by_name(e["name"])} for e in r["table1"]],
                                  accuracy_label="test accuracy"), ""]
-    if not cfg["train_table1"]:
-        lines += ["Only the proposed row is trained in this run (`--quick`); every row trains by name with "
+    if cfg["table1_epochs"] == 0:
+        lines += ["Only the proposed row is trained in this run; every row trains by name with "
                   "`mccscan train --arch NAME`.", ""]
+    elif cfg["table1_epochs"] or cfg["max_train_patches"]:
+        lines += [f"The other rows trained {cfg['table1_epochs'] or cfg['epochs']} epochs"
+                  + (f" on {cfg['max_train_patches']} training patches" if cfg["max_train_patches"] else "") + ".", ""]
     lines += ["## Table 2: Hyperband search", ""]
     tu = r["tuning"]
     if "skipped" in tu:
