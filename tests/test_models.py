@@ -110,3 +110,15 @@ def test_baselines_score_patches_and_round_trip_through_weights(tmp_path, name):
     assert type(loaded.model) is type(model)
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), model(x))
+
+
+@pytest.mark.parametrize("arch", ["proposed", NetConfig((6, 16), (7, 11)), "cl6-k5-4", "cl2-k5-6x16-mp2"])
+def test_training_forward_gives_the_same_logits_and_gradients(arch):
+    torch.manual_seed(0)
+    model = build_model(arch)
+    x = torch.rand(6, 1, 144, 144)
+    dense, sparse = model.eval()(x), model.training_forward(x)
+    assert torch.allclose(dense, sparse, atol=1e-5)
+    for g_dense, g_sparse in zip(torch.autograd.grad(dense.square().sum(), list(model.parameters())),
+                                 torch.autograd.grad(sparse.square().sum(), list(model.parameters()))):
+        assert torch.allclose(g_dense, g_sparse, rtol=1e-4, atol=1e-5)

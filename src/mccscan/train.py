@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mccscan.evaluate import binary_metrics, predict_patches, pyplot
-from mccscan.models import NetConfig, build_model, card_path, flops_per_patch, load_model, save_weights
+from mccscan.models import NetConfig, build_model, card_path, load_model, save_weights, training_flops_per_patch
 from mccscan.patches import AUGMENTATIONS, balanced_indices, build_phantom_patch_set
 from mccscan.perf import peak_flops
 
@@ -67,7 +67,8 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     labels_t = torch.from_numpy(train_labels.astype(np.float32))
     n_samples = len(train_labels) * (len(AUGMENTATIONS) if config.augment else 1)
-    flops_per_sample = 3 * flops_per_patch(model)  # forward + backward ≈ 3× forward
+    flops_per_sample = training_flops_per_patch(model)
+    forward = getattr(model, "training_forward", model)  # MCCNet: backward through the max's fields only
     peak = peak_flops()
 
     # resume
@@ -100,7 +101,7 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
             x = augmented_batch(train_patches, index, config.augment).contiguous(memory_format=torch.channels_last)
             y = labels_t[index // len(AUGMENTATIONS) if config.augment else index]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(x).float()
+                logits = forward(x).float()
             loss = F.binary_cross_entropy_with_logits(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
