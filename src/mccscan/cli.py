@@ -12,7 +12,8 @@ from mccscan.models import WeightsError
 
 
 def _cmd_info(args) -> int:
-    from mccscan.models import PAPER_MODEL, TABLE1, MCCNet
+    from mccscan.models import (BASELINES, PAPER_MODEL, PAPER_TABLE3, TABLE1, MCCNet, build_model, flops_per_patch,
+                                parameter_count)
     from mccscan.perf import peak_flops
 
     print(f"{'architecture':<18}{'layers':>7}{'kernel':>8}{'filters':>12}{'pools':>6}"
@@ -24,6 +25,14 @@ def _cmd_info(args) -> int:
               f"{','.join(map(str, cfg.conv_channels)):>12}{cfg.max_pool_layers:>6}{model.num_parameters():>12,}"
               f"{row.paper_parameters:>8,}{model.flops_per_patch() / 1e6:>13.1f}{row.paper_accuracy:>10.1%}")
     print("* the paper's proposed model: conv 9×9×6 → conv 9×9×16 → global max → dropout 0.2 → dense → sigmoid")
+    print(f"\n{'baseline (Table 3)':<24}{'parameters':>12}{'paper':>13}{'MFLOP/patch':>13}{'paper acc':>10}")
+    for name in BASELINES:
+        baseline = build_model(name)
+        paper_acc, paper_params = PAPER_TABLE3.get(name, (None, None))
+        print(f"{name:<24}{parameter_count(baseline, with_bn_statistics=True):>12,}"
+              f"{paper_params or 0:>13,}{flops_per_patch(baseline) / 1e6:>13.1f}"
+              f"{paper_acc or float('nan'):>10.1%}")
+    print("(parameters as Keras counts them: BatchNorm's running statistics included)")
     model = MCCNet(TABLE1[PAPER_MODEL].config)
     peak = peak_flops()
     print(f"measured float32 peak of this machine: {peak / 1e9:.0f} GFLOP/s → at most "
