@@ -30,8 +30,8 @@ def _cmd_info(args) -> int:
         baseline = build_model(name)
         paper_acc, paper_params = PAPER_TABLE3.get(name, (None, None))
         print(f"{name:<24}{parameter_count(baseline, with_bn_statistics=True):>12,}"
-              f"{paper_params or 0:>13,}{flops_per_patch(baseline) / 1e6:>13.1f}"
-              f"{paper_acc or float('nan'):>10.1%}")
+              f"{format(paper_params, ',') if paper_params else '–':>13}{flops_per_patch(baseline) / 1e6:>13.1f}"
+              f"{format(paper_acc, '.1%') if paper_acc else '–':>10}")
     print("(parameters as Keras counts them: BatchNorm's running statistics included)")
     model = MCCNet(TABLE1[PAPER_MODEL].config)
     peak = peak_flops()
