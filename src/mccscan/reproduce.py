@@ -51,6 +51,18 @@ class ReproduceConfig:
                       "table1_epochs": 0, "tune_trials": 0, "n_bootstrap": 200, **overrides})
 
 
+def _completed_trials(db: Path, study_name: str) -> int:
+    import optuna
+
+    if not db.is_file():
+        return 0
+    try:
+        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db.resolve()}")
+    except KeyError:
+        return 0
+    return sum(t.state.is_finished() for t in study.trials)
+
+
 def _subset(patches: np.ndarray, labels: np.ndarray, n: int | None, seed: int):
     if not n or len(labels) <= n:
         return patches, labels
@@ -121,9 +133,11 @@ def reproduce(data_dir: str | Path, out_dir: str | Path, config: ReproduceConfig
 
     # 5. Hyperband over Table 2 (not in --quick)
     if config.tune_trials:
-        summary = tune(data_dir, out_dir / "tune", TuneConfig(trials=config.tune_trials, seed=config.seed,
-                                                               max_epochs=config.tune_max_epochs, bf16=config.bf16),
-                       progress=progress)
+        tuning = TuneConfig(trials=config.tune_trials, seed=config.seed, max_epochs=config.tune_max_epochs,
+                            bf16=config.bf16, max_train_patches=config.max_train_patches)
+        done = _completed_trials(out_dir / "tune" / "study.db", tuning.study_name)
+        tuning.trials = max(0, tuning.trials - done)  # a resumed run only adds the missing trials
+        summary = tune(data_dir, out_dir / "tune", tuning, progress=progress)
         results["tuning"] = {"best": summary["best"], "table": summary["table"]}
     else:
         results["tuning"] = {"skipped": "--quick: no Hyperband search"}
