@@ -317,7 +317,8 @@ def froc(images: Iterable[TruthImage], thresholds: np.ndarray | None = None) -> 
     """
     images = list(images)
     if thresholds is None:
-        thresholds = np.concatenate([np.linspace(0.02, 0.98, 49), [0.99, 0.995, 0.998, 0.999]])
+        # thresholds compare in logit space, so confident models are still ranked near P = 1
+        thresholds = np.concatenate([np.linspace(0.02, 0.98, 49), 1 - np.logspace(-2, -8, 13)])
     n_clusters = sum(len(t.clusters) for t in images)
     sens, fppi = [], []
     for threshold in thresholds:
