@@ -69,3 +69,15 @@ def test_train_on_a_built_dataset(tmp_path, built_dataset):
     card = train_on_dataset(built_dataset, tmp_path / "run", TrainConfig(epochs=1, batch_size=32))
     assert card["data"]["protocol"] == "patient" and "not patient data" in card["trained_on"]
     assert 0 <= card["test"]["accuracy"] <= 1 and card["train_config"]["augment"] is False
+
+
+def test_early_stopping_ends_after_patience_epochs_without_improvement(tmp_path, tiny_sets, capsys):
+    config = TrainConfig(epochs=10, batch_size=16, seed=0, learning_rate=0.0, patience=2)  # lr 0: never improves
+    train(*tiny_sets, config, tmp_path, progress=False)
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 1 + 3  # best at epoch 1, then 2 more
+    assert "early stop" in capsys.readouterr().out
+
+
+def test_baselines_train_through_the_same_loop(tmp_path, tiny_sets):
+    model, card = train(*tiny_sets, TrainConfig(arch="lenet5", epochs=1, batch_size=16), tmp_path, progress=False)
+    assert card["arch"] == "lenet5" and type(load_model(tmp_path / "best.pt").model).__name__ == "LeNet5"

@@ -54,8 +54,8 @@ def _cmd_phantom(args) -> int:
 def _cmd_train(args) -> int:
     from mccscan.train import TrainConfig, train_on_dataset, train_on_phantom
 
-    config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-                         learning_rate=args.lr, augment=not args.no_augment, seed=args.seed, bf16=args.bf16)
+    config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                         augment=not args.no_augment, seed=args.seed, bf16=args.bf16, patience=args.patience)
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.data:
         card = train_on_dataset(args.data, args.out, config, command=command, progress=sys.stderr.isatty())
@@ -281,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true", help="skip the ×5 geometric augmentation")
+    p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation result")
     p.add_argument("--train-images", type=int, default=40)
     p.add_argument("--val-images", type=int, default=8)
     p.add_argument("--test-images", type=int, default=10)
