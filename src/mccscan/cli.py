@@ -110,7 +110,7 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
-    from mccscan.reproduce import ReproduceConfig, reproduce
+    from mccscan.reproduce import ReproduceConfig, phantom_dataset, reproduce
 
     overrides = {k: getattr(args, k) for k in ("epochs", "baseline_epochs", "table1_epochs", "tune_trials",
                                                "tune_max_epochs", "max_train_patches") if getattr(args, k) is not None}
@@ -118,13 +118,8 @@ def _cmd_reproduce(args) -> int:
     config = ReproduceConfig.quick_mode(**overrides) if args.quick else ReproduceConfig(**overrides)
     data = args.data
     if data is None:
-        from mccscan.builder import build_dataset, read_source
-
-        data = Path(args.out) / "data"
-        if not (data / "card.json").is_file():
-            print(f"no --data: building a phantom dataset of {args.phantom_images} mammograms in {data}")
-            index = read_source("phantom", Path(args.out) / "phantom-source", phantom_images=args.phantom_images)
-            build_dataset(index, data, seed=args.seed, progress=sys.stderr.isatty())
+        print(f"no --data: a phantom dataset of {args.phantom_images} mammograms in {Path(args.out) / 'data'}")
+        data = phantom_dataset(args.out, args.phantom_images, seed=args.seed, progress=sys.stderr.isatty())
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results = reproduce(data, args.out, config, progress=sys.stderr.isatty(), command=command)
     acc = results["patch_level"]["metrics"]["accuracy"]

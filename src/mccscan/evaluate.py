@@ -369,7 +369,7 @@ def plot_froc(result: dict, out_png: str | Path, label: str = "model") -> Path:
 
 # ---- one call for a built dataset ------------------------------------------------------
 
-def test_groups(data_dir: str | Path, split: str = "test") -> np.ndarray:
+def window_groups(data_dir: str | Path, split: str = "test") -> np.ndarray:
     """Per patch of a split, the window it was cut from: its augmented copies form one
     bootstrap unit."""
     import csv
@@ -391,7 +391,7 @@ def evaluate_on_dataset(model: nn.Module, data_dir: str | Path, out_dir: str | P
     patches, labels = load_split(data_dir, split)
     prob = predict_patches(model, patches)
     result = {"split": split, "probabilities": prob, "labels": labels,
-              "patch_level": patch_evaluation(labels, prob, groups=test_groups(data_dir, split),
+              "patch_level": patch_evaluation(labels, prob, groups=window_groups(data_dir, split),
                                               n_bootstrap=n_bootstrap, seed=seed)}
     plot_calibration(labels, prob, out_dir / "calibration.png")
     if not isinstance(model, MCCNet):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mccscan.evaluate import (evaluate_on_dataset, inference_times, patch_evaluation, plot_roc, predict_patches,
-                              test_groups)
+                              window_groups)
 from mccscan.models import (BASELINES, PAPER_MODEL, PAPER_TABLE3, TABLE1, build_model, config_by_name,
                             flops_per_patch, parameter_count)
 from mccscan.perf import peak_flops
@@ -49,6 +49,17 @@ class ReproduceConfig:
     def quick_mode(cls, **overrides) -> "ReproduceConfig":
         return cls(**{"quick": True, "epochs": 3, "baseline_epochs": 1, "max_train_patches": 256,
                       "table1_epochs": 0, "tune_trials": 0, "n_bootstrap": 200, **overrides})
+
+
+def phantom_dataset(out_dir: str | Path, images: int, *, seed: int = 0, progress: bool = False) -> Path:
+    """OUT/data: a patch dataset of `images` phantom mammograms (built once, then reused)."""
+    from mccscan.builder import build_dataset, read_source
+
+    data = Path(out_dir) / "data"
+    if not (data / "card.json").is_file():
+        index = read_source("phantom", Path(out_dir) / "phantom-source", phantom_images=images)
+        build_dataset(index, data, seed=seed, progress=progress)
+    return data
 
 
 def _completed_trials(db: Path, study_name: str) -> int:
@@ -79,7 +90,7 @@ def reproduce(data_dir: str | Path, out_dir: str | Path, config: ReproduceConfig
     dataset = json.loads((data_dir / "card.json").read_text())
     sets = {split: load_split(data_dir, split) for split in ("train", "val", "test")}
     test_patches, test_labels = sets["test"]
-    groups = test_groups(data_dir)
+    groups = window_groups(data_dir)
     results = {"command": command, "config": asdict(config), "dataset": {
         "path": str(data_dir), "data": dataset["data"], "synthetic": dataset.get("synthetic", False),
         "protocol": dataset["protocol"], "protocol_note": dataset["protocol_note"],
