@@ -16,14 +16,17 @@ from torch import nn
 from mccscan.models import PATCH_SIZE_PX, MCCNet
 
 
+def patch_batches(patches_u8: np.ndarray, batch_size: int = 64):
+    """Float batches (B, 1, H, W) of uint8 patches, normalised by /255 as in the paper."""
+    for i in range(0, len(patches_u8), batch_size):
+        yield torch.from_numpy(np.asarray(patches_u8[i:i + batch_size])).float().div_(255)[:, None]
+
+
 def predict_patches(model: nn.Module, patches_u8: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Probabilities of uint8 patches (N, H, W), normalised by /255 as in the paper."""
+    """Probabilities of uint8 patches (N, H, W)."""
     model.eval()
-    out = []
     with torch.inference_mode():
-        for i in range(0, len(patches_u8), batch_size):
-            x = torch.from_numpy(patches_u8[i:i + batch_size]).float().div_(255)[:, None]
-            out.append(torch.sigmoid(model(x)).numpy())
+        out = [torch.sigmoid(model(x)).numpy() for x in patch_batches(patches_u8, batch_size)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mccscan.evaluate import predict_patches, pyplot
+from mccscan.evaluate import patch_batches, predict_patches, pyplot
 from mccscan.models import MCCNet
 
 MC_BAND_CYCLES_PER_PX = (1 / 14, 1 / 2)  # MC sizes 2–14 px at 70 µm
@@ -103,14 +103,11 @@ def figure4(model: MCCNet, patch_u8: np.ndarray, out_png: str | Path, filter_ind
             "band_pass": [r["band_pass"] for r in responses]}
 
 
-def mean_f2(model: MCCNet, patches_u8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def mean_f2(model: MCCNet, patches_u8: np.ndarray) -> np.ndarray:
+    """F2 (the global-max features) of each patch."""
     model.eval()
-    out = []
     with torch.inference_mode():
-        for i in range(0, len(patches_u8), batch_size):
-            x = torch.from_numpy(np.asarray(patches_u8[i:i + batch_size], np.float32) / 255)[:, None]
-            out.append(model.features(x).f2.numpy())
-    return np.concatenate(out)
+        return np.concatenate([model.features(x).f2.numpy() for x in patch_batches(patches_u8)])
 
 
 def figure5(model: MCCNet, patches_u8: np.ndarray, out_png: str | Path, n: int = 100, seed: int = 0) -> dict:

@@ -91,8 +91,7 @@ def config_by_name(name: str) -> NetConfig:
     """Config of a Table 1 architecture by name ("proposed" is the paper's model)."""
     key = PAPER_MODEL if name == "proposed" else name
     if key not in TABLE1:
-        known = ", ".join(["proposed", *TABLE1, "lenet5", "mobilenetv2", "mobilenetv2-paper-head"])
-        raise KeyError(f"unknown architecture {name!r}; known: {known}")
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
     return TABLE1[key].config
 
 
