@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mccscan.datasets.phantom import make_phantom
-from mccscan.models import LoadedModel, build_model
+from mccscan.paper import build_model
+from mccscan.weights import LoadedModel
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +20,8 @@ def small_phantom():
 def built_dataset(tmp_path_factory):
     """A small patch dataset built from 6 phantom mammograms (3 patients: one per split),
     unaugmented; its source folder stays for image-level evaluation."""
-    from mccscan.builder import build_dataset, read_source
+    from mccscan.builder import build_dataset
+    from mccscan.datasets import read_source
     from mccscan.datasets.phantom import write_inbreast
 
     root = tmp_path_factory.mktemp("built_dataset")

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from mccscan.builder import build_dataset, read_source
+from mccscan.builder import build_dataset
 from mccscan.cli import main
+from mccscan.datasets import read_source
 from mccscan.datasets.phantom import write_inbreast
 from mccscan.patches import AUGMENTATIONS, LabelRule
 

@@ -78,7 +78,7 @@ def test_spacing_is_required_and_bad_csvs_are_clear(cbis_root, tmp_path_factory)
 
 
 def test_mask_becomes_a_cluster_region_at_70_um(cbis_root):
-    from mccscan.builder import annotate
+    from mccscan.patches import annotate
 
     record = next(r for r in read_cbis_ddsm(cbis_root, 0.05).records if r.patient_id == "P_00005")
     ann = annotate(record)

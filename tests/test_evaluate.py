@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from mccscan.evaluate import (TruthImage, binary_metrics, calibration, candidate_clusters, cluster_hit_map,
-                              compare_with_clusters, froc, mc_clusters, patch_evaluation, sensitivity_at, truth_image)
+from mccscan.evaluate import truth_image
+from mccscan.metrics import (TruthImage, binary_metrics, calibration, candidate_clusters, cluster_hit_map,
+                             compare_with_clusters, froc, mc_clusters, patch_evaluation, sensitivity_at)
 from mccscan.scan import scan_image
 
 

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from mccscan.explain import band_response, explain, magnitude_response
-from mccscan.models import build_model, load_model
-from mccscan.train import load_split
+from mccscan.dataset_dir import PatchDataset
+from mccscan.paper import build_model
+from mccscan.weights import load_model
 
 
 def test_band_response_tells_band_pass_from_low_pass_kernels():
@@ -18,7 +19,7 @@ def test_band_response_tells_band_pass_from_low_pass_kernels():
 
 
 def test_explain_writes_figures_3_to_5(tmp_path, built_dataset):
-    patches, labels = load_split(built_dataset, "test")
+    patches, labels = PatchDataset(built_dataset).load_split("test")
     result = explain(load_model().model, patches, labels, tmp_path)
     for name in ("fig3_feature_maps.png", "fig4_filter_response.png", "fig5_mean_f2.png"):
         assert (tmp_path / name).stat().st_size > 10_000

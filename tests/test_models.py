@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from mccscan.models import (BASELINES, PAPER_MODEL, PAPER_TABLE3, TABLE1, MCCNet, NetConfig, WeightsError,
-                            build_model, config_by_name, flops_per_patch, load_model, parameter_count, save_weights)
+from mccscan.models import MCCNet, NetConfig, flops_per_patch, parameter_count
+from mccscan.paper import BASELINES, PAPER_MODEL, PAPER_TABLE3, TABLE1, build_model, config_by_name
+from mccscan.weights import WeightsError, load_model, save_weights
 
 PAPER_TABLE1_PARAMETERS = [2589, 2589, 1125, 433, 2129, 957, 5037, 12381, 8301]
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from mccscan.io import MammogramError
-from mccscan.models import LoadedModel, NetConfig, build_model
-from mccscan.scan import ScanResult, dense_probability_map, iter_row_scores, scan_file, scan_image, score_tiles
+from mccscan.paper import build_model
+from mccscan.scan import ScanResult, iter_row_scores, scan_file, scan_image, score_tiles
+from mccscan.weights import LoadedModel
 
 
 def per_patch_reference(model, image, tile=144):
@@ -116,28 +117,6 @@ def test_on_row_streams_each_row_in_raster_order_as_in_the_result(small_phantom,
     assert [row[0].row for row in rows] == list(range(len(rows)))
     assert all([t.col for t in row] == list(range(len(row))) for row in rows)
     assert [t for row in rows for t in row] == result.tiles
-
-
-@pytest.mark.parametrize("kernels", [9, (7, 11)])  # one size for all layers, or one per layer (Table 2)
-def test_dense_map_equals_the_model_on_each_window(small_phantom, kernels):
-    torch.manual_seed(0)
-    model, image = build_model(NetConfig((6, 16), kernels)).eval(), small_phantom.image
-    dense = dense_probability_map(model, image, stride_px=16, block_px=200)
-    assert dense.shape == ((image.shape[0] - 144) // 16 + 1, (image.shape[1] - 144) // 16 + 1)
-    rng = np.random.default_rng(0)
-    cells = [(0, 0), (dense.shape[0] - 1, dense.shape[1] - 1)] + [
-        tuple(rng.integers(0, dense.shape)) for _ in range(6)]
-    patches = np.stack([image[i * 16:i * 16 + 144, j * 16:j * 16 + 144] for i, j in cells])
-    with torch.inference_mode():
-        expected = torch.sigmoid(model(torch.from_numpy(patches)[:, None])).numpy()
-    np.testing.assert_allclose([dense[c] for c in cells], expected, atol=1e-5)
-
-
-def test_dense_map_is_masked_to_the_breast(small_phantom, random_model):
-    mask = small_phantom.breast_mask
-    dense = dense_probability_map(random_model.model, small_phantom.image, mask=mask)
-    centres = mask[72::16, 72::16][:dense.shape[0], :dense.shape[1]]
-    assert np.isnan(dense[~centres]).all() and not np.isnan(dense[centres]).any()
 
 
 def test_result_round_trips_through_json(small_phantom, random_model):

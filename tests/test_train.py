@@ -2,15 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from mccscan.models import load_model
-from mccscan.patches import AUGMENTATIONS, phantom_patches
+from mccscan.dataset_dir import PatchDataset
+from mccscan.patches import AUGMENTATIONS, annotated_truth, labelled_patches
 from mccscan.train import TrainConfig, augmented_batch, train
+from mccscan.weights import load_model
 
 
 @pytest.fixture(scope="module")
 def tiny_sets(small_phantom):
-    rng = np.random.default_rng(0)
-    patches, labels, _ = phantom_patches(small_phantom, rng, positives_per_cluster=8, negatives=16)
+    ph = small_phantom
+    patches, labels = labelled_patches(annotated_truth(ph.image, ph.breast_mask, ph.mcs, ph.clusters),
+                                       np.random.default_rng(0))
     return patches[::2], labels[::2], patches[1::2], labels[1::2]
 
 
@@ -62,9 +64,9 @@ def test_bf16_autocast_trains_and_writes_the_curves(tmp_path, tiny_sets):
 
 
 def test_train_on_a_built_dataset(tmp_path, built_dataset):
-    from mccscan.train import load_split, train_on_dataset
+    from mccscan.train import train_on_dataset
 
-    patches, labels = load_split(built_dataset, "train")
+    patches, labels = PatchDataset(built_dataset).load_split("train")
     assert patches.shape[1:] == (144, 144) and labels.sum() * 2 == len(labels)
     card = train_on_dataset(built_dataset, tmp_path / "run", TrainConfig(epochs=1, batch_size=32))
     assert card["data"]["protocol"] == "patient" and "not patient data" in card["trained_on"]

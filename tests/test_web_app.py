@@ -10,7 +10,8 @@ from PIL import Image
 
 from conftest import fake_png
 from mccscan.cli import main
-from mccscan.web.app import Settings, create_app, safe_filename
+from mccscan.web.app import Settings, create_app
+from mccscan.web.routes.scans import safe_filename
 from mccscan.web.store import ScanStore
 
 
@@ -202,3 +203,20 @@ def test_openapi_documents_the_api(client):
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_routes_reach_settings_and_store_through_dependencies(tmp_path):
+    """FastAPI's way: a test swaps the settings or the store with `dependency_overrides`."""
+    from mccscan.web.deps import get_settings, get_store
+
+    app = create_app(Settings(data_dir=tmp_path / "a"))
+    other = ScanStore(tmp_path / "b")
+    other.create("elsewhere.png")
+    app.dependency_overrides[get_store] = lambda: other
+    app.dependency_overrides[get_settings] = lambda: Settings(data_dir=tmp_path / "a", threshold=0.9)
+    with TestClient(app) as c:
+        assert c.get("/api/info").json()["threshold"] == 0.9
+        assert [s["filename"] for s in c.get("/api/scans").json()] == ["elsewhere.png"]
+    app.dependency_overrides.clear()
+    with TestClient(app) as c:
+        assert c.get("/api/info").json()["threshold"] == 0.5 and c.get("/api/scans").json() == []

@@ -4,6 +4,7 @@ Skipped when /usr/bin/chromium is missing, unless MCCSCAN_REQUIRE_BROWSER=1 (set
 which installs it), where a missing browser fails. Screenshots go to test-artifacts/.
 """
 
+import io
 import os
 import socket
 import threading
@@ -11,8 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
+from PIL import Image
 
 from mccscan.web.app import Settings, create_app
 
@@ -77,6 +80,21 @@ def counters(page) -> dict[str, int]:
     return {k: int(page.text_content(f"#count-{k}")) for k in ("mcc", "normal", "background")}
 
 
+def shown_colour(page, tile: dict) -> np.ndarray:
+    """Mean RGB the page shows over the middle 32×32 px of a tile, viewed at scale 1."""
+    page.evaluate(f"() => {{ state.view = {{s: 1, x: {-tile['x']}, y: {-tile['y']}}}; applyView(); }}")
+    box = page.locator("#viewer").bounding_box()
+    png = page.screenshot(clip={"x": box["x"] + 56, "y": box["y"] + 56, "width": 32, "height": 32})
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), float).mean((0, 1))
+
+
+def downloaded_colour(server: str, scan_id: str, tile: dict, **params) -> np.ndarray:
+    """Mean RGB of the same 32×32 px in the overlay PNG the server renders."""
+    overlay = httpx.get(f"{server}/api/scans/{scan_id}/overlay.png", params=params, timeout=60)
+    rgb = np.asarray(Image.open(io.BytesIO(overlay.content)).convert("RGB"), float)
+    return rgb[tile["y"] + 56:tile["y"] + 88, tile["x"] + 56:tile["x"] + 88].mean((0, 1))
+
+
 def test_scan_in_the_browser(page, server, small_phantom, tmp_path):
     dcm = small_phantom.write(tmp_path, stem="browser", formats=("dcm",))["dcm"]
     page.set_input_files("#file-input", str(dcm))
@@ -123,6 +141,26 @@ def test_scan_in_the_browser(page, server, small_phantom, tmp_path):
     page.evaluate("() => { const t = $('threshold'); t.value = 0; t.dispatchEvent(new Event('input')); }")
     scanned = api["counts"]["mcc"] + api["counts"]["normal"]
     assert counters(page) == {"mcc": scanned, "normal": 0, "background": api["counts"]["background"]}
+
+
+def test_the_page_tints_tiles_as_the_downloaded_overlay_does(page, server):
+    """One definition of the tint (render.py): what the viewer shows over a normal tile and
+    over a tinted MCC tile matches the overlay PNG the server renders (the JPEG base aside)."""
+    scan_id = httpx.get(f"{server}/api/scans").json()[0]["id"]
+    page.click("#history li button.open")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('scanned in')", timeout=30000)
+    page.evaluate("$('heatmap').hidden = true")
+    tiles = httpx.get(f"{server}/api/scans/{scan_id}").json()["result"]["tiles"]
+    info = httpx.get(f"{server}/api/info").json()
+    assert page.evaluate("getComputedStyle($('overlay-tint')).mixBlendMode") == info["overlay"]["mcc_blend"]
+    normal = next(t for t in tiles if t["label"] == "normal" and t["breast_fraction"] == 1)
+    np.testing.assert_allclose(shown_colour(page, normal), downloaded_colour(server, scan_id, normal), atol=3)
+    page.evaluate("""() => { $('mcc-mode').value = 'tint'; $('mcc-color').value = '#ff8000';
+                             const t = $('threshold'); t.value = 0; t.dispatchEvent(new Event('input')); }""")
+    shot(page, "tinted")
+    mcc = max((t for t in tiles if t["probability"] is not None), key=lambda t: t["breast_fraction"])
+    np.testing.assert_allclose(shown_colour(page, mcc),
+                               downloaded_colour(server, scan_id, mcc, threshold=0, mcc_color="#ff8000"), atol=3)
     assert len(httpx.get(f"{server}/api/scans").json()) == 1
 
 

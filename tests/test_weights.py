@@ -1,10 +1,10 @@
 """The shipped demo weights: integrity and accuracy on phantoms never seen in training."""
 
-import numpy as np
 
-from mccscan.evaluate import binary_metrics, predict_patches
-from mccscan.models import DEMO_WEIGHTS, file_sha256, load_model
-from mccscan.patches import balanced_indices, build_phantom_patch_set
+from mccscan.metrics import binary_metrics
+from mccscan.patches import phantom_patches
+from mccscan.predict import predict_patches
+from mccscan.weights import DEMO_WEIGHTS, file_sha256, load_model
 
 UNSEEN_SEEDS = range(90_000, 90_006)
 
@@ -20,9 +20,8 @@ def test_shipped_weights_classify_unseen_phantom_patches():
     card = load_model().card
     first, last = card["phantom_seeds"]  # the test seeds were never used for training
     assert not set(UNSEEN_SEEDS) & set(range(first, last + 1))
-    patches = build_phantom_patch_set(UNSEEN_SEEDS, rng_seed=1)
-    keep = balanced_indices(patches.labels, np.random.default_rng(1))
-    prob = predict_patches(load_model().model, patches.patches[keep])
-    metrics = binary_metrics(patches.labels[keep], prob)
+    patches, labels = phantom_patches(UNSEEN_SEEDS, seed=1)
+    prob = predict_patches(load_model().model, patches)
+    metrics = binary_metrics(labels, prob)
     assert metrics["n"] >= 300
     assert metrics["accuracy"] >= 0.95, metrics

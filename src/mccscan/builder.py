@@ -29,93 +29,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mccscan.dataset_dir import MANIFEST_COLUMNS, SPLITS
+from mccscan.datasets import read_source
 from mccscan.datasets.base import DatasetIndex, MammogramRecord, Skipped
-from mccscan.io import SCAN_PIXEL_SPACING_MM, MammogramError, load_for_scan, read_mammogram, resample_to_spacing
-from mccscan.models import PATCH_SIZE_PX
-from mccscan.patches import (AUGMENTATIONS, AnnotatedImage, LabelRule, Window, breast_mask, candidate_windows,
-                             cluster_crop, label_window, polygon_crop)
+from mccscan.errors import InputError
+from mccscan.io import SCAN_PIXEL_SPACING_MM, MammogramError
+from mccscan.patches import (AUGMENTATIONS, LabelRule, Window, annotate, balanced_indices, labelled_windows,
+                             read_record)
+from mccscan.tiling import PATCH_SIZE_PX
 
-SOURCES = ("inbreast", "cbis-ddsm", "mini-mias", "folder", "phantom")
 PROTOCOLS = ("patient", "paper")
-SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
-MANIFEST_COLUMNS = ["patch_id", "split", "label", "image_id", "patient_id", "x", "y", "augmentation",
-                    "n_mcs", "cluster_overlap", "synthetic_clusters", "source_image"]
-
-
-def read_source(source: str, root: str | Path, *, pixel_spacing_mm: float | None = None,
-                phantom_images: int = 10, phantom_size="small") -> DatasetIndex:
-    """Index a dataset on disk. For "phantom", first write `phantom_images` synthetic
-    mammograms into `root` in INbreast's layout (unless it already holds them), then read
-    them back with the INbreast reader, so that path is exercised end to end."""
-    root = Path(root)
-    if source == "inbreast":
-        from mccscan.datasets.inbreast import read_inbreast
-        return read_inbreast(root)
-    if source == "cbis-ddsm":
-        from mccscan.datasets.cbis_ddsm import read_cbis_ddsm
-        return read_cbis_ddsm(root, pixel_spacing_mm)
-    if source == "mini-mias":
-        from mccscan.datasets.mini_mias import read_mini_mias
-        return read_mini_mias(root)
-    if source == "folder":
-        from mccscan.datasets.folder import read_folder
-        return read_folder(root)
-    if source == "phantom":
-        from mccscan.datasets.inbreast import read_inbreast
-        from mccscan.datasets.phantom import write_inbreast
-        if not (root / "AllDICOMs").is_dir():
-            write_inbreast(root, range(phantom_images), size=phantom_size)
-        index = read_inbreast(root)
-        index.source = "phantom"
-        index.notes.append("synthetic phantom mammograms (mccscan.datasets.phantom), not patient data, "
-                           "written in INbreast's layout and read by the INbreast reader")
-        return index
-    raise ValueError(f"unknown source {source!r}; choose from {', '.join(SOURCES)}")
-
-
-def _read(record: MammogramRecord, insert_clusters: int, insert_seed: tuple):
-    """(image at 70 µm, source shape, (breast, MCs, clusters) put into it or None)."""
-    scan = load_for_scan(record.image_path, pixel_spacing_mm=record.pixel_spacing_mm)
-    if not insert_clusters or record.annotated:
-        return scan.image, scan.source.image.shape, None
-    from mccscan.datasets.phantom import insert_clusters as insert
-
-    breast = breast_mask(scan.image)
-    image, mcs, clusters = insert(scan.image, breast, np.random.default_rng(insert_seed), insert_clusters)
-    return image, scan.source.image.shape, (breast, mcs, clusters)
-
-
-def annotate(record: MammogramRecord, insert_clusters: int = 0, insert_seed: tuple = ()) -> AnnotatedImage:
-    """Read a record's image at 70 µm and bring its annotations to the same pixels.
-
-    With `insert_clusters` > 0 and an unannotated (normal) record, that many phantom MC
-    clusters are put into the tissue (seeded by `insert_seed`, so a second read gives the
-    same image) and become its annotations.
-    """
-    image, (src_rows, src_cols), inserted = _read(record, insert_clusters, insert_seed)
-    if inserted is not None:
-        breast, mcs, clusters = inserted
-        return AnnotatedImage(image, breast, np.array([(m.x, m.y) for m in mcs]).reshape(-1, 2),
-                              [c for c in (polygon_crop(c.outline, image.shape) for c in clusters) if c])
-    sy, sx = image.shape[0] / src_rows, image.shape[1] / src_cols
-    mc_xy = np.array([(m.x * sx, m.y * sy) for m in record.mcs], np.float64).reshape(-1, 2)
-    clusters = []
-    for region in record.clusters:
-        if region.outline is not None:
-            crop = polygon_crop([(x * sx, y * sy) for x, y in region.outline], image.shape)
-        else:
-            mask = read_mammogram(region.mask_path).image
-            if mask.shape != (src_rows, src_cols):
-                raise MammogramError(region.mask_path, f"ROI mask is {mask.shape[1]}×{mask.shape[0]}, "
-                                                       f"the image {src_cols}×{src_rows}")
-            spacing = (SCAN_PIXEL_SPACING_MM * sy, SCAN_PIXEL_SPACING_MM * sx)  # the source spacing
-            crop = cluster_crop(resample_to_spacing(mask, spacing) > 0.5)
-        if crop is not None:
-            clusters.append(crop)
-    return AnnotatedImage(image, breast_mask(image), mc_xy, clusters)
-
-
 @dataclass
 class _Chosen:
     image: int  # index into the used records
@@ -132,14 +56,9 @@ def _split_counts(n: int) -> tuple[int, int, int]:
     return n_train, n_val, n - n_train - n_val
 
 
-def _balance(windows: list, rng: np.random.Generator) -> list:
-    """Equal numbers of each class, drawn at random from the larger one; original order kept."""
-    pos = [i for i, w in enumerate(windows) if w[1].label == 1]
-    neg = [i for i, w in enumerate(windows) if w[1].label == 0]
-    n = min(len(pos), len(neg))
-    keep = sorted(rng.choice(pos, n, replace=False).tolist() + rng.choice(neg, n, replace=False).tolist()) \
-        if n else []
-    return [windows[i] for i in keep]
+def _balance(windows: list[tuple[int, Window]], rng: np.random.Generator) -> list[tuple[int, Window]]:
+    """`balanced_indices` over (image, window) pairs."""
+    return [windows[i] for i in balanced_indices(np.array([w.label for _, w in windows]), rng)]
 
 
 def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "patient", seed: int = 0,
@@ -152,7 +71,7 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
     from tqdm import tqdm
 
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}")
+        raise InputError(f"protocol must be one of {PROTOCOLS}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -173,7 +92,7 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
         except MammogramError as exc:
             skipped.append(Skipped(str(record.image_path), exc.problem))
             continue
-        labelled = [label_window(ann, x, y, rule) for x, y in candidate_windows(ann, rng, jitter_per_cluster)]
+        labelled = labelled_windows(ann, rule, rng, jitter_per_cluster)
         for w in labelled:
             key = {1: "positive", 0: "negative", -1: "ambiguous_left_out", -2: "too_little_breast"}[w.label]
             tally[key] += 1
@@ -215,7 +134,7 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
     for k, c in enumerate(chosen):
         by_image.setdefault(c.image, []).append(k)
     for image_idx in tqdm(sorted(by_image), desc="cutting", unit="img", disable=not progress):
-        image = _read(used[image_idx], insert_synthetic, (seed, image_idx))[0]  # no masks re-read
+        image = read_record(used[image_idx], insert_synthetic, (seed, image_idx))[0]  # no masks re-read
         image8 = np.round(image * 255).astype(np.uint8)
         for k in by_image[image_idx]:
             w = chosen[k].window
@@ -243,23 +162,6 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
     (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     contact_sheet(out_dir / "patches.npy", manifest, out_dir / "contact_sheet.png")
     return card
-
-
-def split_images(data_dir: str | Path, split: str = "test", *, pixel_spacing_mm: float | None = None):
-    """Yield (image_id, AnnotatedImage) for the whole mammograms behind one split of a built
-    dataset, read again from the source the card names (for image-level evaluation)."""
-    data_dir = Path(data_dir)
-    card = json.loads((data_dir / "card.json").read_text())
-    with open(data_dir / "manifest.csv", newline="") as fh:
-        wanted = {r["image_id"] for r in csv.DictReader(fh) if r["split"] == split}
-    root = Path(card["root"])
-    if not root.is_dir():
-        raise FileNotFoundError(f"{data_dir / 'card.json'}: the source folder {root} is not there; "
-                                "image-level evaluation needs the whole mammograms")
-    index = read_source(card["source"], root, pixel_spacing_mm=pixel_spacing_mm)
-    for record in index.records:
-        if record.image_id in wanted:
-            yield record.image_id, annotate(record)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -335,3 +237,13 @@ def contact_sheet(patches_path: Path, manifest: list[list], out_path: Path, per_
             sheet.paste(Image.fromarray(np.asarray(patches[patch_id])), (pad + col * (size + pad), y + caption))
     sheet.save(out_path)
     return out_path
+
+
+def phantom_dataset(out_dir: str | Path, images: int, *, seed: int = 0, progress: bool = False) -> Path:
+    """OUT/data: a patch dataset of `images` phantom mammograms written to OUT/phantom-source
+    (built once, then reused); what `train` and `reproduce` use when given no data."""
+    data = Path(out_dir) / "data"
+    if not (data / "card.json").is_file():
+        index = read_source("phantom", Path(out_dir) / "phantom-source", phantom_images=images)
+        build_dataset(index, data, seed=seed, progress=progress)
+    return data

@@ -7,13 +7,23 @@ import shlex
 import sys
 from pathlib import Path
 
+from mccscan.builder import PROTOCOLS
+from mccscan.dataset_dir import SPLITS
+from mccscan.datasets import SOURCES
+from mccscan.datasets.phantom import SIZES
+from mccscan.errors import MccscanError
 from mccscan.io import DEFAULT_MAX_PIXELS, MammogramError
-from mccscan.models import WeightsError
+from mccscan.paper import ARCHITECTURES
+from mccscan.patches import LabelRule
+from mccscan.render import NORMAL_COLOR
+from mccscan.scan import DEFAULT_MIN_BREAST_FRACTION, DEFAULT_THRESHOLD, ENGINES
+from mccscan.train import TrainConfig
+from mccscan.tune import TuneConfig
 
 
 def _cmd_info(args) -> int:
-    from mccscan.models import (BASELINES, PAPER_MODEL, PAPER_TABLE3, TABLE1, MCCNet, build_model, flops_per_patch,
-                                parameter_count)
+    from mccscan.models import MCCNet, flops_per_patch, parameter_count
+    from mccscan.paper import BASELINES, PAPER_MODEL, PAPER_TABLE3, TABLE1, build_model
     from mccscan.perf import peak_flops
 
     print(f"{'architecture':<18}{'layers':>7}{'kernel':>8}{'filters':>12}{'pools':>6}"
@@ -52,16 +62,13 @@ def _cmd_phantom(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from mccscan.train import TrainConfig, train_on_dataset, train_on_phantom
+    from mccscan.train import train_on_dataset
 
     config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          augment=not args.no_augment, seed=args.seed, bf16=args.bf16, patience=args.patience)
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if args.data:
-        card = train_on_dataset(args.data, args.out, config, command=command, progress=sys.stderr.isatty())
-    else:
-        card = train_on_phantom(args.out, config, train_images=args.train_images, val_images=args.val_images,
-                                test_images=args.test_images, command=command, progress=sys.stderr.isatty())
+    card = train_on_dataset(args.data, args.out, config, phantom_images=args.phantom_images, command=command,
+                            progress=sys.stderr.isatty())
     t = card["test"]
     print(f"best epoch {card['epoch']}: test accuracy {t['accuracy']:.4f}, sensitivity {t['sensitivity']:.4f}, "
           f"specificity {t['specificity']:.4f} → {Path(args.out) / 'best.pt'}")
@@ -69,7 +76,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_tune(args) -> int:
-    from mccscan.tune import TuneConfig, tune
+    from mccscan.tune import tune
 
     config = TuneConfig(trials=args.trials, max_epochs=args.max_epochs, seed=args.seed, storage=args.storage,
                         study_name=args.study_name, bf16=args.bf16, max_train_patches=args.max_train_patches)
@@ -84,19 +91,11 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_explain(args) -> int:
-    from mccscan.explain import explain
-    from mccscan.models import load_model
-    from mccscan.patches import build_phantom_patch_set
-    from mccscan.train import PHANTOM_SEEDS, load_split
+    from mccscan.explain import explain, explain_patches
+    from mccscan.weights import load_model
 
     loaded = load_model(args.weights)
-    if args.data:
-        patches, labels = load_split(args.data, args.split)
-        source = f"{args.data} ({args.split} split)"
-    else:
-        first = PHANTOM_SEEDS["test"]
-        ps = build_phantom_patch_set(range(first, first + 4), rng_seed=first)
-        patches, labels, source = ps.patches, ps.labels, "4 phantom test mammograms (synthetic, not patient data)"
+    patches, labels, source = explain_patches(args.data, args.split)
     result = explain(loaded.model, patches, labels, args.out)
     fig4, fig5 = result["fig4"], result["fig5"]
     print(f"model {loaded.name} on {len(labels)} patches of {source}")
@@ -110,18 +109,15 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
-    from mccscan.reproduce import ReproduceConfig, phantom_dataset, reproduce
+    from mccscan.reproduce import ReproduceConfig, reproduce
 
     overrides = {k: getattr(args, k) for k in ("epochs", "baseline_epochs", "table1_epochs", "tune_trials",
                                                "tune_max_epochs", "max_train_patches") if getattr(args, k) is not None}
     overrides.update(bf16=args.bf16, seed=args.seed, pixel_spacing_mm=args.pixel_spacing)
     config = ReproduceConfig.quick_mode(**overrides) if args.quick else ReproduceConfig(**overrides)
-    data = args.data
-    if data is None:
-        print(f"no --data: a phantom dataset of {args.phantom_images} mammograms in {Path(args.out) / 'data'}")
-        data = phantom_dataset(args.out, args.phantom_images, seed=args.seed, progress=sys.stderr.isatty())
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    results = reproduce(data, args.out, config, progress=sys.stderr.isatty(), command=command)
+    results = reproduce(args.data, args.out, config, phantom_images=args.phantom_images,
+                        progress=sys.stderr.isatty(), command=command)
     acc = results["patch_level"]["metrics"]["accuracy"]
     froc = results["froc"].get("sensitivity_at_fp", {})
     print(f"test accuracy {acc['value']:.4f} (95% CI {acc['ci95'][0]:.4f}–{acc['ci95'][1]:.4f}); "
@@ -131,17 +127,13 @@ def _cmd_reproduce(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    import json
-
     from mccscan.evaluate import evaluate_on_dataset
-    from mccscan.models import load_model
+    from mccscan.weights import load_model
 
     loaded = load_model(args.weights)
     result = evaluate_on_dataset(loaded.model, args.data, args.out, split=args.split, n_bootstrap=args.bootstrap,
-                                 pixel_spacing_mm=args.pixel_spacing)
-    summary = {"model": loaded.name, "sha256": loaded.sha256, "data": str(args.data), "split": args.split,
-               "patch_level": result["patch_level"], "froc": result["froc"]}
-    Path(args.out, "evaluation.json").write_text(json.dumps(summary, indent=1) + "\n")
+                                 pixel_spacing_mm=args.pixel_spacing,
+                                 model_info={"model": loaded.name, "sha256": loaded.sha256})
     pl = result["patch_level"]
     print(f"{args.split} split, {pl['n']} patches ({pl['groups']} windows), model {loaded.name}:")
     for k, m in pl["metrics"].items():
@@ -162,9 +154,9 @@ def _cmd_evaluate(args) -> int:
 def _cmd_scan(args) -> int:
     from tqdm import tqdm
 
-    from mccscan.models import load_model
     from mccscan.render import save_scan
     from mccscan.scan import scan_file
+    from mccscan.weights import load_model
 
     loaded = load_model(args.weights)
     failures = 0
@@ -190,10 +182,10 @@ def _cmd_scan(args) -> int:
 
 def _cmd_demo(args) -> int:
     from mccscan.datasets.phantom import make_phantom
-    from mccscan.evaluate import compare_with_clusters
-    from mccscan.models import load_model
+    from mccscan.metrics import compare_with_clusters
     from mccscan.render import save_scan
     from mccscan.scan import scan_file
+    from mccscan.weights import load_model
 
     out = Path(args.out)
     ph = make_phantom(args.seed, n_clusters=args.clusters)
@@ -215,8 +207,8 @@ def _cmd_demo(args) -> int:
 def _cmd_build_dataset(args) -> int:
     import time
 
-    from mccscan.builder import build_dataset, card_table, read_source
-    from mccscan.patches import LabelRule
+    from mccscan.builder import build_dataset, card_table
+    from mccscan.datasets import read_source
 
     start = time.perf_counter()
     index = read_source(args.source, args.root, pixel_spacing_mm=args.pixel_spacing, phantom_images=args.images)
@@ -234,7 +226,8 @@ def _cmd_build_dataset(args) -> int:
 def _cmd_serve(args) -> int:
     import uvicorn
 
-    from mccscan.web.app import Settings, create_app
+    from mccscan.web.app import create_app
+    from mccscan.web.settings import Settings
 
     settings = Settings(data_dir=Path(args.data_dir), weights=args.weights, workers=args.workers,
                         max_upload_bytes=args.max_upload_mb * 2**20, max_pixels=args.max_pixels,
@@ -258,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="phantoms")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--count", type=int, default=1)
-    p.add_argument("--size", choices=("large", "small"), default="large", help="3328×4084 or 2560×3328")
+    p.add_argument("--size", choices=tuple(SIZES), default="large", help="3328×4084 or 2560×3328")
     p.add_argument("--view", choices=("CC", "MLO"))
     p.add_argument("--laterality", choices=("L", "R"))
     p.add_argument("--clusters", type=int, help="number of MC clusters (default: 0–3 at random)")
@@ -266,26 +259,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_phantom)
 
     p = sub.add_parser("train", help="train (the paper's protocol) on a built dataset or on phantom patches")
-    p.add_argument("--data", help="a `mccscan build-dataset` folder (default: fresh phantom patches)")
+    p.add_argument("--data", help="a `mccscan build-dataset` folder (default: phantom mammograms, see below)")
     p.add_argument("--out", default="runs/phantom")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with BF16 support)")
-    p.add_argument("--arch", default="proposed",
+    p.add_argument("--arch", default=TrainConfig.arch, choices=ARCHITECTURES, metavar="NAME",
                    help="proposed, a Table 1 name, lenet5, mobilenetv2 or mobilenetv2-paper-head (see `mccscan info`)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true", help="skip the ×5 geometric augmentation")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation result")
-    p.add_argument("--train-images", type=int, default=40)
-    p.add_argument("--val-images", type=int, default=8)
-    p.add_argument("--test-images", type=int, default=10)
+    p.add_argument("--phantom-images", type=int, default=24,
+                   help="without --data: phantom mammograms to build OUT/data from (default: %(default)s)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="patch metrics with 95%% CIs, calibration and FROC on a built dataset")
     p.add_argument("--data", required=True, help="a `mccscan build-dataset` folder")
     p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--out", default="mccscan-eval")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--pixel-spacing", type=float, help="mm; to re-read a CBIS-DDSM source for the FROC")
@@ -296,9 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/tune", help="trials, best.json, table.md (default: %(default)s)")
     p.add_argument("--storage", help="Optuna storage URL shared by workers (default: sqlite:///OUT/study.db; "
                    "postgresql://user:pass@host/db for several machines)")
-    p.add_argument("--study-name", default="mccscan-hyperband")
-    p.add_argument("--trials", type=int, default=40, help="trials this worker runs (default: %(default)s)")
-    p.add_argument("--max-epochs", type=int, default=27, help="Hyperband's largest budget (default: %(default)s)")
+    p.add_argument("--study-name", default=TuneConfig.study_name)
+    p.add_argument("--trials", type=int, default=TuneConfig.trials,
+                   help="trials this worker runs (default: %(default)s)")
+    p.add_argument("--max-epochs", type=int, default=TuneConfig.max_epochs,
+                   help="Hyperband's largest budget (default: %(default)s)")
     p.add_argument("--max-train-patches", type=int, help="train each trial on a random subset of this size")
     p.add_argument("--seed", type=int, default=0, help="give each worker its own seed")
     p.add_argument("--bf16", action="store_true")
@@ -307,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="the paper's Figs. 3–5: feature maps, filter response, mean F2")
     p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
     p.add_argument("--data", help="a `mccscan build-dataset` folder (default: phantom test patches)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--out", default="mccscan-explain")
     p.set_defaults(func=_cmd_explain)
 
@@ -332,13 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-spacing", type=float, help="pixel spacing in mm (overrides the file's)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     p.add_argument("--out", default="mccscan-out", help="output folder (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=0.5, help="MCC probability threshold (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="MCC probability threshold (default: %(default)s)")
     p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
-    p.add_argument("--min-breast-fraction", type=float, default=0.3,
+    p.add_argument("--min-breast-fraction", type=float, default=DEFAULT_MIN_BREAST_FRACTION,
                    help="scan a tile only if the breast covers this fraction of it (default: %(default)s)")
-    p.add_argument("--normal-color", default="#e6e6e6", help="colour normal tiles are lightened to")
+    p.add_argument("--normal-color", default=NORMAL_COLOR, help="colour normal tiles are lightened to")
     p.add_argument("--mcc-color", default=None, help="tint for MCC tiles (default: shown as they are)")
-    p.add_argument("--engine", choices=("convolutional", "batched", "patch"), default="convolutional",
+    p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
                    help="how tiles go through the model; all give the same scores")
     p.set_defaults(func=_cmd_scan)
 
@@ -346,23 +341,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="mccscan-demo")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--clusters", type=int, default=3)
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("build-dataset", help="turn a dataset on disk into labelled 144×144 patches")
-    p.add_argument("--source", required=True, choices=("inbreast", "cbis-ddsm", "mini-mias", "folder", "phantom"))
+    p.add_argument("--source", required=True, choices=SOURCES)
     p.add_argument("--root", required=True, help="the dataset's folder (for phantom: where to write it)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--protocol", choices=("patient", "paper"), default="patient",
+    p.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOLS[0],
                    help="patient: split by patient first (default); paper: the paper's patch-level split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pixel-spacing", type=float, help="mm; required for cbis-ddsm (its DICOMs carry none)")
     p.add_argument("--images", type=int, default=10, help="phantom: how many mammograms to write")
-    p.add_argument("--min-mcs", type=int, default=3, help="MCs inside for a positive patch (default: %(default)s)")
-    p.add_argument("--min-cluster-overlap", type=float, default=0.5,
+    p.add_argument("--min-mcs", type=int, default=LabelRule.min_mcs,
+                   help="MCs inside for a positive patch (default: %(default)s)")
+    p.add_argument("--min-cluster-overlap", type=float, default=LabelRule.min_cluster_overlap,
                    help="or this fraction of the smaller of patch and cluster covered (default: %(default)s)")
-    p.add_argument("--min-breast-fraction", type=float, default=0.5,
+    p.add_argument("--min-breast-fraction", type=float, default=LabelRule.min_breast_fraction,
                    help="breast share of a negative patch (default: %(default)s)")
     p.add_argument("--jitter", type=int, default=8, help="off-centre windows per cluster (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="skip the ×5 geometric augmentation")
@@ -378,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="scans run at once (default: %(default)s)")
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload (default: %(default)s MB)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    p.add_argument("--threshold", type=float, default=0.5, help="MCC probability threshold (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="MCC probability threshold (default: %(default)s)")
     p.set_defaults(func=_cmd_serve)
     return parser
 
@@ -387,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (MammogramError, WeightsError, KeyError, ValueError, FileNotFoundError) as exc:
+    except MccscanError as exc:  # anything else is a bug and keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,6 @@
-"""The paper's lightweight CNN and its Table 1 variants.
+"""The networks: the paper's lightweight CNN (any Table 1 / Table 2 configuration) and the
+Table 3 baselines, LeNet-5 and MobileNetV2. Nothing else: names and published numbers
+are in `mccscan.paper`, weights on disk in `mccscan.weights`.
 
 conv k×k → ReLU (→ 2×2 max pool) … → global max pool (F2) → dropout → dense → logit.
 Convolutions are "valid" (no padding), as in Keras' default, so that running the
@@ -8,18 +10,13 @@ per-patch result exactly (see `mccscan.scan`).
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-PATCH_SIZE_PX = 144  # 1 cm² at 70 µm
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEMO_WEIGHTS = WEIGHTS_DIR / "demo.pt"
+from mccscan.tiling import PATCH_SIZE_PX
 
 
 @dataclass(frozen=True)
@@ -56,43 +53,6 @@ class NetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "NetConfig":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-@dataclass(frozen=True)
-class Table1Row:
-    """One architecture from the paper's Table 1, with the paper's published numbers."""
-
-    config: NetConfig
-    paper_parameters: int
-    paper_accuracy: float
-    note: str = ""
-
-
-# The paper's Table 1. Row "cl2-k3-6x16" is printed with filters "16, 16" in the paper,
-# but its published parameter count (957) is only consistent with 6, 16 filters.
-TABLE1: dict[str, Table1Row] = {
-    "cl2-k5-6x16-mp2": Table1Row(NetConfig((6, 16), 5, max_pool_layers=2), 2589, 0.991),
-    "cl2-k5-6x16": Table1Row(NetConfig((6, 16), 5), 2589, 0.991),
-    "cl2-k5-4x10": Table1Row(NetConfig((4, 10), 5), 1125, 0.988),
-    "cl1-k5-16": Table1Row(NetConfig((16,), 5), 433, 0.978),
-    "cl6-k5-4": Table1Row(NetConfig((4,) * 6, 5), 2129, 0.990),
-    "cl2-k3-6x16": Table1Row(
-        NetConfig((6, 16), 3), 957, 0.980,
-        note="paper prints filters 16, 16; its 957 parameters imply 6, 16",
-    ),
-    "cl2-k7-6x16": Table1Row(NetConfig((6, 16), 7), 5037, 0.991),
-    "cl2-k11-6x16": Table1Row(NetConfig((6, 16), 11), 12381, 0.993),
-    "cl2-k9-6x16": Table1Row(NetConfig((6, 16), 9), 8301, 0.993),
-}
-PAPER_MODEL = "cl2-k9-6x16"  # the paper's "proposed" network, 8,301 parameters
-
-
-def config_by_name(name: str) -> NetConfig:
-    """Config of a Table 1 architecture by name ("proposed" is the paper's model)."""
-    key = PAPER_MODEL if name == "proposed" else name
-    if key not in TABLE1:
-        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
-    return TABLE1[key].config
 
 
 @dataclass
@@ -267,17 +227,6 @@ class MobileNetV2(nn.Module):
         return self.head(self.features(x)).squeeze(-1)
 
 
-BASELINES = {
-    "lenet5": LeNet5,
-    "mobilenetv2": MobileNetV2,
-    "mobilenetv2-paper-head": lambda: MobileNetV2(head="paper"),
-}
-# The paper's Table 3: accuracy and parameters as published (same data, from scratch).
-PAPER_TABLE3 = {"mobilenetv2-paper-head": (0.998, 67_797_505), "lenet5": (0.993, 2_233_365),
-                "proposed": (0.993, 8_301)}
-ARCHITECTURES = ("proposed", *TABLE1, *BASELINES)
-
-
 def parameter_count(model: nn.Module, *, with_bn_statistics: bool = False) -> int:
     """Trainable parameters; with BatchNorm's running mean and variance too, as Keras counts."""
     n = sum(p.numel() for p in model.parameters())
@@ -314,75 +263,3 @@ def training_flops_per_patch(model: nn.Module) -> int:
 
 def arch_name(model: nn.Module) -> str:
     return getattr(model, "arch", "mccnet")
-
-
-def build_model(name_or_config: str | NetConfig = "proposed") -> nn.Module:
-    """A fresh model: "proposed", a Table 1 name, a baseline name, or a NetConfig."""
-    if isinstance(name_or_config, str) and name_or_config in BASELINES:
-        return BASELINES[name_or_config]()
-    config = config_by_name(name_or_config) if isinstance(name_or_config, str) else name_or_config
-    return MCCNet(config)
-
-
-# ---- weights on disk: state dict + JSON model card carrying the SHA-256 -------------
-
-class WeightsError(RuntimeError):
-    """Weights missing, corrupt, or not matching their model card."""
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def card_path(weights_path: str | Path) -> Path:
-    return Path(weights_path).with_suffix(".json")
-
-
-def save_weights(model: nn.Module, path: str | Path, card: dict) -> dict:
-    """Write the state dict and, beside it, a JSON model card with config and SHA-256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    arch = {"config": asdict(model.config)} if isinstance(model, MCCNet) else {"arch": arch_name(model)}
-    card = {**card, **arch, "parameters": parameter_count(model), "sha256": file_sha256(path)}
-    card_path(path).write_text(json.dumps(card, indent=2) + "\n")
-    return card
-
-
-@dataclass
-class LoadedModel:
-    model: nn.Module  # MCCNet, or a baseline when the card names one
-    name: str
-    sha256: str
-    card: dict
-
-
-def load_model(path: str | Path | None = None) -> LoadedModel:
-    """Load weights (the shipped demo weights by default), checking the card's SHA-256.
-
-    A .pt file without a card is accepted as the paper's architecture, and its hash
-    is reported but cannot be checked.
-    """
-    path = Path(path) if path is not None else DEMO_WEIGHTS
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    sha = file_sha256(path)
-    card = json.loads(card_path(path).read_text()) if card_path(path).is_file() else {}
-    if card.get("sha256") and card["sha256"] != sha:
-        raise WeightsError(f"{path}: SHA-256 {sha[:12]}… does not match its model card "
-                           f"({card['sha256'][:12]}…); the file is corrupt or was replaced")
-    if card.get("arch") in BASELINES:
-        model = build_model(card["arch"])
-    else:
-        model = MCCNet(NetConfig.from_dict(card["config"]) if "config" in card else config_by_name("proposed"))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise WeightsError(f"{path}: cannot load weights ({exc})") from exc
-    model.eval()
-    return LoadedModel(model, card.get("name", path.stem), sha, card)

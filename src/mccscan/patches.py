@@ -1,85 +1,19 @@
-"""Patches: breast mask, the tiling grid, labels, geometric augmentation, phantom patch sets."""
+"""Training labels: a mammogram and its annotations at 70 µm (`AnnotatedImage`), the rule
+that labels a 144×144 window MCC, normal or left out (`LabelRule`), candidate windows,
+the paper's ×5 geometric augmentation and the class balance. The dataset builder and
+every training set use these, so there is one label rule and one balancer.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from mccscan.models import PATCH_SIZE_PX
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of values in [0, 1]."""
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    hist = hist.astype(np.float64)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(edges[np.argmax(between) + 1])  # class 0 is everything up to this edge
-
-
-def breast_mask(image: np.ndarray, downsample: int = 4) -> np.ndarray:
-    """Breast region: above a fraction of Otsu's threshold, largest component, holes filled.
-
-    Labels, markers and scanner noise outside the largest component are dropped. Work is
-    done on a `downsample`-times smaller image and the mask brought back to full size.
-    """
-    small = image[::downsample, ::downsample]
-    threshold = 0.35 * otsu_threshold(small)
-    fg = small > max(threshold, 1e-3)
-    labels, n = ndimage.label(fg)
-    if n == 0:
-        return np.zeros(image.shape, bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    small_mask = ndimage.binary_fill_holes(labels == np.argmax(sizes))
-    full = np.repeat(np.repeat(small_mask, downsample, 0), downsample, 1)
-    return full[: image.shape[0], : image.shape[1]]
-
-
-@dataclass(frozen=True)
-class TileGrid:
-    """Non-overlapping tiles in raster order, covering the image (edge tiles zero-padded)."""
-
-    image_shape: tuple[int, int]
-    tile_size_px: int = PATCH_SIZE_PX
-
-    @property
-    def n_rows(self) -> int:
-        return -(-self.image_shape[0] // self.tile_size_px)
-
-    @property
-    def n_cols(self) -> int:
-        return -(-self.image_shape[1] // self.tile_size_px)
-
-    @property
-    def padded_shape(self) -> tuple[int, int]:
-        return self.n_rows * self.tile_size_px, self.n_cols * self.tile_size_px
-
-    def pad(self, image: np.ndarray) -> np.ndarray:
-        rows, cols = self.padded_shape
-        if image.shape == (rows, cols):
-            return image
-        out = np.zeros((rows, cols), dtype=image.dtype)
-        out[: image.shape[0], : image.shape[1]] = image
-        return out
-
-    def coverage(self, mask: np.ndarray) -> np.ndarray:
-        """Fraction of each tile covered by `mask`, shape (n_rows, n_cols)."""
-        t = self.tile_size_px
-        padded = self.pad(mask.astype(np.float32))
-        return padded.reshape(self.n_rows, t, self.n_cols, t).mean(axis=(1, 3))
-
-    def tiles(self, image: np.ndarray) -> np.ndarray:
-        """All tiles as an array (n_rows, n_cols, t, t)."""
-        t = self.tile_size_px
-        return self.pad(image).reshape(self.n_rows, t, self.n_cols, t).swapaxes(1, 2)
+from mccscan.datasets.base import MammogramRecord
+from mccscan.datasets import phantom
+from mccscan.io import SCAN_PIXEL_SPACING_MM, MammogramError, load_for_scan, read_mammogram, resample_to_spacing
+from mccscan.tiling import PATCH_SIZE_PX, breast_mask
 
 
 # The paper's geometric augmentation, on the last two axes of a patch array.
@@ -91,122 +25,23 @@ AUGMENTATIONS = {
     "rot90": lambda p: np.rot90(p, 1, axes=(-2, -1)),
 }
 
-
 def augment_x5(patches: np.ndarray) -> np.ndarray:
     """Each patch, mirrored, rotated 180°, both, and rotated 90° → shape (N, 5, H, W)."""
     return np.stack([f(patches) for f in AUGMENTATIONS.values()], axis=1)
 
 
-@dataclass
-class PatchSet:
-    patches: np.ndarray  # uint8 (N, 144, 144), 8-bit like the paper's PNG patches
-    labels: np.ndarray  # uint8 (N,), 1 = MCC
-    image_index: np.ndarray  # int (N,), which source image each patch came from
-    kinds: np.ndarray  # str (N,): "cluster", "tissue" or "isolated_mc" (stress sets only)
-
-
-def _mcs_inside(mcs_xy: np.ndarray, x0: int, y0: int, size: int, margin: int) -> int:
-    if len(mcs_xy) == 0:
-        return 0
-    inside = ((mcs_xy[:, 0] >= x0 + margin) & (mcs_xy[:, 0] < x0 + size - margin)
-              & (mcs_xy[:, 1] >= y0 + margin) & (mcs_xy[:, 1] < y0 + size - margin))
-    return int(inside.sum())
-
-
-def phantom_patches(phantom, rng: np.random.Generator, positives_per_cluster: int = 12,
-                    negatives: int = 40, isolated_mc_negatives: bool = False,
-                    min_breast_fraction: float = 0.3, patch_size_px: int = PATCH_SIZE_PX):
-    """Labelled patches from one phantom image.
-
-    Positive: ≥3 of one cluster's MCs inside the patch (jittered positions, so clusters
-    are seen off-centre). Negative: random breast tissue that touches no cluster and
-    holds no MC at all; patches with one or two isolated MCs are neither (the label rule
-    leaves them out). With `isolated_mc_negatives`, the negatives are instead patches
-    centred near isolated MCs, labelled 0 with kind "isolated_mc": a stress set.
-    Returns (patches uint8, labels, kinds: "cluster", "tissue" or "isolated_mc").
-    """
-    img8 = phantom.to_uint8()
-    rows, cols = img8.shape
-    size, margin = patch_size_px, 4
-    out, labels, kinds = [], [], []
-    cluster_xy = {c.id: np.array([(m.x, m.y) for m in phantom.mcs if m.cluster_id == c.id]) for c in phantom.clusters}
-
-    def take(x0, y0, label, kind):
-        out.append(img8[y0:y0 + size, x0:x0 + size])
-        labels.append(label)
-        kinds.append(kind)
-
-    for c in phantom.clusters:
-        got = 0
-        for _ in range(positives_per_cluster * 20):
-            if got == positives_per_cluster:
-                break
-            x0 = int(round(c.x - rng.uniform(0.15, 0.85) * size))
-            y0 = int(round(c.y - rng.uniform(0.15, 0.85) * size))
-            if not (0 <= x0 <= cols - size and 0 <= y0 <= rows - size):
-                continue
-            if _mcs_inside(cluster_xy[c.id], x0, y0, size, margin) >= 3:
-                take(x0, y0, 1, "cluster")
-                got += 1
-
-    def touches_cluster(x0, y0):
-        for c in phantom.clusters:  # distance from cluster centre to the patch rectangle
-            dx = max(x0 - c.x, 0, c.x - (x0 + size))
-            dy = max(y0 - c.y, 0, c.y - (y0 + size))
-            if np.hypot(dx, dy) < c.radius_px + 16:
-                return True
-        return False
-
-    isolated = [m for m in phantom.mcs if m.cluster_id is None]
-    isolated_xy = np.array([(m.x, m.y) for m in isolated]).reshape(-1, 2)
-    got = 0
-    for _ in range(negatives * 50):
-        if got == negatives or (isolated_mc_negatives and not isolated):
-            break
-        if isolated_mc_negatives:
-            m = isolated[rng.integers(len(isolated))]
-            x0 = int(round(m.x - rng.uniform(0.1, 0.9) * size))
-            y0 = int(round(m.y - rng.uniform(0.1, 0.9) * size))
-        else:
-            x0, y0 = int(rng.integers(0, cols - size + 1)), int(rng.integers(0, rows - size + 1))
-        if not (0 <= x0 <= cols - size and 0 <= y0 <= rows - size) or touches_cluster(x0, y0):
-            continue
-        if phantom.breast_mask[y0:y0 + size, x0:x0 + size].mean() < min_breast_fraction:
-            continue
-        has_mc = _mcs_inside(isolated_xy, x0, y0, size, 0) > 0
-        if has_mc != isolated_mc_negatives:
-            continue
-        take(x0, y0, 0, "isolated_mc" if has_mc else "tissue")
-        got += 1
-    patches = np.stack(out) if out else np.zeros((0, size, size), np.uint8)
-    return patches, np.array(labels, np.uint8), np.array(kinds)
-
-
-def build_phantom_patch_set(seeds, *, size="small", n_clusters=(2, 5), rng_seed: int = 0,
-                            progress: bool = False, **kwargs) -> PatchSet:
-    """Patches from one phantom per seed (each phantom has 2–4 clusters by default)."""
-    from tqdm import tqdm
-
-    from mccscan.datasets.phantom import make_phantom
-
-    rng = np.random.default_rng(rng_seed)
-    parts = []
-    for i, seed in enumerate(tqdm(list(seeds), desc="phantoms", unit="img", disable=not progress)):
-        ph = make_phantom(int(seed), size=size, n_clusters=int(rng.integers(*n_clusters)))
-        p, lab, kind = phantom_patches(ph, rng, **kwargs)
-        parts.append((p, lab, np.full(len(lab), i), kind))
-    return PatchSet(*(np.concatenate(x) for x in zip(*parts)))
-
-
 def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices that keep every minority-class sample and as many of the majority, sorted."""
+    """Indices that keep every minority-class sample and as many of the majority, sorted
+    (so the original order is kept). The one class balancer of the project."""
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     n = min(len(pos), len(neg))
+    if n == 0:
+        return np.zeros(0, np.int64)
     keep = np.concatenate([rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)])
     return np.sort(keep)
 
 
-# --- labelled windows on annotated mammograms (the dataset builder's rule) -------------------
+# --- labelled windows on annotated mammograms ------------------------------------------------
 
 @dataclass(frozen=True)
 class LabelRule:
@@ -223,7 +58,6 @@ class LabelRule:
     min_cluster_overlap: float = 0.5
     min_breast_fraction: float = 0.5
 
-
 @dataclass
 class AnnotatedImage:
     """A mammogram at 70 µm with its annotations in the same pixels."""
@@ -233,14 +67,12 @@ class AnnotatedImage:
     mc_xy: np.ndarray  # (n, 2) MC centres (x, y)
     clusters: list[tuple[tuple[int, int], np.ndarray]]  # ((x0, y0), bool mask crop) per region
 
-
 def cluster_crop(mask: np.ndarray) -> tuple[tuple[int, int], np.ndarray] | None:
     """The bounding box corner (x0, y0) and the cropped mask of a region, or None if empty."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return None
     return (int(xs.min()), int(ys.min())), mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-
 
 def polygon_crop(outline, shape: tuple[int, int]) -> tuple[tuple[int, int], np.ndarray] | None:
     """Rasterise a polygon (x, y) px into a cropped mask, clipped to the image."""
@@ -259,7 +91,6 @@ def polygon_crop(outline, shape: tuple[int, int]) -> tuple[tuple[int, int], np.n
     full[ys, xs] = crop[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
     return cluster_crop(full)
 
-
 @dataclass
 class Window:
     x: int
@@ -267,7 +98,6 @@ class Window:
     label: int  # 1 MCC, 0 normal, -1 ambiguous, -2 too little breast
     n_mcs: int
     cluster_overlap: float
-
 
 def label_window(ann: AnnotatedImage, x0: int, y0: int, rule: LabelRule,
                  size: int = PATCH_SIZE_PX) -> Window:
@@ -290,7 +120,6 @@ def label_window(ann: AnnotatedImage, x0: int, y0: int, rule: LabelRule,
     else:
         label = -1
     return Window(x0, y0, label, n_mcs, round(overlap, 4))
-
 
 def candidate_windows(ann: AnnotatedImage, rng: np.random.Generator, jitter_per_cluster: int = 8,
                       max_loose_mcs: int = 4, size: int = PATCH_SIZE_PX) -> list[tuple[int, int]]:
@@ -315,3 +144,84 @@ def candidate_windows(ann: AnnotatedImage, rng: np.random.Generator, jitter_per_
             y = int(np.clip(round(cy - rng.uniform(0.15, 0.85) * size), 0, rows - size))
             jittered.append((x, y))
     return list(dict.fromkeys(grid + jittered))  # unique, in a fixed order
+
+
+def labelled_windows(ann: AnnotatedImage, rule: LabelRule, rng: np.random.Generator,
+                     jitter_per_cluster: int = 8) -> list[Window]:
+    """Every candidate window of an image, labelled by the rule (ambiguous ones included)."""
+    return [label_window(ann, x, y, rule) for x, y in candidate_windows(ann, rng, jitter_per_cluster)]
+
+
+def cut_patches(image: np.ndarray, windows: list[Window], size: int = PATCH_SIZE_PX) -> np.ndarray:
+    """The windows' pixels as 8-bit patches (N, size, size), like the paper's PNG patches."""
+    image8 = np.round(image * 255).astype(np.uint8)
+    return np.stack([image8[w.y:w.y + size, w.x:w.x + size] for w in windows]) if windows else \
+        np.zeros((0, size, size), np.uint8)
+
+
+def labelled_patches(ann: AnnotatedImage, rng: np.random.Generator, rule: LabelRule = LabelRule(),
+                     jitter_per_cluster: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced patches (uint8) and labels of one annotated image, unaugmented."""
+    windows = [w for w in labelled_windows(ann, rule, rng, jitter_per_cluster) if w.label in (0, 1)]
+    labels = np.array([w.label for w in windows], np.uint8)
+    keep = balanced_indices(labels, rng)
+    return cut_patches(ann.image, [windows[i] for i in keep]), labels[keep]
+
+
+def phantom_patches(seeds, *, seed: int = 0, size: str | tuple[int, int] = "small",
+                    n_clusters: tuple[int, int] = (2, 5)) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced labelled patches from one phantom per seed (2–4 clusters each by default),
+    by the same rule as every built dataset: for checks and tests without a dataset folder."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for phantom_seed in seeds:
+        ph = phantom.make_phantom(int(phantom_seed), size=size, n_clusters=int(rng.integers(*n_clusters)))
+        parts.append(labelled_patches(annotated_truth(ph.image, ph.breast_mask, ph.mcs, ph.clusters), rng))
+    patches, labels = zip(*parts)
+    return np.concatenate(patches), np.concatenate(labels)
+
+
+def annotated_truth(image: np.ndarray, breast: np.ndarray, mcs, clusters) -> AnnotatedImage:
+    """An image with exact synthetic truth as its annotations: phantom MCs (with x, y) and
+    clusters (with an outline), e.g. `annotated_truth(ph.image, ph.breast_mask, ph.mcs, ph.clusters)`."""
+    return AnnotatedImage(image, breast, np.array([(m.x, m.y) for m in mcs], np.float64).reshape(-1, 2),
+                          [c for c in (polygon_crop(c.outline, image.shape) for c in clusters) if c])
+
+
+def read_record(record: MammogramRecord, insert_clusters: int, insert_seed: tuple):
+    """(image at 70 µm, source shape, (breast, MCs, clusters) put into it or None)."""
+    scan = load_for_scan(record.image_path, pixel_spacing_mm=record.pixel_spacing_mm)
+    if not insert_clusters or record.annotated:
+        return scan.image, scan.source.image.shape, None
+    breast = breast_mask(scan.image)
+    rng = np.random.default_rng(insert_seed)
+    image, mcs, clusters = phantom.insert_clusters(scan.image, breast, rng, insert_clusters)
+    return image, scan.source.image.shape, (breast, mcs, clusters)
+
+
+def annotate(record: MammogramRecord, insert_clusters: int = 0, insert_seed: tuple = ()) -> AnnotatedImage:
+    """Read a record's image at 70 µm and bring its annotations to the same pixels.
+
+    With `insert_clusters` > 0 and an unannotated (normal) record, that many phantom MC
+    clusters are put into the tissue (seeded by `insert_seed`, so a second read gives the
+    same image) and become its annotations.
+    """
+    image, (src_rows, src_cols), inserted = read_record(record, insert_clusters, insert_seed)
+    if inserted is not None:
+        return annotated_truth(image, *inserted)
+    sy, sx = image.shape[0] / src_rows, image.shape[1] / src_cols
+    mc_xy = np.array([(m.x * sx, m.y * sy) for m in record.mcs], np.float64).reshape(-1, 2)
+    clusters = []
+    for region in record.clusters:
+        if region.outline is not None:
+            crop = polygon_crop([(x * sx, y * sy) for x, y in region.outline], image.shape)
+        else:
+            mask = read_mammogram(region.mask_path).image
+            if mask.shape != (src_rows, src_cols):
+                raise MammogramError(region.mask_path, f"ROI mask is {mask.shape[1]}×{mask.shape[0]}, "
+                                                       f"the image {src_cols}×{src_rows}")
+            spacing = (SCAN_PIXEL_SPACING_MM * sy, SCAN_PIXEL_SPACING_MM * sx)  # the source spacing
+            crop = cluster_crop(resample_to_spacing(mask, spacing) > 0.5)
+        if crop is not None:
+            clusters.append(crop)
+    return AnnotatedImage(image, breast_mask(image), mc_xy, clusters)

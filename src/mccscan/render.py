@@ -2,18 +2,32 @@
 
 Normal tiles are lightened toward a light grey, MCC tiles are shown as they are (or
 tinted), background is left untouched. The original image is never modified.
+
+The tint is defined once here and the web viewer draws it the same way (it reads
+`OVERLAY_STYLE` from `/api/info`): a normal tile is the colour laid over the tile at
+`NORMAL_STRENGTH` opacity; an MCC tint multiplies the tile by the colour (a CSS
+`mix-blend-mode: multiply` layer in the browser), so it darkens and keeps the texture.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageColor
 
+from mccscan.models import MCCNet
+from mccscan.predict import dense_probability_map
 from mccscan.scan import ScanResult
+from mccscan.tiling import breast_mask
 
 PREVIEW_MAX_PX = 1024
+NORMAL_COLOR = "#e6e6e6"  # normal tiles are lightened toward it
+NORMAL_STRENGTH = 0.7  # opacity of NORMAL_COLOR over a normal tile
+MCC_TINT_BLEND = "multiply"  # how an MCC tint colour combines with the tile
+OVERLAY_STYLE = {"normal_color": NORMAL_COLOR, "normal_strength": NORMAL_STRENGTH, "mcc_blend": MCC_TINT_BLEND}
+HEATMAP_STRIDE_PX = 16  # the dense map's step: one heatmap pixel per 16 image pixels
 
 
 def parse_color(color: str | tuple[int, int, int] | None) -> np.ndarray | None:
@@ -24,8 +38,8 @@ def parse_color(color: str | tuple[int, int, int] | None) -> np.ndarray | None:
     return np.asarray(rgb[:3], np.float32) / 255.0
 
 
-def render_overlay(image: np.ndarray, result: ScanResult, *, normal_color="#e6e6e6",
-                   normal_strength: float = 0.7, mcc_color=None, mcc_border_px: int = 0) -> np.ndarray:
+def render_overlay(image: np.ndarray, result: ScanResult, *, normal_color=NORMAL_COLOR,
+                   normal_strength: float = NORMAL_STRENGTH, mcc_color=None, mcc_border_px: int = 0) -> np.ndarray:
     """RGB uint8 overlay at the scan resolution.
 
     Normal tiles: blended `normal_strength` of the way to `normal_color` (lighter).
@@ -58,6 +72,20 @@ def heatmap_rgba(probability: np.ndarray) -> np.ndarray:
     rgba[..., 2] = 30
     rgba[..., 3] = np.where(p > 0.2, 60 + 170 * t, 0)
     return rgba
+
+
+def heatmap(model: MCCNet, image: np.ndarray) -> np.ndarray:
+    """RGBA heatmap of the dense P(MCC) map of a 70 µm image (breast only), one pixel per
+    `HEATMAP_STRIDE_PX`: pixel (i, j) is the window whose top-left corner is (16·j, 16·i)."""
+    dense = dense_probability_map(model, image, stride_px=HEATMAP_STRIDE_PX, mask=breast_mask(image))
+    return heatmap_rgba(dense)
+
+
+def png_bytes(pixels: np.ndarray, compress_level: int = 6) -> bytes:
+    """An array (grey, RGB or RGBA uint8) encoded as PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG", compress_level=compress_level)
+    return buf.getvalue()
 
 
 def preview(rgb: np.ndarray, max_px: int = PREVIEW_MAX_PX) -> Image.Image:

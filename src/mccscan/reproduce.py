@@ -20,15 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mccscan.evaluate import (evaluate_on_dataset, inference_times, patch_evaluation, plot_roc, predict_patches,
-                              window_groups)
-from mccscan.models import (BASELINES, PAPER_MODEL, PAPER_TABLE3, TABLE1, build_model, config_by_name,
-                            flops_per_patch, parameter_count)
-from mccscan.perf import peak_flops
-from mccscan.train import TrainConfig, load_split, train
-from mccscan.tune import PAPER_BEST, TuneConfig, architecture_table, tune
-
-PAPER_TRAIN_PATCHES, PAPER_EPOCHS = 10_088, 100
+from mccscan.builder import phantom_dataset
+from mccscan.dataset_dir import PatchDataset
+from mccscan.datasets.phantom import make_phantom
+from mccscan.evaluate import evaluate_on_dataset
+from mccscan.explain import explain
+from mccscan.metrics import patch_evaluation
+from mccscan.models import flops_per_patch, parameter_count
+from mccscan.paper import (BASELINES, PAPER_BEST, PAPER_EPOCHS, PAPER_MODEL, PAPER_TABLE3, PAPER_TRAIN_PATCHES,
+                           TABLE1, build_model, config_by_name)
+from mccscan.perf import inference_times, peak_flops
+from mccscan.plots import plot_roc
+from mccscan.predict import predict_patches
+from mccscan.train import TrainConfig, train
+from mccscan.tune import TuneConfig, architecture_table, tune
 
 
 @dataclass
@@ -51,17 +56,6 @@ class ReproduceConfig:
                       "table1_epochs": 0, "tune_trials": 0, "n_bootstrap": 200, **overrides})
 
 
-def phantom_dataset(out_dir: str | Path, images: int, *, seed: int = 0, progress: bool = False) -> Path:
-    """OUT/data: a patch dataset of `images` phantom mammograms (built once, then reused)."""
-    from mccscan.builder import build_dataset, read_source
-
-    data = Path(out_dir) / "data"
-    if not (data / "card.json").is_file():
-        index = read_source("phantom", Path(out_dir) / "phantom-source", phantom_images=images)
-        build_dataset(index, data, seed=seed, progress=progress)
-    return data
-
-
 def _completed_trials(db: Path, study_name: str) -> int:
     import optuna
 
@@ -81,16 +75,22 @@ def _subset(patches: np.ndarray, labels: np.ndarray, n: int | None, seed: int):
     return patches[keep], labels[keep]
 
 
-def reproduce(data_dir: str | Path, out_dir: str | Path, config: ReproduceConfig = ReproduceConfig(), *,
-              progress: bool = False, command: str = "") -> dict:
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+def reproduce(data_dir: str | Path | None, out_dir: str | Path, config: ReproduceConfig = ReproduceConfig(), *,
+              phantom_images: int = 6, progress: bool = False, command: str = "") -> dict:
+    """Every experiment, then OUT/results.json and OUT/report.md. With no `data_dir`, a
+    dataset of `phantom_images` phantom mammograms is built in OUT/data first."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if data_dir is None:
+        print(f"no data given: a phantom dataset of {phantom_images} mammograms in {out_dir / 'data'}")
+        data_dir = phantom_dataset(out_dir, phantom_images, seed=config.seed, progress=progress)
     figures = out_dir / "figures"
     figures.mkdir(exist_ok=True)
-    dataset = json.loads((data_dir / "card.json").read_text())
-    sets = {split: load_split(data_dir, split) for split in ("train", "val", "test")}
+    patch_data = PatchDataset(data_dir)
+    dataset = patch_data.card
+    sets = {split: patch_data.load_split(split) for split in ("train", "val", "test")}
     test_patches, test_labels = sets["test"]
-    groups = window_groups(data_dir)
+    groups = patch_data.window_groups()
     results = {"command": command, "config": asdict(config), "dataset": {
         "path": str(data_dir), "data": dataset["data"], "synthetic": dataset.get("synthetic", False),
         "protocol": dataset["protocol"], "protocol_note": dataset["protocol_note"],
@@ -154,8 +154,6 @@ def reproduce(data_dir: str | Path, out_dir: str | Path, config: ReproduceConfig
         results["tuning"] = {"skipped": "--quick: no Hyperband search"}
 
     # 6. Table 3: baselines trained from scratch on the same split, with timings
-    from mccscan.datasets.phantom import make_phantom
-
     mammogram = make_phantom(7, size="small" if config.quick else "large", n_clusters=3).image
     repeats = 1 if config.quick else 3
     table3, curves = [], {"proposed": (test_labels, prob)}
@@ -175,8 +173,6 @@ def reproduce(data_dir: str | Path, out_dir: str | Path, config: ReproduceConfig
     plot_roc(curves, figures / "roc.png")
 
     # 7. Figures 3–5
-    from mccscan.explain import explain
-
     results["figures"] = explain(model, test_patches, test_labels, figures)
     results["elapsed_min"] = (time.perf_counter() - started) / 60
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -24,11 +24,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
+from mccscan.errors import InputError
 from mccscan.io import DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, load_for_scan
-from mccscan.models import LoadedModel, MCCNet
-from mccscan.patches import TileGrid, breast_mask
+from mccscan.models import MCCNet
+from mccscan.tiling import TileGrid, breast_mask
+from mccscan.weights import LoadedModel
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MIN_BREAST_FRACTION = 0.3
@@ -184,7 +185,7 @@ def iter_row_scores(model: MCCNet, image: np.ndarray, scanned: np.ndarray, *, ti
     `image` is float32 at the scan resolution; `scanned` is (n_rows, n_cols) bool.
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}")
+        raise InputError(f"engine must be one of {ENGINES}")
     tile = tile_size_px
     padded = TileGrid(image.shape, tile).pad(image.astype(np.float32, copy=False))
     convolutional = engine == "convolutional" and model.fully_convolutional
@@ -261,51 +262,3 @@ def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = Non
         result.warnings.append(f"{name}: no pixel spacing in the file; assumed 0.07 mm "
                                "(give --pixel-spacing if this is wrong)")
     return result, scan_img.image
-
-
-
-def dense_probability_map(model: MCCNet, image: np.ndarray, *, stride_px: int = 16, block_px: int = 384,
-                          mask: np.ndarray | None = None, logits: bool = False) -> np.ndarray:
-    """P(MCC) of the tile-sized window at every `stride_px` step, shape
-    ((H - tile) // stride + 1, (W - tile) // stride + 1); cell (i, j) is the window whose
-    top-left corner is (j·stride, i·stride) px. NaN where `mask` (breast) misses the window centre.
-
-    Exact: each value equals the model on that 144×144 patch. The conv maps are computed in
-    blocks of about `block_px` (bounded memory); each window's global max is the max of the
-    (window/stride)² stride-sized cells it covers, so pooling costs one pass over the map.
-    With `logits`, the model's logits instead: they rank windows that float32 sigmoid rounds to 1.
-    """
-    if not model.fully_convolutional:
-        raise ValueError("a dense map needs a fully convolutional model (no max-pool layers)")
-    tile = model.config.patch_size_px
-    window = tile - model.config.conv_shrink_px
-    if window % stride_px:
-        raise ValueError(f"stride_px must divide the {window}-px window")
-    cells = window // stride_px
-    rows, cols = image.shape
-    out_shape = ((rows - tile) // stride_px + 1, (cols - tile) // stride_px + 1)
-    if min(out_shape) < 1:
-        return np.full((max(out_shape[0], 0), max(out_shape[1], 0)), np.nan, np.float32)
-    out = np.full(out_shape, np.nan, np.float32)
-    step = max(1, block_px // stride_px)  # output cells per block side
-    centre = tile // 2
-    model.eval()
-    with torch.inference_mode():
-        for i0 in range(0, out_shape[0], step):
-            for j0 in range(0, out_shape[1], step):
-                i1, j1 = min(i0 + step, out_shape[0]), min(j0 + step, out_shape[1])
-                if mask is not None and not mask[i0 * stride_px + centre:(i1 - 1) * stride_px + centre + 1,
-                                                 j0 * stride_px + centre:(j1 - 1) * stride_px + centre + 1].any():
-                    continue
-                block = image[i0 * stride_px:(i1 - 1) * stride_px + tile, j0 * stride_px:(j1 - 1) * stride_px + tile]
-                fmap = model.conv_features(torch.from_numpy(np.ascontiguousarray(block, np.float32))[None, None])[-1]
-                cell_max = F.max_pool2d(fmap, stride_px, stride_px, ceil_mode=False)
-                f2 = F.max_pool2d(cell_max, cells, 1)[0]  # (C, i1-i0, j1-j0)
-                logit = model.head(f2.permute(1, 2, 0).reshape(-1, f2.shape[0]))
-                scores = logit if logits else torch.sigmoid(logit)
-                out[i0:i1, j0:j1] = scores.reshape(i1 - i0, j1 - j0).numpy()
-    if mask is not None:
-        centres = mask[centre:centre + out_shape[0] * stride_px:stride_px,
-                       centre:centre + out_shape[1] * stride_px:stride_px]
-        out[~centres] = np.nan
-    return out

@@ -19,15 +19,21 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mccscan.evaluate import binary_metrics, predict_patches, pyplot
-from mccscan.models import NetConfig, build_model, card_path, load_model, save_weights, training_flops_per_patch
-from mccscan.patches import AUGMENTATIONS, balanced_indices, build_phantom_patch_set
+from mccscan.builder import phantom_dataset
+from mccscan.dataset_dir import PatchDataset
+from mccscan.metrics import binary_metrics
+from mccscan.models import NetConfig, training_flops_per_patch
+from mccscan.paper import build_model
+from mccscan.patches import AUGMENTATIONS
 from mccscan.perf import peak_flops
+from mccscan.plots import plot_training_curves
+from mccscan.predict import predict_patches
+from mccscan.weights import card_path, load_model, save_weights
 
 
 @dataclass
 class TrainConfig:
-    arch: str | NetConfig = "proposed"  # a name (`mccscan.models.ARCHITECTURES`) or a config
+    arch: str | NetConfig = "proposed"  # a name (`mccscan.paper.ARCHITECTURES`) or a config
     epochs: int = 100
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -140,26 +146,6 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
     return loaded.model, loaded.card
 
 
-def plot_training_curves(history: list[dict], out_png: Path) -> Path:
-    """Training and validation accuracy and loss per epoch (the paper's Fig. 6)."""
-    plt = pyplot()
-    epochs = [h["epoch"] for h in history]
-    fig, (acc, loss) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
-    acc.plot(epochs, [h["train_accuracy"] for h in history], label="training")
-    acc.plot(epochs, [h["val_accuracy"] for h in history], label="validation")
-    acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    loss.plot(epochs, [h["train_loss"] for h in history], label="training")
-    loss.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    loss.set(xlabel="epoch", ylabel="binary cross-entropy", title="loss")
-    for ax in (acc, loss):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
-
-
 def _write_metrics(path: Path, history: list[dict]) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
@@ -167,66 +153,23 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def load_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Patches (uint8, in memory) and labels of one split of a `mccscan build-dataset` folder."""
-    data_dir = Path(data_dir)
-    with open(data_dir / "manifest.csv", newline="") as fh:
-        rows = [(int(r["patch_id"]), int(r["label"])) for r in csv.DictReader(fh) if r["split"] == split]
-    if not rows:
-        raise ValueError(f"{data_dir}: no patches in the {split!r} split")
-    ids, labels = (np.array(x) for x in zip(*rows))
-    return np.asarray(np.load(data_dir / "patches.npy", mmap_mode="r")[ids]), labels.astype(np.uint8)
-
-
-def train_on_dataset(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, *, progress: bool = True,
-                     command: str = "") -> dict:
+def train_on_dataset(data_dir: str | Path | None, out_dir: str | Path, config: TrainConfig, *,
+                     phantom_images: int = 24, progress: bool = True, command: str = "") -> dict:
     """Train on a built patch dataset (its augmentations are already rows, so none is added),
-    evaluate the best checkpoint on its test split, and write the model card."""
-    data_dir = Path(data_dir)
-    dataset_card = json.loads((data_dir / "card.json").read_text())
+    evaluate the best checkpoint on its test split, and write the model card.
+
+    With no `data_dir`, a dataset of `phantom_images` phantom mammograms is built first in
+    OUT/data by the same builder and label rule as any other source (reused on a rerun)."""
+    if data_dir is None:
+        data_dir = phantom_dataset(out_dir, phantom_images, seed=config.seed, progress=progress)
+    dataset = PatchDataset(data_dir)
     config = TrainConfig(**{**asdict(config), "augment": False})
-    sets = {split: load_split(data_dir, split) for split in ("train", "val", "test")}
-    card = {"trained_on": dataset_card["data"], "command": command,
-            "data": {"dataset": str(data_dir), "protocol": dataset_card["protocol"],
-                     "protocol_note": dataset_card["protocol_note"],
+    sets = {split: dataset.load_split(split) for split in ("train", "val", "test")}
+    card = {"trained_on": dataset.card["data"], "command": command,
+            "data": {"dataset": str(data_dir), "protocol": dataset.card["protocol"],
+                     "protocol_note": dataset.card["protocol_note"],
                      **{split: {"patches": len(sets[split][1])} for split in sets}}}
     model, card = train(*sets["train"], *sets["val"], config, out_dir, progress=progress, card=card)
     card["test"] = binary_metrics(sets["test"][1], predict_patches(model, sets["test"][0]))
-    card_path(Path(out_dir) / "best.pt").write_text(json.dumps(card, indent=2) + "\n")
-    return card
-
-
-PHANTOM_SEEDS = {"train": 10_000, "val": 20_000, "test": 30_000}  # first seed of each split
-
-
-def train_on_phantom(out_dir: str | Path, config: TrainConfig, *, train_images: int = 40,
-                     val_images: int = 8, test_images: int = 10, progress: bool = True,
-                     command: str = "") -> dict:
-    """Build balanced phantom patch sets (one phantom per seed, split by image), train,
-    evaluate the best checkpoint on the held-out test images, and write its model card."""
-    rng = np.random.default_rng(config.seed)
-    sets = {}
-    for split, n in (("train", train_images), ("val", val_images), ("test", test_images)):
-        first = PHANTOM_SEEDS[split]
-        ps = build_phantom_patch_set(range(first, first + n), rng_seed=first + config.seed, progress=progress)
-        keep = balanced_indices(ps.labels, rng)
-        sets[split] = (ps.patches[keep], ps.labels[keep], ps.kinds[keep])
-        print(f"{split}: {n} phantom images → {len(keep)} patches ({int(ps.labels[keep].sum())} MCC)")
-    card = {
-        "trained_on": "synthetic phantom (mccscan.datasets.phantom), not patient data",
-        "command": command,
-        "data": {split: {"first_seed": PHANTOM_SEEDS[split], "images": n, "patches": len(sets[split][1])}
-                 for split, n in (("train", train_images), ("val", val_images), ("test", test_images))},
-    }
-    model, card = train(*sets["train"][:2], *sets["val"][:2], config, out_dir, progress=progress, card=card)
-    patches, labels, kinds = sets["test"]
-    prob = predict_patches(model, patches)
-    card["test"] = binary_metrics(labels, prob)
-    card["test"]["accuracy_by_kind"] = {k: float(((prob >= 0.5) == labels)[kinds == k].mean())
-                                        for k in np.unique(kinds)}
-    first = PHANTOM_SEEDS["test"]  # stress: patches around isolated MCs, which are no MCC
-    stress = build_phantom_patch_set(range(first, first + test_images), rng_seed=first,
-                                     isolated_mc_negatives=True, positives_per_cluster=0)
-    card["test"]["isolated_mc_patches_called_mcc"] = float((predict_patches(model, stress.patches) >= 0.5).mean())
     card_path(Path(out_dir) / "best.pt").write_text(json.dumps(card, indent=2) + "\n")
     return card

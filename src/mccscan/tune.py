@@ -17,19 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mccscan.dataset_dir import PatchDataset
+from mccscan.errors import InputError
 from mccscan.models import MCCNet, NetConfig
-
-# The paper's Table 2 and the setting its Hyperband found.
-SEARCH_SPACE: dict[str, tuple] = {
-    "cl1_filters": (4, 6, 8, 10, 12),
-    "cl1_size_px": (3, 5, 7, 9, 11),
-    "cl2_filters": (16, 20, 24, 28, 32),
-    "cl2_size_px": (3, 5, 7, 9, 11),
-    "batch_size": (16, 32, 64, 128),
-    "learning_rate": (0.01, 0.001, 0.0001),
-}
-PAPER_BEST = {"cl1_filters": 6, "cl1_size_px": 9, "cl2_filters": 16, "cl2_size_px": 9, "batch_size": 64,
-              "learning_rate": 0.001}
+from mccscan.paper import PAPER_BEST, SEARCH_SPACE
+from mccscan.train import TrainConfig, train
 
 
 @dataclass
@@ -56,7 +48,7 @@ def _storage(url: str):
         try:
             import psycopg2  # noqa: F401
         except ImportError:
-            raise ValueError(f"{url.split('@')[-1]}: a PostgreSQL study needs the psycopg2 driver "
+            raise InputError(f"{url.split('@')[-1]}: a PostgreSQL study needs the psycopg2 driver "
                              "(pip install psycopg2-binary)") from None
     with warnings.catch_warnings():  # the heartbeat API is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -70,12 +62,11 @@ def tune(data_dir: str | Path, out_dir: str | Path, config: TuneConfig = TuneCon
     """Run this worker's trials, then write best.json and table.md from the whole study."""
     import optuna
 
-    from mccscan.train import TrainConfig, load_split, train
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = config.storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
-    train_set, val_set = load_split(data_dir, "train"), load_split(data_dir, "val")
+    dataset = PatchDataset(data_dir)
+    train_set, val_set = dataset.load_split("train"), dataset.load_split("val")
     study = optuna.create_study(
         study_name=config.study_name, storage=_storage(storage), direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.RandomSampler(seed=config.seed),  # Hyperband samples at random
@@ -119,7 +110,7 @@ def study_summary(study, top: int = 10) -> dict:
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
-        raise ValueError(f"study {study.study_name!r} has no completed trial yet")
+        raise InputError(f"study {study.study_name!r} has no completed trial yet")
     done.sort(key=lambda t: -t.value)
     best = done[0]
     rows = [{"name": f"trial {t.number}", "config": net_config(t.params), "accuracy": t.value,

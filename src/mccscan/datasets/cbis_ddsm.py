@@ -19,6 +19,7 @@ import csv
 from pathlib import Path
 
 from mccscan.datasets.base import ClusterRegion, DatasetIndex, MammogramRecord, Skipped
+from mccscan.errors import InputError, MissingDataError
 
 CSV_NAMES = ("calc_case_description_train_set.csv", "calc_case_description_test_set.csv")
 _REQUIRED = ("patient_id", "left or right breast", "image view", "image file path", "roi mask file path")
@@ -48,11 +49,11 @@ def _dicom_shape(path: Path) -> tuple[int, int] | None:
 def read_cbis_ddsm(root: str | Path, pixel_spacing_mm: float | None) -> DatasetIndex:
     root = Path(root)
     if pixel_spacing_mm is None or not pixel_spacing_mm > 0:
-        raise ValueError("CBIS-DDSM DICOMs carry no pixel spacing: give it with --pixel-spacing "
+        raise InputError("CBIS-DDSM DICOMs carry no pixel spacing: give it with --pixel-spacing "
                          "(DDSM scanners: 0.050 Lumisys, 0.0435 Howtek, 0.042 DBA)")
     csv_paths = [root / name for name in CSV_NAMES if (root / name).exists()]
     if not csv_paths:
-        raise FileNotFoundError(f"{root}: none of {', '.join(CSV_NAMES)} found")
+        raise MissingDataError(f"{root}: none of {', '.join(CSV_NAMES)} found")
     index = DatasetIndex("cbis-ddsm", root, [], notes=[
         f"pixel spacing {pixel_spacing_mm} mm given by the user (the DICOMs carry none)",
         "every calcification ROI mask is a cluster region; CBIS-DDSM has no individual MC points"])
@@ -63,7 +64,7 @@ def read_cbis_ddsm(root: str | Path, pixel_spacing_mm: float | None) -> DatasetI
             fields = {f.strip().lower(): f for f in reader.fieldnames or []}
             missing = [f for f in _REQUIRED if f not in fields]
             if missing:
-                raise ValueError(f"{csv_path}: missing columns {missing}")
+                raise InputError(f"{csv_path}: missing columns {missing}")
             for line, row in enumerate(reader, start=2):
                 get = {k: (row[v] or "").strip() for k, v in fields.items()}
                 key = get["image file path"].split("/")[0]

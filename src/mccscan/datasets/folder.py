@@ -19,6 +19,7 @@ import csv
 from pathlib import Path
 
 from mccscan.datasets.base import MC, ClusterRegion, DatasetIndex, MammogramRecord, Skipped
+from mccscan.errors import InputError, MissingDataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm")
 
@@ -27,7 +28,7 @@ def _number(row: dict, key: str, default: float | None = None) -> float:
     value = (row.get(key) or "").strip()
     if not value:
         if default is None:
-            raise ValueError(f"'{key}' is empty")
+            raise InputError(f"'{key}' is empty")
         return default
     return float(value)
 
@@ -35,7 +36,7 @@ def _number(row: dict, key: str, default: float | None = None) -> float:
 def read_folder(root: str | Path, annotations: str = "annotations.csv") -> DatasetIndex:
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder")
+        raise MissingDataError(f"{root}: not a folder")
     images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     index = DatasetIndex("folder", root, [])
     by_name = {p.relative_to(root).as_posix(): p for p in images}
@@ -45,7 +46,7 @@ def read_folder(root: str | Path, annotations: str = "annotations.csv") -> Datas
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or "image" not in reader.fieldnames or "type" not in reader.fieldnames:
-                raise ValueError(f"{csv_path}: the header needs at least 'image' and 'type' columns")
+                raise InputError(f"{csv_path}: the header needs at least 'image' and 'type' columns")
             for line, row in enumerate(reader, start=2):
                 rows.setdefault(row["image"].strip(), []).append((line, row))
     else:
@@ -69,7 +70,7 @@ def read_folder(root: str | Path, annotations: str = "annotations.csv") -> Datas
                 elif kind == "cluster":
                     record.clusters.append(ClusterRegion.box(x, y, _number(row, "width"), _number(row, "height")))
                 else:
-                    raise ValueError(f"type {row['type']!r} is neither 'mc' nor 'cluster'")
+                    raise InputError(f"type {row['type']!r} is neither 'mc' nor 'cluster'")
         except ValueError as exc:
             index.skipped.append(Skipped(f"{annotations}:{line}", f"{name}: {exc}"))
             continue

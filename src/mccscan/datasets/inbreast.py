@@ -24,12 +24,13 @@ from xml.parsers.expat import ExpatError
 import numpy as np
 
 from mccscan.datasets.base import MC, ClusterRegion, DatasetIndex, MammogramRecord, Skipped
+from mccscan.errors import InputError, MissingDataError
 
 _POINT = re.compile(r"^\s*\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*(?:,\s*[-+0-9.eE]+\s*)?\)\s*$")
 ROI_POINT, ROI_POLYGON = 19, 15
 
 
-class InbreastXMLError(ValueError):
+class InbreastXMLError(InputError):
     pass
 
 
@@ -80,7 +81,7 @@ def _read_csv(path: Path) -> dict[str, dict[str, str]]:
         return {}
     header = [h.strip().lower() for h in rows[0]]
     if "file name" not in header:
-        raise ValueError(f"{path}: no 'File Name' column in the header {rows[0]}")
+        raise InputError(f"{path}: no 'File Name' column in the header {rows[0]}")
     out = {}
     for row in rows[1:]:
         if len(row) == len(header):
@@ -93,7 +94,7 @@ def read_inbreast(root: str | Path) -> DatasetIndex:
     root = Path(root)
     dicom_dir, xml_dir = root / "AllDICOMs", root / "AllXML"
     if not dicom_dir.is_dir():
-        raise FileNotFoundError(f"{root}: no AllDICOMs/ folder (is this the INbreast root?)")
+        raise MissingDataError(f"{root}: no AllDICOMs/ folder (is this the INbreast root?)")
     csv_path = root / "INbreast.csv"
     table = _read_csv(csv_path) if csv_path.exists() else {}
     index = DatasetIndex("inbreast", root, [])

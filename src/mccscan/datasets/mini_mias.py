@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from mccscan.datasets.base import ClusterRegion, DatasetIndex, MammogramRecord, Skipped
+from mccscan.errors import MissingDataError
 
 PIXEL_SPACING_MM = 0.2
 _REF = re.compile(r"^(mdb\d{3})\b")
@@ -25,7 +26,7 @@ def read_mini_mias(root: str | Path, info_name: str = "Info.txt") -> DatasetInde
     root = Path(root)
     info = root / info_name
     if not info.exists():
-        raise FileNotFoundError(f"{root}: no {info_name}")
+        raise MissingDataError(f"{root}: no {info_name}")
     rows: dict[str, list[list[str]]] = {}
     for line in info.read_text(errors="replace").splitlines():
         match = _REF.match(line.strip())

@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 from scipy import fft, ndimage
 
+from mccscan.errors import InputError
+
 PIXEL_SPACING_MM = 0.07
 SIZES = {"large": (4084, 3328), "small": (3328, 2560)}  # (rows, cols), INbreast's two formats
 _COARSE = 8  # smooth fields are drawn at 1/8 resolution and upsampled
@@ -288,7 +290,7 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
     view = view or ("CC", "MLO")[rng.integers(2)]
     laterality = laterality or ("L", "R")[rng.integers(2)]
     if view not in ("CC", "MLO") or laterality not in ("L", "R"):
-        raise ValueError("view must be CC or MLO and laterality L or R")
+        raise InputError("view must be CC or MLO and laterality L or R")
     breast = _Breast(rng, shape, view)
 
     # --- smooth fields at coarse resolution: density, thickness, ducts ---------------

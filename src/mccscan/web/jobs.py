@@ -11,7 +11,6 @@ memory at once. The queue is bounded too; `submit` refuses when it is full.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mccscan.io import DEFAULT_MAX_PIXELS, MammogramError
-from mccscan.models import LoadedModel
-from mccscan.patches import TileGrid
-from mccscan.scan import ScanResult, Tile, scan_file
+from mccscan.scan import DEFAULT_THRESHOLD, ScanResult, Tile, scan_file
+from mccscan.tiling import TileGrid
 from mccscan.web.store import ScanStore
+from mccscan.weights import LoadedModel
 
 Event = tuple[str, dict]
 
@@ -65,7 +64,7 @@ def replay(scan_id: str, result: dict) -> list[Event]:
 
 class ScanJobs:
     def __init__(self, store: ScanStore, loaded: LoadedModel, *, workers: int = 1, max_queued: int = 64,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, threshold: float = 0.5):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, threshold: float = DEFAULT_THRESHOLD):
         self.store, self.loaded = store, loaded
         self.max_queued, self.max_pixels, self.threshold = max_queued, max_pixels, threshold
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mccscan-scan")
@@ -115,12 +114,8 @@ class ScanJobs:
         if record.status == "failed":
             return [("failed", {"message": record.error})][start:], True
         if record.status == "done":
-            return replay(scan_id, self.result(scan_id))[start:], True
+            return replay(scan_id, self.store.load_result(scan_id))[start:], True
         return [], False  # queued by a previous server, not yet resumed
-
-    def result(self, scan_id: str) -> dict | None:
-        path = self.store.folder(scan_id) / "result.json"
-        return json.loads(path.read_text()) if path.exists() else None
 
     def _emit(self, scan_id: str, event: Event) -> None:
         with self._lock:
@@ -130,18 +125,18 @@ class ScanJobs:
         record = self.store.get(scan_id)
         if record is None:  # deleted while queued
             return
-        folder = self.store.folder(scan_id)
         self.store.update(scan_id, status="running")
         tile = self.loaded.model.config.patch_size_px
 
         def on_image(image: np.ndarray) -> None:
-            np.save(folder / "image.npy", np.round(image * 255).astype(np.uint8))
+            self.store.save_image(scan_id, image)
             self._emit(scan_id, meta_event(scan_id, record.filename, image.shape, tile,
                                            threshold=self.threshold))
 
         try:
-            result, _ = scan_file(folder / "upload", self.loaded, pixel_spacing_mm=record.pixel_spacing_mm,
-                                  max_pixels=self.max_pixels, name=record.filename, threshold=self.threshold,
+            result, _ = scan_file(self.store.upload_path(scan_id), self.loaded,
+                                  pixel_spacing_mm=record.pixel_spacing_mm, max_pixels=self.max_pixels,
+                                  name=record.filename, threshold=self.threshold,
                                   on_image=on_image, on_row=lambda tiles: self._emit(scan_id, row_event(tiles)))
             self._save(scan_id, result)
         except MammogramError as exc:
@@ -156,9 +151,7 @@ class ScanJobs:
             timer.start()
 
     def _save(self, scan_id: str, result: ScanResult) -> None:
-        folder = self.store.folder(scan_id)
-        (folder / "result.json").write_text(result.to_json() + "\n")
-        (folder / "result.csv").write_text(result.to_csv())
+        self.store.save_result(scan_id, result)
         self.store.update(scan_id, status="done", finished_at=time.time(), counts=result.counts,
                           elapsed_s=result.elapsed_s)
         self._emit(scan_id, done_event(result.to_dict()))

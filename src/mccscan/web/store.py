@@ -7,8 +7,10 @@ Layout under the data directory:
     scans/<id>/image.npy      the 70 µm image as uint8, what the viewer and overlays use
     scans/<id>/result.json    the scan result, same schema as `mccscan scan`
     scans/<id>/result.csv     one line per tile
+    scans/<id>/image.jpg      the image for viewing, and heatmap.png: made on first request
 
-The database is opened per call (SQLite serialises writers), so any thread may use it.
+Only this module knows that layout. The database is opened per call (SQLite serialises
+writers), so any thread may use it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+
+from mccscan.scan import ScanResult
 
 STATUSES = ("queued", "running", "done", "failed")
 
@@ -66,6 +72,35 @@ class ScanStore:
 
     def folder(self, scan_id: str) -> Path:
         return self.data_dir / "scans" / scan_id
+
+    def upload_path(self, scan_id: str) -> Path:
+        """Where the uploaded bytes are kept."""
+        return self.folder(scan_id) / "upload"
+
+    def save_image(self, scan_id: str, image: np.ndarray) -> None:
+        """Keep the 70 µm image (float in [0, 1]) as uint8 for the viewer and the overlays."""
+        np.save(self.folder(scan_id) / "image.npy", np.round(image * 255).astype(np.uint8))
+
+    def load_image(self, scan_id: str) -> np.ndarray | None:
+        """The stored 70 µm image as uint8, or None before the scan has read it."""
+        path = self.folder(scan_id) / "image.npy"
+        return np.load(path) if path.exists() else None
+
+    def save_result(self, scan_id: str, result: ScanResult) -> None:
+        (self.folder(scan_id) / "result.json").write_text(result.to_json() + "\n")
+        (self.folder(scan_id) / "result.csv").write_text(result.to_csv())
+
+    def result_path(self, scan_id: str, suffix: str) -> Path:
+        """The stored result as "json" or "csv"."""
+        return self.folder(scan_id) / f"result.{suffix}"
+
+    def load_result(self, scan_id: str) -> dict | None:
+        path = self.result_path(scan_id, "json")
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def derived_path(self, scan_id: str, name: str) -> Path:
+        """A file made from the stored image on first request (image.jpg, heatmap.png)."""
+        return self.folder(scan_id) / name
 
     def create(self, filename: str, pixel_spacing_mm: float | None = None) -> ScanRecord:
         record = ScanRecord(uuid.uuid4().hex, filename, "queued", time.time(), pixel_spacing_mm=pixel_spacing_mm)

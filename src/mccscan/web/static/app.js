@@ -21,37 +21,42 @@ function label(tile, threshold) {
   return tile.probability >= threshold ? "mcc" : "normal";
 }
 
-// The overlay holds solid tiles only, so its canvas has OVERLAY_PX pixels per tile side and
-// CSS scales it onto the image: 64× fewer pixels to redraw and composite than full size.
+// The overlay holds solid tiles only, so its canvases have OVERLAY_PX pixels per tile side
+// and CSS scales them onto the image: 64× fewer pixels to redraw and composite than full size.
+// The tint is the server's (render.py, served as /api/info's `overlay`), so the page and the
+// downloaded overlay look the same: normal tiles get the colour at `normal_strength` opacity on
+// #overlay; an MCC tint is the colour on #overlay-tint, which CSS multiplies with the image.
 const OVERLAY_PX = 16;
+const OVERLAY_LAYERS = ["overlay", "overlay-tint"];
 
-function drawTile(ctx, tile, opts) {
+function drawTile(tile, opts) {
   const kind = label(tile, opts.threshold);
   const x = tile.col * OVERLAY_PX, y = tile.row * OVERLAY_PX;
-  ctx.clearRect(x, y, OVERLAY_PX, OVERLAY_PX);
+  const [normal, tint] = OVERLAY_LAYERS.map((id) => $(id).getContext("2d"));
+  normal.clearRect(x, y, OVERLAY_PX, OVERLAY_PX);
+  tint.clearRect(x, y, OVERLAY_PX, OVERLAY_PX);
   if (kind === "normal") {
-    ctx.globalAlpha = 0.7;
-    ctx.fillStyle = opts.normalColor;
-    ctx.fillRect(x, y, OVERLAY_PX, OVERLAY_PX);
+    normal.globalAlpha = opts.normalStrength;
+    normal.fillStyle = opts.normalColor;
+    normal.fillRect(x, y, OVERLAY_PX, OVERLAY_PX);
+    normal.globalAlpha = 1;
   } else if (kind === "mcc" && opts.mccMode === "tint") {
-    ctx.globalAlpha = 0.45;
-    ctx.fillStyle = opts.mccColor;
-    ctx.fillRect(x, y, OVERLAY_PX, OVERLAY_PX);
+    tint.fillStyle = opts.mccColor;
+    tint.fillRect(x, y, OVERLAY_PX, OVERLAY_PX);
   }
-  ctx.globalAlpha = 1;
 }
 
 function drawOptions() {
   return { threshold: parseFloat($("threshold").value), normalColor: $("normal-color").value,
+           normalStrength: state.info.overlay.normal_strength,
            mccColor: $("mcc-color").value, mccMode: $("mcc-mode").value };
 }
 
 function redrawAll() {
   if (!state.scan) return;
-  const ctx = $("overlay").getContext("2d");
   const opts = drawOptions();
-  ctx.clearRect(0, 0, $("overlay").width, $("overlay").height);
-  for (const tile of state.tiles) if (tile) drawTile(ctx, tile, opts);
+  for (const id of OVERLAY_LAYERS) $(id).getContext("2d").clearRect(0, 0, $(id).width, $(id).height);
+  for (const tile of state.tiles) if (tile) drawTile(tile, opts);
   updateCounters();
   updateDownloads();
 }
@@ -159,10 +164,12 @@ function resetView(meta) {
   state.tiles = new Array(meta.n_rows * meta.n_cols).fill(null);
   state.rowsDone = 0;
   state.finished = false;
-  const canvas = $("overlay");
-  canvas.width = meta.n_cols * OVERLAY_PX; canvas.height = meta.n_rows * OVERLAY_PX;
-  canvas.style.width = meta.n_cols * meta.tile_size_px + "px";
-  canvas.style.height = meta.n_rows * meta.tile_size_px + "px";
+  for (const id of OVERLAY_LAYERS) {
+    const canvas = $(id);
+    canvas.width = meta.n_cols * OVERLAY_PX; canvas.height = meta.n_rows * OVERLAY_PX;
+    canvas.style.width = meta.n_cols * meta.tile_size_px + "px";
+    canvas.style.height = meta.n_rows * meta.tile_size_px + "px";
+  }
   $("stage").style.width = cols + "px"; $("stage").style.height = rows + "px";
   const timings = window.mccscanTimings;
   $("base").onload = () => { if (timings.image_loaded === undefined) timings.image_loaded = performance.now(); };
@@ -192,11 +199,10 @@ function openScan(id, timings) {
   });
   source.addEventListener("row", (e) => {
     const { row, tiles } = JSON.parse(e.data);
-    const ctx = $("overlay").getContext("2d");
     const opts = drawOptions();
     for (const tile of tiles) {
       state.tiles[row * state.scan.n_cols + tile.col] = tile;
-      drawTile(ctx, tile, opts);
+      drawTile(tile, opts);
     }
     state.rowsDone = row + 1;
     if (timings && timings.first_tile === undefined && tiles.some((t) => t.probability !== null)) {
@@ -324,7 +330,7 @@ $("threshold").addEventListener("input", () => {
 });
 for (const id of ["normal-color", "mcc-color", "mcc-mode"]) $(id).addEventListener("input", redrawAll);
 $("show-original").addEventListener("change", () => {
-  $("overlay").style.visibility = $("show-original").checked ? "hidden" : "visible";
+  for (const id of OVERLAY_LAYERS) $(id).style.visibility = $("show-original").checked ? "hidden" : "visible";
 });
 $("show-heatmap").addEventListener("change", () => {
   const img = $("heatmap");
@@ -352,6 +358,7 @@ document.addEventListener("keydown", (e) => {
     state.info = await (await fetch("/api/info")).json();
     $("model-info").textContent = `model: ${state.info.model.name} — trained on ${state.info.model.trained_on}`;
     $("threshold").value = state.info.threshold;
+    $("normal-color").value = state.info.overlay.normal_color;
     $("threshold-value").textContent = state.info.threshold.toFixed(2);
   } catch (err) {
     showError("Cannot reach the server.");

@@ -1,0 +1,230 @@
+"""Metrics over arrays: patch-level binary metrics with bootstrap 95% intervals and
+calibration (ECE), and the image-level FROC on clusters (candidates from a dense map,
+matched to annotated clusters). No model here: callers pass scores."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mccscan.tiling import PATCH_SIZE_PX
+
+
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict:
+    """Accuracy, sensitivity, specificity, precision, F1 and the confusion counts."""
+    labels = np.asarray(labels).astype(bool)
+    pred = np.asarray(probabilities) >= threshold
+    tp, tn = int((pred & labels).sum()), int((~pred & ~labels).sum())
+    fp, fn = int((pred & ~labels).sum()), int((~pred & labels).sum())
+    sens = tp / (tp + fn) if tp + fn else float("nan")
+    prec = tp / (tp + fp) if tp + fp else float("nan")
+    return {
+        "n": len(labels), "accuracy": (tp + tn) / max(len(labels), 1),
+        "sensitivity": sens, "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+        "precision": prec, "f1": 2 * prec * sens / (prec + sens) if tp else 0.0,
+        "tp": tp, "tn": tn, "fp": fp, "fn": fn,
+    }
+
+PATCH_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
+
+def roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Area under the ROC curve; NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels).astype(bool)
+    return float(roc_auc_score(labels, probabilities)) if 0 < labels.sum() < len(labels) else float("nan")
+
+def patch_evaluation(labels: np.ndarray, probabilities: np.ndarray, *, groups: np.ndarray | None = None,
+                     threshold: float = 0.5, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Patch metrics with percentile-bootstrap 95% intervals.
+
+    `groups` (e.g. the source patch of each augmented copy, or the image) are resampled
+    whole, since patches of one group are not independent; default: each patch alone.
+    """
+    labels, probabilities = np.asarray(labels).astype(np.uint8), np.asarray(probabilities, np.float64)
+    groups = np.arange(len(labels)) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    members = np.split(np.argsort(groups, kind="stable"), np.cumsum(np.bincount(groups))[:-1])
+    point = {**binary_metrics(labels, probabilities, threshold), "roc_auc": roc_auc(labels, probabilities)}
+    rng = np.random.default_rng(seed)
+    draws = np.full((n_bootstrap, len(PATCH_METRICS)), np.nan)
+    for b in range(n_bootstrap):
+        index = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        m = binary_metrics(labels[index], probabilities[index], threshold)
+        draws[b] = [m[k] for k in PATCH_METRICS[:-1]] + [roc_auc(labels[index], probabilities[index])]
+    with warnings.catch_warnings():  # a metric undefined in every resample (e.g. no MCC call) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = np.nanpercentile(draws, [2.5, 97.5], axis=0) if n_bootstrap else np.full((2, len(PATCH_METRICS)), np.nan)
+    return {
+        "n": len(labels), "groups": len(members), "threshold": threshold, "n_bootstrap": n_bootstrap,
+        "metrics": {k: {"value": float(point[k]), "ci95": [float(ci[0, i]), float(ci[1, i])]}
+                    for i, k in enumerate(PATCH_METRICS)},
+        "confusion": {k: point[k] for k in ("tp", "fn", "fp", "tn")},
+        "calibration": calibration(labels, probabilities),
+    }
+
+def calibration(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> dict:
+    """Reliability per probability bin and the expected calibration error (ECE)."""
+    labels, probabilities = np.asarray(labels, np.float64), np.asarray(probabilities, np.float64)
+    bins = np.minimum((probabilities * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(bins, probabilities, n_bins) / count
+        frac_pos = np.bincount(bins, labels, n_bins) / count
+    ece = float(np.nansum(count * np.abs(frac_pos - mean_p)) / max(len(labels), 1))
+    return {"bin_count": count.tolist(), "mean_probability": mean_p.tolist(),
+            "fraction_positive": frac_pos.tolist(), "ece": ece}
+
+
+# ---- image level: FROC ---------------------------------------------------------------
+
+@dataclass
+class TruthImage:
+    """One test mammogram at 70 µm: its dense logit map and the annotated clusters."""
+
+    image_id: str
+    logit_map: np.ndarray  # predict.dense_probability_map(..., logits=True): NaN outside the breast
+    stride_px: int
+    clusters: list[tuple[tuple[int, int], np.ndarray]]  # ((x0, y0), bool mask crop), as in AnnotatedImage
+    hit_maps: list[np.ndarray] = field(default_factory=list)  # per cluster: map cells whose window hits it
+
+@dataclass
+class Candidate:
+    """A candidate cluster: a connected region of the dense map at or above a threshold."""
+
+    x: float  # centre (px) of the window at the region's peak
+    y: float
+    score: float  # the peak logit
+    cells: int  # region size in map cells
+
+def candidate_clusters(logit_map: np.ndarray, threshold: float, stride_px: int,
+                       tile_px: int = PATCH_SIZE_PX) -> tuple[list[Candidate], list[tuple[int, int]]]:
+    """Connected (8-neighbour) regions where P(MCC) ≥ threshold, each located at its peak cell."""
+    from scipy import ndimage
+
+    values = np.nan_to_num(logit_map, nan=-np.inf)
+    above = values >= _logit(threshold)
+    labelled, n = ndimage.label(above, structure=np.ones((3, 3)))
+    if not n:
+        return [], []
+    index = np.arange(1, n + 1)
+    peaks = ndimage.maximum_position(values, labelled, index)
+    sizes = ndimage.sum_labels(above, labelled, index)
+    cands = [Candidate(j * stride_px + tile_px / 2, i * stride_px + tile_px / 2, float(values[i, j]), int(size))
+             for (i, j), size in zip(peaks, sizes)]
+    return cands, [(int(i), int(j)) for i, j in peaks]
+
+def cluster_hit_map(cluster: tuple[tuple[int, int], np.ndarray], map_shape: tuple[int, int], stride_px: int,
+                    tile_px: int = PATCH_SIZE_PX, min_overlap: float = 0.5) -> np.ndarray:
+    """Map cells whose window covers the cluster by at least `min_overlap` of the smaller of
+    window and cluster — the same overlap rule that labels a training patch MCC."""
+    (x0, y0), mask = cluster
+    h, w = mask.shape
+    integral = np.zeros((h + 1, w + 1), np.int64)
+    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
+    need = min_overlap * min(tile_px * tile_px, int(mask.sum()))
+    hits = np.zeros(map_shape, bool)
+    i_lo, i_hi = max(0, (y0 - tile_px) // stride_px), min(map_shape[0], (y0 + h) // stride_px + 1)
+    j_lo, j_hi = max(0, (x0 - tile_px) // stride_px), min(map_shape[1], (x0 + w) // stride_px + 1)
+    for i in range(i_lo, i_hi):
+        r0, r1 = np.clip([i * stride_px - y0, i * stride_px + tile_px - y0], 0, h)
+        for j in range(j_lo, j_hi):
+            c0, c1 = np.clip([j * stride_px - x0, j * stride_px + tile_px - x0], 0, w)
+            covered = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+            hits[i, j] = covered > 0 and covered >= need
+    return hits
+
+def mc_clusters(mc_xy: np.ndarray, shape: tuple[int, int], *, link_px: float = 72.0, min_mcs: int = 3,
+                margin_px: int = 10) -> list[tuple[tuple[int, int], np.ndarray]]:
+    """Clusters formed from MC points (for images annotated MC by MC, without cluster
+    outlines): MCs chained within `link_px` (5 mm at 70 µm), ≥ `min_mcs` of them, as
+    the box around them; the clinical definition is ≥ 3 MCs within 1 cm²."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    if len(mc_xy) < min_mcs:
+        return []
+    pairs = cKDTree(mc_xy).query_pairs(link_px, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(mc_xy),) * 2)
+    n, comp = connected_components(graph, directed=False)
+    out = []
+    for c in range(n):
+        pts = mc_xy[comp == c]
+        if len(pts) >= min_mcs:
+            x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - margin_px, 0)
+            x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + margin_px + 1, (shape[1], shape[0]))
+            out.append(((int(x0), int(y0)), np.ones((y1 - y0, x1 - x0), bool)))
+    return out
+
+def froc(images: Iterable[TruthImage], thresholds: np.ndarray | None = None) -> dict:
+    """Cluster sensitivity against false-positive candidates per image over thresholds.
+
+    A true cluster is found when a candidate's peak window hits it; a candidate hitting
+    no cluster is a false positive (further candidates on a found cluster are neither).
+    """
+    images = list(images)
+    if thresholds is None:
+        # thresholds compare in logit space, so confident models are still ranked near P = 1
+        thresholds = np.concatenate([np.linspace(0.02, 0.98, 49), 1 - np.logspace(-2, -8, 13)])
+    n_clusters = sum(len(t.clusters) for t in images)
+    sens, fppi = [], []
+    for threshold in thresholds:
+        found, fps = 0, 0
+        for t in images:
+            _, peaks = candidate_clusters(t.logit_map, threshold, t.stride_px)
+            hit = np.zeros((len(peaks), len(t.hit_maps)), bool)
+            for k, (i, j) in enumerate(peaks):
+                hit[k] = [h[i, j] for h in t.hit_maps]
+            found += int(hit.any(0).sum())
+            fps += int((~hit.any(1)).sum())
+        sens.append(found / n_clusters if n_clusters else float("nan"))
+        fppi.append(fps / max(len(images), 1))
+    sens, fppi = np.array(sens), np.array(fppi)
+    return {"images": len(images), "clusters": n_clusters, "thresholds": [float(t) for t in thresholds],
+            "sensitivity": sens.tolist(), "fp_per_image": fppi.tolist(),
+            "sensitivity_at_fp": {str(f): sensitivity_at(sens, fppi, f) for f in (0.25, 0.5, 1.0, 2.0)}}
+
+def _logit(p: float) -> float:
+    return float(np.log(p) - np.log1p(-p)) if 0 < p < 1 else (np.inf if p >= 1 else -np.inf)
+
+def sensitivity_at(sensitivity: np.ndarray, fp_per_image: np.ndarray, fp: float) -> float:
+    """Best sensitivity reached with at most `fp` false positives per image (0 if none)."""
+    ok = np.asarray(fp_per_image) <= fp
+    return float(np.max(np.asarray(sensitivity)[ok])) if ok.any() else 0.0
+
+
+# ---- a scan against known clusters ------------------------------------------------------
+
+@dataclass
+class ClusterComparison:
+    clusters_total: int
+    clusters_found: int  # true clusters overlapped by at least one MCC tile
+    mcc_tiles: int
+    mcc_tiles_on_clusters: int
+    mcc_tiles_elsewhere: int  # false-positive tiles
+    found: list[bool]  # per true cluster
+
+    def summary(self) -> str:
+        return (f"true clusters found: {self.clusters_found}/{self.clusters_total}; "
+                f"MCC tiles: {self.mcc_tiles} ({self.mcc_tiles_on_clusters} on a true cluster, "
+                f"{self.mcc_tiles_elsewhere} elsewhere)")
+
+def compare_with_clusters(result, clusters) -> ClusterComparison:
+    """Which true clusters (objects with x, y, radius_px in scan pixels) the MCC
+    tiles of a `ScanResult` overlap, and how many MCC tiles overlap none."""
+    t = result.tile_size_px
+    mcc = [tile for tile in result.tiles if tile.label == "mcc"]
+    found = [False] * len(clusters)
+    on_cluster = 0
+    for tile in mcc:
+        hit = False
+        for i, c in enumerate(clusters):
+            dx = max(tile.x - c.x, 0, c.x - (tile.x + t))
+            dy = max(tile.y - c.y, 0, c.y - (tile.y + t))
+            if dx * dx + dy * dy <= c.radius_px ** 2:
+                found[i] = hit = True
+        on_cluster += hit
+    return ClusterComparison(len(clusters), sum(found), len(mcc), on_cluster, len(mcc) - on_cluster, found)

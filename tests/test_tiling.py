@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+
+from mccscan.tiling import TileGrid, breast_mask, otsu_threshold
+
+
+def test_breast_mask_matches_the_truth_and_drops_markers(small_phantom):
+    image = small_phantom.image.copy()
+    image[20:60, -80:-20] = 0.9  # a bright label marker in the background
+    mask = breast_mask(image)
+    truth = small_phantom.breast_mask
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.97
+    assert not mask[20:60, -80:-20].any()
+
+
+def test_otsu_separates_two_modes():
+    values = np.concatenate([np.full(1000, 0.1), np.full(1000, 0.7)])
+    assert 0.1 < otsu_threshold(values) < 0.7
+
+
+def test_tile_grid_covers_the_image_with_padding():
+    grid = TileGrid((300, 500), 144)
+    assert (grid.n_rows, grid.n_cols, grid.padded_shape) == (3, 4, (432, 576))
+    image = np.arange(300 * 500, dtype=np.float32).reshape(300, 500)
+    tiles = grid.tiles(image)
+    assert tiles.shape == (3, 4, 144, 144)
+    np.testing.assert_array_equal(tiles[1, 2], image[144:288, 288:432])
+    assert tiles[2, 3, -1, -1] == 0  # padding
+    coverage = grid.coverage(np.ones((300, 500), bool))
+    assert coverage[0, 0] == 1 and coverage[2, 3] == pytest.approx((12 * 68) / 144 ** 2)
