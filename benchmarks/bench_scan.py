@@ -23,9 +23,9 @@ ENGINES = ("patch", "batched", "convolutional")
 
 
 def run_engine(path: str, engine: str, repeats: int) -> dict:
-    from mccscan.models import load_model
     from mccscan.perf import peak_flops
     from mccscan.scan import scan_file
+    from mccscan.weights import load_model
 
     loaded = load_model()
     scan_file(path, loaded, engine=engine)  # warm-up

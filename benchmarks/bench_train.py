@@ -16,7 +16,8 @@ import time
 import torch
 from torch.nn import functional as F
 
-from mccscan.models import build_model, training_flops_per_patch
+from mccscan.models import training_flops_per_patch
+from mccscan.paper import build_model
 from mccscan.perf import peak_flops
 
 PAPER_SAMPLES = 10_088 * 100
