@@ -83,3 +83,14 @@ def test_early_stopping_ends_after_patience_epochs_without_improvement(tmp_path,
 def test_baselines_train_through_the_same_loop(tmp_path, tiny_sets):
     model, card = train(*tiny_sets, TrainConfig(arch="lenet5", epochs=1, batch_size=16), tmp_path, progress=False)
     assert card["arch"] == "lenet5" and type(load_model(tmp_path / "best.pt").model).__name__ == "LeNet5"
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error_naming_the_file(tmp_path, tiny_sets):
+    from mccscan.errors import MccscanError
+
+    config = TrainConfig(epochs=1, batch_size=16, seed=0)
+    train(*tiny_sets, config, tmp_path, progress=False)
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])  # what a crash mid-write used to leave
+    with pytest.raises(MccscanError, match="last.pt.*delete it"):
+        train(*tiny_sets, TrainConfig(epochs=2, batch_size=16, seed=0), tmp_path, progress=False)

@@ -19,8 +19,10 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from mccscan.atomic import atomic_write, atomic_write_text
 from mccscan.builder import phantom_dataset
 from mccscan.dataset_dir import PatchDataset
+from mccscan.errors import InputError
 from mccscan.metrics import binary_metrics
 from mccscan.models import NetConfig, training_flops_per_patch
 from mccscan.paper import build_model
@@ -81,7 +83,7 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
     start_epoch, best, history = 0, {"accuracy": -1.0, "loss": float("inf"), "epoch": -1}, []
     last_path = out_dir / "last.pt"
     if last_path.is_file():
-        state = torch.load(last_path, weights_only=False)
+        state = load_checkpoint(last_path)
         same_run = {**state["config"], "epochs": config.epochs} == asdict(config)  # epochs may be extended
         if same_run:
             model.load_state_dict(state["model"])
@@ -136,14 +138,24 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
               f"val_loss {val_loss:.4f}  val_acc {val['accuracy']:.4f}  {row['patches_per_s']:.0f} patches/s "
               f"({row['fraction_of_peak']:.0%} of peak){'  *best*' if improved else ''}", flush=True)
         _write_metrics(out_dir / "metrics.csv", history)
-        torch.save({"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "epoch": epoch, "best": best, "history": history}, last_path)
+        state = {"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "epoch": epoch, "best": best, "history": history}
+        atomic_write(last_path, lambda fh: torch.save(state, fh))  # a crash mid-write keeps the previous one
         if on_epoch is not None:
             on_epoch(row)
 
     plot_training_curves(history, out_dir / "training_curves.png")
     loaded = load_model(out_dir / "best.pt")
     return loaded.model, loaded.card
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A run's last.pt; a file that cannot be read is a clear error, not a traceback."""
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 — torch raises many types for a damaged file
+        raise InputError(f"{path}: the checkpoint cannot be read ({type(exc).__name__}: {exc}); delete it to "
+                         "start this run afresh") from exc
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
@@ -171,5 +183,5 @@ def train_on_dataset(data_dir: str | Path | None, out_dir: str | Path, config: T
                      **{split: {"patches": len(sets[split][1])} for split in sets}}}
     model, card = train(*sets["train"], *sets["val"], config, out_dir, progress=progress, card=card)
     card["test"] = binary_metrics(sets["test"][1], predict_patches(model, sets["test"][0]))
-    card_path(Path(out_dir) / "best.pt").write_text(json.dumps(card, indent=2) + "\n")
+    atomic_write_text(card_path(Path(out_dir) / "best.pt"), json.dumps(card, indent=2) + "\n")
     return card

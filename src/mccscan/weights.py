@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mccscan.atomic import atomic_write, atomic_write_text
 from mccscan.errors import MccscanError
 from mccscan.models import MCCNet, NetConfig, arch_name, parameter_count
 from mccscan.paper import BASELINES, build_model, config_by_name
@@ -39,10 +40,10 @@ def save_weights(model: nn.Module, path: str | Path, card: dict) -> dict:
     """Write the state dict and, beside it, a JSON model card with config and SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    atomic_write(path, lambda fh: torch.save(model.state_dict(), fh))
     arch = {"config": asdict(model.config)} if isinstance(model, MCCNet) else {"arch": arch_name(model)}
     card = {**card, **arch, "parameters": parameter_count(model), "sha256": file_sha256(path)}
-    card_path(path).write_text(json.dumps(card, indent=2) + "\n")
+    atomic_write_text(card_path(path), json.dumps(card, indent=2) + "\n")
     return card
 
 
