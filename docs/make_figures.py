@@ -24,9 +24,9 @@ def main(seed: int = 7, clusters: int = 3) -> None:
     y0 = int(np.clip(c.y - half, 0, img8.shape[0] - 2 * half))
     zoom = Image.fromarray(img8[y0:y0 + 2 * half, x0:x0 + 2 * half]).resize((600, 600), Image.LANCZOS)
     zoom.save(DOCS / "phantom-cluster.png")
-    overlay = Path("mccscan-demo") / f"phantom_{seed}.overlay.png"
-    if overlay.is_file():
-        preview(np.asarray(Image.open(overlay).convert("RGB")), 640).save(DOCS / "demo-scan.png")
+    shown = Path("mccscan-demo") / f"phantom_{seed}.preview.png"  # the overlay with its legend
+    if shown.is_file():
+        Image.open(shown).save(DOCS / "demo-scan.png")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Render a scan as the paper's application does, and save every output of a scan.
+"""Render a scan, and save every output of a scan.
 
-Normal tiles are lightened toward a light grey, MCC tiles are shown as they are (or
-tinted), background is left untouched. The original image is never modified.
+Two styles. "outline" (the default): the image as it is with every MCC tile framed in a
+strong colour, and a legend in the preview, so no one has to guess what a shade means.
+"paper": the paper's application: normal tiles lightened toward a light grey, MCC tiles
+shown as they are (or tinted), background untouched. The original is never modified.
 
 The tint is defined once here and the web viewer draws it the same way (it reads
 `OVERLAY_STYLE` from `/api/info`): a normal tile is the colour laid over the tile at
@@ -12,11 +14,13 @@ The tint is defined once here and the web viewer draws it the same way (it reads
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageColor
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
+from mccscan.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from mccscan.models import MCCNet
 from mccscan.predict import dense_probability_map
 from mccscan.scan import ScanResult
@@ -27,6 +31,10 @@ NORMAL_COLOR = "#e6e6e6"  # normal tiles are lightened toward it
 NORMAL_STRENGTH = 0.7  # opacity of NORMAL_COLOR over a normal tile
 MCC_TINT_BLEND = "multiply"  # how an MCC tint colour combines with the tile
 OVERLAY_STYLE = {"normal_color": NORMAL_COLOR, "normal_strength": NORMAL_STRENGTH, "mcc_blend": MCC_TINT_BLEND}
+STYLES = ("outline", "paper")
+DEFAULT_STYLE = "outline"
+OUTLINE_COLOR = "#ff2a2a"  # the frame of an MCC tile in the "outline" style
+OUTLINE_PX = 8  # 2 px in the 1024-px preview
 HEATMAP_STRIDE_PX = 16  # the dense map's step: one heatmap pixel per 16 image pixels
 
 
@@ -38,28 +46,56 @@ def parse_color(color: str | tuple[int, int, int] | None) -> np.ndarray | None:
     return np.asarray(rgb[:3], np.float32) / 255.0
 
 
-def render_overlay(image: np.ndarray, result: ScanResult, *, normal_color=NORMAL_COLOR,
-                   normal_strength: float = NORMAL_STRENGTH, mcc_color=None, mcc_border_px: int = 0) -> np.ndarray:
+def render_overlay(image: np.ndarray, result: ScanResult, *, style: str = DEFAULT_STYLE,
+                   normal_color=NORMAL_COLOR, normal_strength: float = NORMAL_STRENGTH, mcc_color=None,
+                   mcc_border_px: int = 0, outline_color=OUTLINE_COLOR, outline_px: int = OUTLINE_PX) -> np.ndarray:
     """RGB uint8 overlay at the scan resolution.
 
-    Normal tiles: blended `normal_strength` of the way to `normal_color` (lighter).
-    MCC tiles: as they are, or multiplied by `mcc_color` (a tint that darkens), with an
-    optional border of that colour.
+    "outline" (default): the image as it is, each MCC tile framed in `outline_color`.
+    "paper" (the paper's application): normal tiles blended `normal_strength` of the way
+    to `normal_color` (lighter); MCC tiles as they are, or multiplied by `mcc_color` (a
+    tint that darkens), with an optional border of that colour.
     """
-    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
-    normal, mcc = parse_color(normal_color), parse_color(mcc_color)
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
+    # uint8 throughout, float only tile by tile: 3 bytes a pixel, not 12 (a 99 Mpx scan stays < 0.4 GB)
+    rgb = np.repeat(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    normal, mcc, outline = parse_color(normal_color), parse_color(mcc_color), parse_color(outline_color)
     t = result.tile_size_px
     for tile in result.tiles:
-        region = rgb[tile.y:tile.y + t, tile.x:tile.x + t]
-        if tile.label == "normal":
+        if tile.label == "background" or (style == "outline" and tile.label != "mcc") or \
+                (style == "paper" and tile.label == "mcc" and mcc is None):
+            continue
+        window = (slice(tile.y, tile.y + t), slice(tile.x, tile.x + t))
+        region = np.repeat(image[window][..., None], 3, axis=2).astype(np.float32)
+        if style == "outline":
+            _frame(region, outline, outline_px)
+        elif tile.label == "normal":
             region += normal_strength * (normal - region)
-        elif tile.label == "mcc" and mcc is not None:
+        else:
             region *= mcc
-            if mcc_border_px:
-                b = mcc_border_px
-                for edge in (region[:b], region[-b:], region[:, :b], region[:, -b:]):
-                    edge[...] = mcc
-    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+            _frame(region, mcc, mcc_border_px)
+        rgb[window] = np.round(np.clip(region, 0, 1) * 255).astype(np.uint8)
+    return rgb
+
+
+def _frame(region: np.ndarray, colour: np.ndarray, width_px: int) -> None:
+    """Paint a `width_px` border of `colour` inside a tile's region (in place)."""
+    if width_px:
+        for edge in (region[:width_px], region[-width_px:], region[:, :width_px], region[:, -width_px:]):
+            edge[...] = colour
+
+
+def legend(result: ScanResult, *, style: str = DEFAULT_STYLE,
+           outline_color=OUTLINE_COLOR) -> list[tuple[str | None, str]]:
+    """What the overlay's marks mean, as (swatch colour or None, text) lines, for the preview."""
+    c = result.counts
+    model = f"model {result.model.get('name', '?')}, trained on {result.model.get('trained_on', 'unknown data')}"
+    if style == "outline":
+        return [(outline_color, f"framed: MCC, P >= {result.threshold:.2f} ({c['mcc']} of "
+                                f"{c['mcc'] + c['normal']} breast tiles)"), (None, model)]
+    return [(None, f"as they are: MCC, P >= {result.threshold:.2f} ({c['mcc']} tiles); lightened: "
+                   f"normal ({c['normal']})"), (None, model)]
 
 
 def heatmap_rgba(probability: np.ndarray) -> np.ndarray:
@@ -88,24 +124,62 @@ def png_bytes(pixels: np.ndarray, compress_level: int = 6) -> bytes:
     return buf.getvalue()
 
 
-def preview(rgb: np.ndarray, max_px: int = PREVIEW_MAX_PX) -> Image.Image:
+def preview(rgb: np.ndarray, max_px: int = PREVIEW_MAX_PX,
+            legend_lines: list[tuple[str | None, str]] = ()) -> Image.Image:
+    """The overlay shrunk to fit `max_px`, with the legend boxed in its bottom-left corner."""
     img = Image.fromarray(rgb)
     scale = max_px / max(img.size)
     if scale < 1:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
+    if legend_lines:
+        draw = ImageDraw.Draw(img)
+        font = ImageFont.load_default(size=14)
+        line_px, pad = 20, 8
+        width = min(img.width, pad * 3 + 14 + max(round(draw.textlength(text, font=font)) for _, text in legend_lines))
+        top = max(0, img.height - pad * 2 - line_px * len(legend_lines))
+        draw.rectangle((0, top, width, img.height), fill=(20, 20, 20))
+        for k, (colour, text) in enumerate(legend_lines):
+            y = top + pad + k * line_px
+            if colour is not None:
+                draw.rectangle((pad, y + 2, pad + 12, y + 14), outline=colour, width=3)
+            draw.text((pad * 2 + 14, y), text, fill=(235, 235, 235), font=font)
     return img
 
 
-def save_scan(result: ScanResult, image: np.ndarray, out_dir: str | Path, **render_options) -> dict[str, Path]:
-    """Write <stem>.overlay.png (full resolution), <stem>.preview.png, <stem>.json, <stem>.csv."""
+def output_stems(paths: list[str | Path]) -> list[str]:
+    """A distinct output name per input: the file's stem, or, where two inputs share a stem
+    (CBIS-DDSM names every file 1-1.dcm), its path below their common folder with the
+    suffix kept, '/' → '_' (a/case.dcm → a_case.dcm); still equal names get -2, -3, …"""
+    paths = [Path(p) for p in paths]
+    stems = [p.stem for p in paths]
+    clashing = [i for i, stem in enumerate(stems) if [s.lower() for s in stems].count(stem.lower()) > 1]
+    if clashing:
+        parents = [paths[i].resolve().parent for i in clashing]
+        common = Path(os.path.commonpath(parents))
+        for i in clashing:
+            stems[i] = paths[i].resolve().relative_to(common).as_posix().replace("/", "_")
+    seen: dict[str, int] = {}
+    for i, stem in enumerate(stems):
+        seen[stem.lower()] = seen.get(stem.lower(), 0) + 1
+        if seen[stem.lower()] > 1:
+            stems[i] = f"{stem}-{seen[stem.lower()]}"
+    return stems
+
+
+def save_scan(result: ScanResult, image: np.ndarray, out_dir: str | Path, *, stem: str | None = None,
+              style: str = DEFAULT_STYLE, **render_options) -> dict[str, Path]:
+    """Write <stem>.overlay.png (full resolution), <stem>.preview.png (with its legend),
+    <stem>.json and <stem>.csv; `stem` defaults to the image's (see `output_stems`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = Path(result.image).stem
+    stem = stem or Path(result.image).stem
     paths = {"overlay": out_dir / f"{stem}.overlay.png", "preview": out_dir / f"{stem}.preview.png",
              "json": out_dir / f"{stem}.json", "csv": out_dir / f"{stem}.csv"}
-    rgb = render_overlay(image, result, **render_options)
-    Image.fromarray(rgb).save(paths["overlay"], compress_level=1)
-    preview(rgb).save(paths["preview"])
-    paths["json"].write_text(result.to_json() + "\n")
-    paths["csv"].write_text(result.to_csv())
+    rgb = render_overlay(image, result, style=style, **render_options)
+    atomic_write_bytes(paths["overlay"], png_bytes(rgb, compress_level=1))
+    outline = render_options.get("outline_color", OUTLINE_COLOR)
+    shown = preview(rgb, legend_lines=legend(result, style=style, outline_color=outline))
+    atomic_write(paths["preview"], lambda fh: shown.save(fh, "PNG"))
+    atomic_write_text(paths["csv"], result.to_csv())
+    atomic_write_text(paths["json"], result.to_json() + "\n")
     return paths
