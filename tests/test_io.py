@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import fake_png
+from bad_inputs import fake_png
 from mccscan.io import (MammogramError, load_for_scan, probe_mammogram, read_mammogram, resample_to_spacing,
                         write_dicom)
 

@@ -1,36 +1,44 @@
 """Read any mammogram into a float32 image in [0, 1] plus its pixel spacing.
 
-Formats: PNG (8/16 bit), JPEG, TIFF, PGM through Pillow; DICOM through pydicom (Modality
-LUT applied, MONOCHROME1 inverted, compressed syntaxes that pydicom decodes without
-extra plugins, e.g. RLE Lossless and Deflate). The format is sniffed from the content,
+Formats: PNG (8/16 bit), JPEG (EXIF orientation applied), TIFF (integer or float), PGM
+through Pillow; DICOM through pydicom (Modality LUT applied, MONOCHROME1 inverted, every
+transfer syntax pydicom has a decoder for here). The format is sniffed from the content,
 never trusted from the extension. Every failure raises `MammogramError` naming the file.
 
+Before a pixel is decoded the header is checked: the size both as stored and as it will
+be scanned at 70 µm (so a small file with a coarse spacing cannot grow past the limit
+when resampled), and the pixel spacing (0.02–1.0 mm).
+
 Intensity: 8-bit images are divided by 255 (the paper's normalisation); deeper images
-(16-bit PNG/TIFF/PGM, DICOM) are stretched from their minimum to their maximum, the
-usual DICOM→PNG conversion.
+(16-bit PNG/TIFF/PGM, float TIFF, DICOM) are stretched from their minimum to their
+maximum, the usual DICOM→PNG conversion. NaN or infinite pixels are set to the nearest
+end of that range and reported in `Mammogram.warnings`.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch.nn import functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mccscan.errors import MccscanError
 
 SCAN_PIXEL_SPACING_MM = 0.07  # the paper's 70 µm: a 144×144 patch is 1 cm²
 DEFAULT_MAX_PIXELS = 100_000_000
+PIXEL_SPACING_RANGE_MM = (0.02, 1.0)  # finer or coarser is no mammogram: a typo or a broken header
+MAX_SIDE_PX = 16_384  # at 70 µm: 1.15 m, far beyond any breast (JPEG's own limit is 65,535)
 
 
-class MammogramError(ValueError):
+class MammogramError(MccscanError, ValueError):
     """A mammogram could not be read; the message names the file and the problem.
 
     `reason` sorts problems for callers that answer differently (a server's HTTP status):
     "empty", "unsupported" (not an image format we read), "too_large" (pixel limit) or
-    "unreadable" (corrupt, truncated, undecodable).
+    "unreadable" (corrupt, truncated, undecodable, a bad pixel spacing).
     """
 
     def __init__(self, path: str | Path, problem: str, reason: str = "unreadable"):
@@ -41,18 +49,10 @@ class MammogramError(ValueError):
 @dataclass
 class Mammogram:
     image: np.ndarray  # float32, H×W, in [0, 1], bright = dense tissue
-    pixel_spacing_mm: tuple[float, float] | None  # (row, column); None when unknown
+    pixel_spacing_mm: tuple[float, float] | None  # (row, column) from the file; None when it has none
     path: str
     format: str  # "DICOM", "PNG", "JPEG", …
-
-
-def read_mammogram(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Mammogram:
-    """Read a mammogram file; dimensions are checked before any pixel is decoded."""
-    path = Path(path)
-    head = _read_head(path)
-    if head[128:132] == b"DICM" or path.suffix.lower() == ".dcm":
-        return _read_dicom(path, max_pixels)
-    return _read_pillow(path, max_pixels)
+    warnings: list[str] = field(default_factory=list)  # what was fixed up while reading (non-finite pixels)
 
 
 @dataclass
@@ -62,31 +62,111 @@ class MammogramInfo:
     cols: int
 
 
-def probe_mammogram(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> MammogramInfo:
+@dataclass
+class _Header:
+    """What a file says before its pixels are decoded."""
+
+    format: str
+    rows: int
+    cols: int
+    spacing: tuple[float, float] | None  # from the header
+    spacing_problem: str | None  # a header spacing that could not be used, and why
+    decode: Callable[[], tuple[np.ndarray, list[str]]]  # → (image in [0, 1], warnings)
+    verify: Callable[[], None]  # a cheap integrity check without decoding
+
+
+def read_mammogram(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   pixel_spacing_mm: float | None = None) -> Mammogram:
+    """Read a mammogram file. `pixel_spacing_mm` (the user's) overrides the header's; the
+    size and spacing are checked before any pixel is decoded."""
+    path = Path(path)
+    header = _header(path)
+    _check_header(path, header, max_pixels, pixel_spacing_mm)
+    header.verify()
+    try:
+        image, notes = header.decode()
+    except MammogramError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise MammogramError(path, f"image is above the limit Pillow can decode safely ({exc})", "too_large") from exc
+    except (OSError, SyntaxError, EOFError) as exc:
+        raise MammogramError(path, f"corrupt or truncated image ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 — a decoder's surprise is still this file's problem
+        raise MammogramError(path, f"the pixel data cannot be decoded ({type(exc).__name__}: {exc})") from exc
+    if image.shape != (header.rows, header.cols):  # e.g. BitsAllocated that does not fit the pixel data
+        raise MammogramError(path, f"the pixel data decodes to shape {image.shape}, but the header says "
+                                   f"{header.cols}×{header.rows} greyscale")
+    if not np.isfinite(image).all():  # a decoder must never hand on NaN
+        raise MammogramError(path, "decoded pixels are not finite")
+    return Mammogram(np.ascontiguousarray(image), header.spacing, str(path), header.format, notes)
+
+
+def probe_mammogram(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    pixel_spacing_mm: float | None = None) -> MammogramInfo:
     """Check a file is a readable mammogram without decoding its pixels (cheap, bounded memory).
 
-    Catches what an upload can be: empty, not an image, too many pixels, truncated PNG or
-    DICOM pixel data. A file that passes can still fail to decode; `read_mammogram` says why.
+    Catches what an upload can be: empty, not an image, too many pixels (as stored or once
+    resampled to 70 µm), a bad pixel spacing, truncated PNG or DICOM pixel data, a transfer
+    syntax with no decoder here. A file that passes can still fail to decode;
+    `read_mammogram` says why.
     """
     path = Path(path)
+    header = _header(path)
+    _check_header(path, header, max_pixels, pixel_spacing_mm)
+    header.verify()
+    return MammogramInfo(header.format, header.rows, header.cols)
+
+
+def scan_spacing(path: str | Path, given_mm: float | None,
+                 header_mm: tuple[float, float] | None, header_problem: str | None = None) -> tuple[float, float]:
+    """The (row, column) spacing a file is scanned at: the user's, else the header's, else
+    70 µm; refused when outside PIXEL_SPACING_RANGE_MM or unreadable."""
+    lo, hi = PIXEL_SPACING_RANGE_MM
+    if given_mm is not None:
+        if not given_mm > 0:
+            raise MammogramError(path, f"pixel spacing must be positive, got {given_mm}")
+        if not lo <= given_mm <= hi:
+            raise MammogramError(path, f"pixel spacing {given_mm:g} mm is outside {lo}–{hi} mm; a mammogram's "
+                                       "is 0.05–0.1 mm (0.2 mm for mini-MIAS)")
+        return given_mm, given_mm
+    if header_problem is not None:
+        raise MammogramError(path, f"{header_problem}; give the spacing with --pixel-spacing (mm)")
+    if header_mm is None:
+        return SCAN_PIXEL_SPACING_MM, SCAN_PIXEL_SPACING_MM
+    if not all(lo <= v <= hi for v in header_mm):
+        raise MammogramError(path, f"the header's pixel spacing {header_mm[0]:g} × {header_mm[1]:g} mm is outside "
+                                   f"{lo}–{hi} mm; give the right one with --pixel-spacing (mm)")
+    return header_mm
+
+
+def scan_shape(rows: int, cols: int, spacing_mm: tuple[float, float],
+               target_spacing_mm: float = SCAN_PIXEL_SPACING_MM) -> tuple[int, int]:
+    """(rows, cols) of an image once resampled to `target_spacing_mm`."""
+    return (max(1, round(rows * spacing_mm[0] / target_spacing_mm)),
+            max(1, round(cols * spacing_mm[1] / target_spacing_mm)))
+
+
+def _check_header(path: Path, header: _Header, max_pixels: int, given_mm: float | None) -> None:
+    _check_size(path, header.rows, header.cols, max_pixels)
+    spacing = scan_spacing(path, given_mm, header.spacing, header.spacing_problem)
+    rows, cols = scan_shape(header.rows, header.cols, spacing)
+    if rows * cols > max_pixels:
+        raise MammogramError(
+            path, f"image is {header.cols}×{header.rows} px at {spacing[1]:g} mm, {cols}×{rows} = "
+                  f"{rows * cols / 1e6:.0f} Mpx once resampled to {SCAN_PIXEL_SPACING_MM} mm: above the limit of "
+                  f"{max_pixels / 1e6:.0f} Mpx (is the pixel spacing right? raise --max-pixels if this is intended)",
+            "too_large")
+    if max(rows, cols) > MAX_SIDE_PX:
+        raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm: a side longer than "
+                                   f"{MAX_SIDE_PX} px ({MAX_SIDE_PX * SCAN_PIXEL_SPACING_MM / 10:.0f} cm) is no "
+                                   "mammogram", "too_large")
+
+
+def _header(path: Path) -> _Header:
     head = _read_head(path)
-    if head[128:132] == b"DICM" or path.suffix.lower() == ".dcm":
-        ds = _open_dicom(path, max_pixels)
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        syntax = ds.file_meta.get("TransferSyntaxUID")
-        expected = rows * cols * int(ds.get("BitsAllocated", 16)) // 8
-        if syntax is not None and not syntax.is_compressed and len(ds.PixelData) < expected:
-            raise MammogramError(path, f"truncated DICOM pixel data ({len(ds.PixelData)} of {expected} bytes)")
-        return MammogramInfo("DICOM", rows, cols)
-    with _open_pillow(path) as img:
-        cols, rows = img.size
-        _check_size(path, rows, cols, max_pixels)
-        fmt = img.format or "image"
-        try:
-            img.verify()  # walks the chunks and checks CRCs (PNG) without decoding
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise MammogramError(path, f"corrupt or truncated image ({exc})") from exc
-    return MammogramInfo(fmt, rows, cols)
+    if head[128:132] == b"DICM":
+        return _dicom_header(path)
+    return _pillow_header(path)
 
 
 def _read_head(path: Path) -> bytes:
@@ -98,6 +178,62 @@ def _read_head(path: Path) -> bytes:
     if not head:
         raise MammogramError(path, "file is empty", "empty")
     return head
+
+
+def _check_size(path: Path, rows: int, cols: int, max_pixels: int) -> None:
+    if rows <= 0 or cols <= 0:
+        raise MammogramError(path, f"image has zero size ({cols}×{rows})")
+    if rows * cols > max_pixels:
+        raise MammogramError(
+            path, f"image is {cols}×{rows} = {rows * cols / 1e6:.0f} Mpx, above the limit of "
+                  f"{max_pixels / 1e6:.0f} Mpx (raise it with --max-pixels if this is intended)", "too_large")
+
+
+def _stretch(pixels: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Min–max stretch to [0, 1] over the finite pixels; NaN and −inf go to 0, +inf to 1."""
+    pixels = pixels.astype(np.float32)
+    finite = np.isfinite(pixels)
+    notes = []
+    if not finite.all():
+        n_bad = int(pixels.size - finite.sum())
+        notes.append(f"{n_bad:,} pixel(s) are NaN or infinite; set to the darkest (NaN, −inf) or brightest "
+                     "(+inf) value")
+        fill_lo = float(pixels[finite].min()) if finite.any() else 0.0
+        fill_hi = float(pixels[finite].max()) if finite.any() else 0.0
+        pixels = np.where(finite, pixels, np.where(pixels == np.inf, fill_hi, fill_lo)).astype(np.float32)
+    lo, hi = float(pixels.min()), float(pixels.max())
+    return ((pixels - lo) / (hi - lo) if hi > lo else np.zeros_like(pixels)), notes
+
+
+# ---- Pillow: PNG, JPEG, TIFF, PGM -------------------------------------------------------
+
+def _pillow_header(path: Path) -> _Header:
+    img = _open_pillow(path)
+    cols, rows = img.size
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 — a broken EXIF block only loses the orientation
+        orientation = 1
+    if orientation in (5, 6, 7, 8):  # a quarter turn swaps the sides
+        rows, cols = cols, rows
+
+    def decode() -> tuple[np.ndarray, list[str]]:
+        with Image.open(path) as raw:
+            oriented = ImageOps.exif_transpose(raw)
+            if oriented.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                return _stretch(np.asarray(oriented))
+            return np.asarray(oriented.convert("L"), dtype=np.float32) / 255.0, []
+
+    def verify() -> None:
+        try:
+            with Image.open(path) as again:
+                again.verify()  # walks the chunks and checks CRCs (PNG) without decoding
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise MammogramError(path, f"corrupt or truncated image ({exc})") from exc
+
+    fmt = img.format or "image"
+    img.close()
+    return _Header(fmt, rows, cols, None, None, decode, verify)
 
 
 def _open_pillow(path: Path) -> Image.Image:
@@ -115,96 +251,96 @@ def _open_pillow(path: Path) -> Image.Image:
         raise MammogramError(path, f"corrupt or truncated image ({exc})") from exc
 
 
-def _check_size(path: Path, rows: int, cols: int, max_pixels: int) -> None:
-    if rows <= 0 or cols <= 0:
-        raise MammogramError(path, f"image has zero size ({cols}×{rows})")
-    if rows * cols > max_pixels:
-        raise MammogramError(
-            path, f"image is {cols}×{rows} = {rows * cols / 1e6:.0f} Mpx, above the limit of "
-                  f"{max_pixels / 1e6:.0f} Mpx (raise it with --max-pixels if this is intended)", "too_large")
+# ---- DICOM --------------------------------------------------------------------------------
 
-
-def _stretch(pixels: np.ndarray) -> np.ndarray:
-    pixels = pixels.astype(np.float32)
-    lo, hi = float(pixels.min()), float(pixels.max())
-    return (pixels - lo) / (hi - lo) if hi > lo else np.zeros_like(pixels)
-
-
-def _read_pillow(path: Path, max_pixels: int) -> Mammogram:
-    img = _open_pillow(path)
-    try:
-        with img:
-            cols, rows = img.size
-            _check_size(path, rows, cols, max_pixels)
-            fmt = img.format or "image"
-            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-                image = _stretch(np.asarray(img))
-            else:
-                image = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-    except MammogramError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise MammogramError(path, f"image is above the limit Pillow can decode safely ({exc})", "too_large") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise MammogramError(path, f"corrupt or truncated image ({exc})") from exc
-    return Mammogram(np.ascontiguousarray(image), None, str(path), fmt)
-
-
-def _open_dicom(path: Path, max_pixels: int):
-    """Parse a DICOM file (pixel bytes read, not decoded) and check it is one greyscale frame."""
+def _dicom_header(path: Path) -> _Header:
+    """Parse a DICOM file (pixel bytes read, not decoded) and check it is one greyscale frame
+    in a transfer syntax that can be decoded here."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as exc:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise MammogramError(path, f"not a readable DICOM file ({exc})") from exc
     if "PixelData" not in ds:
         raise MammogramError(path, "DICOM file has no pixel data")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    _check_size(path, rows, cols, max_pixels)
-    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+    if frames != 1:
         raise MammogramError(path, "multi-frame DICOM (tomosynthesis?) is not supported; export one frame",
                              "unsupported")
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
+    if samples != 1:
         raise MammogramError(path, "DICOM is not greyscale (SamplesPerPixel ≠ 1)", "unsupported")
-    return ds
+    _check_decoder(path, syntax)
+    spacing, problem = _dicom_spacing(ds)
+
+    def decode() -> tuple[np.ndarray, list[str]]:
+        from pydicom.pixels import apply_modality_lut
+
+        image, notes = _stretch(apply_modality_lut(ds.pixel_array, ds))
+        if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+            image = 1.0 - image
+        return image, notes
+
+    def verify() -> None:
+        if syntax is not None and not syntax.is_compressed:
+            expected = rows * cols * int(ds.get("BitsAllocated", 16) or 16) // 8
+            if len(ds.PixelData) < expected:
+                raise MammogramError(path, f"truncated DICOM pixel data ({len(ds.PixelData)} of {expected} bytes)")
+
+    return _Header("DICOM", rows, cols, spacing, problem, decode, verify)
 
 
-def _read_dicom(path: Path, max_pixels: int) -> Mammogram:
-    from pydicom.pixels import apply_modality_lut
+def _check_decoder(path: Path, syntax) -> None:
+    """Refuse, before decoding, a transfer syntax with no decoder installed here."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
 
-    ds = _open_dicom(path, max_pixels)
+    if syntax is None:
+        return  # pydicom assumes implicit VR little endian
+    name = getattr(syntax, "name", str(syntax)) or str(syntax)
     try:
-        pixels = ds.pixel_array
-    except (NotImplementedError, RuntimeError) as exc:
-        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
-        name = getattr(syntax, "name", syntax)
-        raise MammogramError(path, f"compressed DICOM ({name}) cannot be decoded here ({exc})",
-                             "unsupported") from exc
-    except (ValueError, EOFError, AttributeError, KeyError) as exc:
-        raise MammogramError(path, f"corrupt or truncated DICOM pixel data ({exc})") from exc
-    image = _stretch(apply_modality_lut(pixels, ds))
-    if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-        image = 1.0 - image
-    return Mammogram(np.ascontiguousarray(image), _dicom_spacing(ds), str(path), "DICOM")
+        if not UID(syntax).is_transfer_syntax:
+            raise NotImplementedError
+        decoder = get_decoder(syntax)
+    except (NotImplementedError, ValueError):
+        raise MammogramError(path, f"unknown DICOM transfer syntax {syntax} ({name}); cannot decode its pixels",
+                             "unsupported") from None
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        raise MammogramError(path, f"compressed DICOM ({name}) cannot be decoded here (needs one of: {missing})",
+                             "unsupported")
 
 
-def _dicom_spacing(ds) -> tuple[float, float] | None:
+def _dicom_spacing(ds) -> tuple[tuple[float, float] | None, str | None]:
+    """(row, column) spacing from PixelSpacing or ImagerPixelSpacing, or why it is unusable."""
+    from pydicom.multival import MultiValue
+
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
-            return float(value[0]), float(value[1])
-    return None
+        try:
+            value = ds.get(keyword)
+            if value is None or value == "":
+                continue
+            values = [float(v) for v in (value if isinstance(value, MultiValue) else [value])]
+        except (TypeError, ValueError):
+            return None, f"the header's {keyword} ({ds[keyword].repval}) is not a number"
+        if len(values) != 2:
+            return None, f"the header's {keyword} has {len(values)} values, not 2"
+        return (values[0], values[1]), None
+    return None, None
 
 
 def resample_to_spacing(image: np.ndarray, pixel_spacing_mm: tuple[float, float],
                         target_spacing_mm: float = SCAN_PIXEL_SPACING_MM) -> np.ndarray:
     """Resample so each pixel is `target_spacing_mm` wide (antialiased when shrinking)."""
-    rows, cols = image.shape
-    new_rows = max(1, round(rows * pixel_spacing_mm[0] / target_spacing_mm))
-    new_cols = max(1, round(cols * pixel_spacing_mm[1] / target_spacing_mm))
-    if (new_rows, new_cols) == (rows, cols):
+    import torch  # only here: reading and probing a file need no torch
+    from torch.nn import functional as F
+
+    new_rows, new_cols = scan_shape(*image.shape, pixel_spacing_mm, target_spacing_mm)
+    if (new_rows, new_cols) == image.shape:
         return image
     with torch.inference_mode():
         out = F.interpolate(torch.from_numpy(image)[None, None], size=(new_rows, new_cols),
@@ -229,16 +365,10 @@ def load_for_scan(path: str | Path, *, pixel_spacing_mm: float | None = None,
     `pixel_spacing_mm` overrides (or supplies) the file's spacing. A file without one
     (PNG, JPEG, …) is assumed to be at 70 µm already; `spacing_assumed` says so.
     """
-    mammogram = read_mammogram(path, max_pixels=max_pixels)
-    if pixel_spacing_mm is not None:
-        if not pixel_spacing_mm > 0:
-            raise MammogramError(path, f"pixel spacing must be positive, got {pixel_spacing_mm}")
-        spacing = (pixel_spacing_mm, pixel_spacing_mm)
-    else:
-        spacing = mammogram.pixel_spacing_mm or (SCAN_PIXEL_SPACING_MM, SCAN_PIXEL_SPACING_MM)
+    mammogram = read_mammogram(path, max_pixels=max_pixels, pixel_spacing_mm=pixel_spacing_mm)
+    spacing = scan_spacing(path, pixel_spacing_mm, mammogram.pixel_spacing_mm)
     assumed = pixel_spacing_mm is None and mammogram.pixel_spacing_mm is None
     image = resample_to_spacing(mammogram.image, spacing)
-    _check_size(Path(path), *image.shape, max_pixels)
     return ScanImage(image, mammogram, float(np.mean(spacing)), assumed)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mccscan.errors import InputError
-from mccscan.io import DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, load_for_scan
+from mccscan.io import DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, load_for_scan
 from mccscan.models import MCCNet
 from mccscan.tiling import TileGrid, breast_mask
 from mccscan.weights import LoadedModel
@@ -237,9 +237,13 @@ def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image",
             on_row(row_tiles)
     model_info = {"name": loaded.name, "sha256": loaded.sha256,
                   "trained_on": loaded.card.get("trained_on", "unknown")}
-    return ScanResult(name, SCAN_PIXEL_SPACING_MM, source_pixel_spacing_mm, spacing_assumed, tuple(image.shape), tile,
-                      threshold, min_breast_fraction, _counts(tiles), tiles, model_info, engine,
-                      time.perf_counter() - start)
+    result = ScanResult(name, SCAN_PIXEL_SPACING_MM, source_pixel_spacing_mm, spacing_assumed, tuple(image.shape),
+                        tile, threshold, min_breast_fraction, _counts(tiles), tiles, model_info, engine,
+                        time.perf_counter() - start)
+    if not scanned.any():
+        result.warnings.append(f"{name}: no breast found (the image is blank, uniform or all background); "
+                               "nothing was scanned")
+    return result
 
 
 def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = None,
@@ -253,11 +257,17 @@ def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = Non
     scan_img = load_for_scan(path, pixel_spacing_mm=pixel_spacing_mm,
                              max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
     name = name or Path(path).name
+    rows, cols = scan_img.image.shape
+    tile = loaded.model.config.patch_size_px
+    if min(rows, cols) < tile:
+        raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm, smaller than one "
+                                   f"{tile}-px tile (1 cm²): too small to be a mammogram (is the pixel spacing right?)")
     if on_image is not None:
         on_image(scan_img.image)
     result = scan_image(scan_img.image, loaded, name=name,
                         source_pixel_spacing_mm=scan_img.pixel_spacing_mm,
                         spacing_assumed=scan_img.spacing_assumed, **kwargs)
+    result.warnings += [f"{name}: {warning}" for warning in scan_img.source.warnings]
     if scan_img.spacing_assumed:
         result.warnings.append(f"{name}: no pixel spacing in the file; assumed 0.07 mm "
                                "(give --pixel-spacing if this is wrong)")

@@ -31,10 +31,13 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 def breast_mask(image: np.ndarray, downsample: int = 4) -> np.ndarray:
     """Breast region: above a fraction of Otsu's threshold, largest component, holes filled.
 
-    Labels, markers and scanner noise outside the largest component are dropped. Work is
-    done on a `downsample`-times smaller image and the mask brought back to full size.
+    Labels, markers and scanner noise outside the largest component are dropped; a uniform
+    image (all black, all white) has no breast. Work is done on a `downsample`-times
+    smaller image and the mask brought back to full size.
     """
     small = image[::downsample, ::downsample]
+    if small.size == 0 or float(small.max()) - float(small.min()) < 1 / 255:
+        return np.zeros(image.shape, bool)  # uniform: blank, or nothing that stands out as a breast
     threshold = 0.35 * otsu_threshold(small)
     fg = small > max(threshold, 1e-3)
     labels, n = ndimage.label(fg)

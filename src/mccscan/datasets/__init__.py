@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mccscan.datasets.base import DatasetIndex
-from mccscan.errors import UnknownNameError
+from mccscan.errors import MissingDataError, UnknownNameError
 
 SOURCES = ("inbreast", "cbis-ddsm", "mini-mias", "folder", "phantom")
 
@@ -16,6 +16,8 @@ def read_source(source: str, root: str | Path, *, pixel_spacing_mm: float | None
     mammograms into `root` in INbreast's layout (unless it already holds them), then read
     them back with the INbreast reader, so that path is exercised end to end."""
     root = Path(root)
+    if source != "phantom" and not root.is_dir():
+        raise MissingDataError(f"{root}: does not exist or is not a folder")
     if source == "inbreast":
         from mccscan.datasets.inbreast import read_inbreast
         return read_inbreast(root)
