@@ -40,3 +40,61 @@ def test_help_everywhere(capsys):
         with pytest.raises(SystemExit) as info:
             main([*command, "--help"])
         assert info.value.code == 0
+
+
+def test_same_named_inputs_get_distinct_outputs(tmp_path, small_phantom, capsys):
+    from PIL import Image
+
+    png = small_phantom.write(tmp_path / "a", stem="case", formats=("png", "dcm"))
+    (tmp_path / "b").mkdir()
+    Image.fromarray(small_phantom.to_uint8()).save(tmp_path / "b" / "case.png")
+    inputs = [png["dcm"], png["png"], tmp_path / "b" / "case.png"]
+    assert main(["scan", *map(str, inputs), "--out", str(tmp_path / "o")]) == 0
+    written = sorted(p.name for p in (tmp_path / "o").glob("*.json"))
+    assert written == ["a_case.dcm.json", "a_case.png.json", "b_case.png.json"]
+    out = capsys.readouterr().out
+    assert all(f"→ {tmp_path / 'o' / name}" in out for name in written)
+
+
+def test_help_is_fast_because_torch_is_not_imported(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import sys; from mccscan.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n" \
+           "try: main(['build-dataset', '--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.strip().endswith("False")
+
+
+def test_serve_prints_the_port_it_really_bound(tmp_path):
+    import re
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "mccscan", "serve", "--port", "0", "--data-dir",
+                               str(tmp_path / "data")], stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()  # printed once the socket is bound
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
+        assert port != 0
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/api/info").json()["model"]["name"] == "demo"
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server did not answer within 30 s")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_bad_port_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--port", "70000"])
+    assert info.value.code == 2 and "not a TCP port" in capsys.readouterr().err

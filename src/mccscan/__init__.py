@@ -1,0 +1,3 @@
+"""mccscan: find microcalcification clusters in mammograms."""
+
+__version__ = "0.2.0"

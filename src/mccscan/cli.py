@@ -1,24 +1,24 @@
-"""`mccscan` command line: a thin layer over the library (no logic of its own)."""
+"""`mccscan` command line: a thin layer over the library (no logic of its own).
+
+Each command's options are built only when that command runs, importing the modules
+whose defaults it shows, so `mccscan --help` starts without loading PyTorch.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import socket
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from mccscan.builder import PROTOCOLS
-from mccscan.dataset_dir import SPLITS
-from mccscan.datasets import SOURCES
-from mccscan.datasets.phantom import SIZES
+from mccscan import __version__
 from mccscan.errors import MccscanError
-from mccscan.io import DEFAULT_MAX_PIXELS, MammogramError
-from mccscan.paper import ARCHITECTURES
-from mccscan.patches import LabelRule
-from mccscan.render import NORMAL_COLOR
-from mccscan.scan import DEFAULT_MIN_BREAST_FRACTION, DEFAULT_THRESHOLD, ENGINES
-from mccscan.train import TrainConfig
-from mccscan.tune import TuneConfig
+
+HELP = argparse.ArgumentDefaultsHelpFormatter
+WEIGHTS_HELP = "weights .pt with its model card beside it (default: the shipped demo weights)"
 
 
 def _cmd_info(args) -> int:
@@ -44,6 +44,7 @@ def _cmd_info(args) -> int:
               f"{format(paper_acc, '.1%') if paper_acc else '–':>10}")
     print("(parameters as Keras counts them: BatchNorm's running statistics included)")
     model = MCCNet(TABLE1[PAPER_MODEL].config)
+    print("measuring this machine's float32 peak (a few seconds)…", file=sys.stderr, flush=True)
     peak = peak_flops()
     print(f"measured float32 peak of this machine: {peak / 1e9:.0f} GFLOP/s → at most "
           f"{peak / model.flops_per_patch():,.0f} patches/s for the proposed model")
@@ -62,7 +63,7 @@ def _cmd_phantom(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from mccscan.train import train_on_dataset
+    from mccscan.train import TrainConfig, train_on_dataset
 
     config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          augment=not args.no_augment, seed=args.seed, bf16=args.bf16, patience=args.patience)
@@ -76,7 +77,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_tune(args) -> int:
-    from mccscan.tune import tune
+    from mccscan.tune import TuneConfig, tune
 
     config = TuneConfig(trials=args.trials, max_epochs=args.max_epochs, seed=args.seed, storage=args.storage,
                         study_name=args.study_name, bf16=args.bf16, max_train_patches=args.max_train_patches)
@@ -154,33 +155,42 @@ def _cmd_evaluate(args) -> int:
 def _cmd_scan(args) -> int:
     from tqdm import tqdm
 
-    from mccscan.render import save_scan
+    from mccscan.render import output_stems, save_scan
     from mccscan.scan import scan_file
     from mccscan.weights import load_model
 
     loaded = load_model(args.weights)
     failures = 0
-    for path in args.images:
+    for path, stem in zip(args.images, output_stems(args.images)):
         try:
             with tqdm(desc=Path(path).name, unit="row", leave=False, disable=not sys.stderr.isatty()) as bar:
                 result, image = scan_file(path, loaded, pixel_spacing_mm=args.pixel_spacing,
                                           max_pixels=args.max_pixels, threshold=args.threshold,
                                           min_breast_fraction=args.min_breast_fraction, engine=args.engine,
                                           on_row=lambda tiles: bar.update(1))
-        except MammogramError as exc:
+            for warning in result.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            written = save_scan(result, image, args.out, stem=stem, style=args.style,
+                                normal_color=args.normal_color, mcc_color=args.mcc_color)
+        except MccscanError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
             continue
-        for warning in result.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        written = save_scan(result, image, args.out, normal_color=args.normal_color, mcc_color=args.mcc_color)
+        except Exception as exc:  # noqa: BLE001 — one file's surprise must not lose the rest of the batch
+            print(f"error: {path}: scan failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+            failures += 1
+            continue
         c = result.counts
-        print(f"{result.image}: {c['mcc']} MCC, {c['normal']} normal, {c['background']} background tiles "
-              f"in {result.elapsed_s:.2f} s → {written['json']}")
+        print(f"{path}: {c['mcc']} MCC, {c['normal']} normal, {c['background']} background tiles "
+              f"in {result.elapsed_s:.2f} s → {written['json']}, {written['overlay'].name}, {written['preview'].name}")
+    if failures:
+        print(f"{failures} of {len(args.images)} files failed", file=sys.stderr)
     return 1 if failures else 0
 
 
 def _cmd_demo(args) -> int:
+    from tqdm import tqdm
+
     from mccscan.datasets.phantom import make_phantom
     from mccscan.metrics import compare_with_clusters
     from mccscan.render import save_scan
@@ -188,18 +198,21 @@ def _cmd_demo(args) -> int:
     from mccscan.weights import load_model
 
     out = Path(args.out)
+    print(f"drawing a synthetic mammogram (seed {args.seed})…", flush=True)
     ph = make_phantom(args.seed, n_clusters=args.clusters)
     paths = ph.write(out, stem=f"phantom_{args.seed}")
     print(f"synthetic mammogram (seed {args.seed}, {ph.laterality}{ph.view}, {ph.image.shape[1]}×{ph.image.shape[0]} "
           f"at 70 µm, {len(ph.clusters)} true clusters) → {paths['dcm']}")
     loaded = load_model(args.weights)
-    result, image = scan_file(paths["dcm"], loaded, threshold=args.threshold)
+    with tqdm(desc="scanning", unit="row", leave=False, disable=not sys.stderr.isatty()) as bar:
+        result, image = scan_file(paths["dcm"], loaded, threshold=args.threshold, on_row=lambda tiles: bar.update(1))
     written = save_scan(result, image, out)
     c = result.counts
-    print(f"scanned {sum(c.values())} tiles in {result.elapsed_s:.2f} s: "
-          f"{c['mcc']} MCC, {c['normal']} normal, {c['background']} background")
+    print(f"scanned {c['mcc'] + c['normal']} breast tiles in {result.elapsed_s:.2f} s: {c['mcc']} MCC, "
+          f"{c['normal']} normal ({c['background']} background tiles not scanned)")
     print(compare_with_clusters(result, ph.clusters).summary())
-    print(f"overlay → {written['overlay']}\nresults → {written['json']}, {written['csv']}")
+    print(f"overlay (MCC tiles framed in red) → {written['overlay']}, preview → {written['preview']}")
+    print(f"results → {written['json']}, {written['csv']}")
     print(f"model: {loaded.name} ({loaded.card.get('trained_on', 'unknown training data')})")
     return 0
 
@@ -209,6 +222,7 @@ def _cmd_build_dataset(args) -> int:
 
     from mccscan.builder import build_dataset, card_table
     from mccscan.datasets import read_source
+    from mccscan.patches import LabelRule
 
     start = time.perf_counter()
     index = read_source(args.source, args.root, pixel_spacing_mm=args.pixel_spacing, phantom_images=args.images)
@@ -229,85 +243,105 @@ def _cmd_serve(args) -> int:
     from mccscan.web.app import create_app
     from mccscan.web.settings import Settings
 
+    try:  # bind first: a port in use is a one-line error, and port 0 gets its real number
+        sock = socket.create_server((args.host, args.port))
+    except OSError as exc:
+        raise MccscanError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
+    host, port = sock.getsockname()[:2]
     settings = Settings(data_dir=Path(args.data_dir), weights=args.weights, workers=args.workers,
                         max_upload_bytes=args.max_upload_mb * 2**20, max_pixels=args.max_pixels,
-                        threshold=args.threshold)
+                        threshold=args.threshold, allowed_hosts=Settings.hosts_for(args.host))
     app = create_app(settings)
-    print(f"mccscan web app on http://{args.host}:{args.port}/ (API reference: /docs); "
-          f"scans kept in {settings.data_dir}/", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    shown = f"[{host}]" if ":" in host else host
+    print(f"mccscan web app on http://{shown}:{port}/ (API reference: /docs); "
+          f"scans kept in {settings.data_dir}/", file=sys.stderr, flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mccscan", description="Find microcalcification clusters in mammograms "
-                                     "with the lightweight CNN of Luna-Lozoya et al. (2024).")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---- options, built for the command that runs ------------------------------------------
 
-    p = sub.add_parser("info", help="architectures, parameter counts, FLOPs per patch")
-    p.set_defaults(func=_cmd_info)
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0–65535; 0 picks a free one)")
+    return value
 
-    p = sub.add_parser("phantom", help="write synthetic mammograms (PNG + DICOM + ground-truth JSON)")
-    p.add_argument("--out", default="phantoms")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--count", type=int, default=1)
-    p.add_argument("--size", choices=tuple(SIZES), default="large", help="3328×4084 or 2560×3328")
-    p.add_argument("--view", choices=("CC", "MLO"))
-    p.add_argument("--laterality", choices=("L", "R"))
+
+def _args_info(p) -> None:
+    pass
+
+
+def _args_phantom(p) -> None:
+    from mccscan.datasets.phantom import SIZES
+
+    p.add_argument("--out", default="phantoms", help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="first seed; the same seed draws the same image")
+    p.add_argument("--count", type=int, default=1, help="how many mammograms (seeds SEED, SEED+1, …)")
+    p.add_argument("--size", choices=tuple(SIZES), default="large", help="large: 3328×4084, small: 2560×3328")
+    p.add_argument("--view", choices=("CC", "MLO"), help="view (default: at random)")
+    p.add_argument("--laterality", choices=("L", "R"), help="breast side (default: at random)")
     p.add_argument("--clusters", type=int, help="number of MC clusters (default: 0–3 at random)")
     p.add_argument("--format", default="png,dcm", help="comma-separated: png, dcm")
-    p.set_defaults(func=_cmd_phantom)
 
-    p = sub.add_parser("train", help="train (the paper's protocol) on a built dataset or on phantom patches")
-    p.add_argument("--data", help="a `mccscan build-dataset` folder (default: phantom mammograms, see below)")
-    p.add_argument("--out", default="runs/phantom")
+
+def _args_train(p) -> None:
+    from mccscan.paper import ARCHITECTURES
+    from mccscan.train import TrainConfig
+
+    p.add_argument("--data", help="a `mccscan build-dataset` folder (default: phantoms, see --phantom-images)")
+    p.add_argument("--out", default="runs/phantom", help="run folder: best.pt, last.pt, metrics.csv, curves")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with BF16 support)")
     p.add_argument("--arch", default=TrainConfig.arch, choices=ARCHITECTURES, metavar="NAME",
                    help="proposed, a Table 1 name, lenet5, mobilenetv2 or mobilenetv2-paper-head (see `mccscan info`)")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="epochs (the paper: 100)")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="patches per step")
+    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="Adam's learning rate")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="seeds shuffling, dropout and the weights")
     p.add_argument("--no-augment", action="store_true", help="skip the ×5 geometric augmentation")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation result")
     p.add_argument("--phantom-images", type=int, default=24,
-                   help="without --data: phantom mammograms to build OUT/data from (default: %(default)s)")
-    p.set_defaults(func=_cmd_train)
+                   help="without --data: phantom mammograms to build OUT/data from")
 
-    p = sub.add_parser("evaluate", help="patch metrics with 95%% CIs, calibration and FROC on a built dataset")
+
+def _args_evaluate(p) -> None:
+    from mccscan.dataset_dir import SPLITS
+
     p.add_argument("--data", required=True, help="a `mccscan build-dataset` folder")
-    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
-    p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--out", default="mccscan-eval")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
+    p.add_argument("--split", default="test", choices=SPLITS, help="which split to evaluate")
+    p.add_argument("--out", default="mccscan-eval", help="folder for evaluation.json and the plots")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--pixel-spacing", type=float, help="mm; to re-read a CBIS-DDSM source for the FROC")
-    p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("tune", help="Hyperband search over the paper's Table 2 space (Optuna)")
+
+def _args_tune(p) -> None:
+    from mccscan.tune import TuneConfig
+
     p.add_argument("--data", required=True, help="a `mccscan build-dataset` folder")
-    p.add_argument("--out", default="runs/tune", help="trials, best.json, table.md (default: %(default)s)")
+    p.add_argument("--out", default="runs/tune", help="trials, best.json, table.md")
     p.add_argument("--storage", help="Optuna storage URL shared by workers (default: sqlite:///OUT/study.db; "
                    "postgresql://user:pass@host/db for several machines)")
-    p.add_argument("--study-name", default=TuneConfig.study_name)
-    p.add_argument("--trials", type=int, default=TuneConfig.trials,
-                   help="trials this worker runs (default: %(default)s)")
-    p.add_argument("--max-epochs", type=int, default=TuneConfig.max_epochs,
-                   help="Hyperband's largest budget (default: %(default)s)")
+    p.add_argument("--study-name", default=TuneConfig.study_name, help="workers sharing a study use the same name")
+    p.add_argument("--trials", type=int, default=TuneConfig.trials, help="trials this worker runs")
+    p.add_argument("--max-epochs", type=int, default=TuneConfig.max_epochs, help="Hyperband's largest budget")
     p.add_argument("--max-train-patches", type=int, help="train each trial on a random subset of this size")
-    p.add_argument("--seed", type=int, default=0, help="give each worker its own seed")
-    p.add_argument("--bf16", action="store_true")
-    p.set_defaults(func=_cmd_tune)
+    p.add_argument("--seed", type=int, default=TuneConfig.seed, help="give each worker its own seed")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training")
 
-    p = sub.add_parser("explain", help="the paper's Figs. 3–5: feature maps, filter response, mean F2")
-    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
-    p.add_argument("--data", help="a `mccscan build-dataset` folder (default: phantom test patches)")
-    p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--out", default="mccscan-explain")
-    p.set_defaults(func=_cmd_explain)
 
-    p = sub.add_parser("reproduce", help="the paper's experiments end to end → REPORT/report.md")
+def _args_explain(p) -> None:
+    from mccscan.dataset_dir import SPLITS
+
+    p.add_argument("--weights", help=WEIGHTS_HELP)
+    p.add_argument("--data", help="a `mccscan build-dataset` folder (default: patches of 4 phantom mammograms)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="which split's patches")
+    p.add_argument("--out", default="mccscan-explain", help="folder for the figures")
+
+
+def _args_reproduce(p) -> None:
     p.add_argument("--data", help="a `mccscan build-dataset` folder (default: build a phantom one in OUT/data)")
-    p.add_argument("--out", default="mccscan-report", help="report folder (default: %(default)s)")
+    p.add_argument("--out", default="mccscan-report", help="report folder")
     p.add_argument("--quick", action="store_true", help="minutes: 3 epochs, training subsets, no tuning")
     p.add_argument("--epochs", type=int, help="override the epochs (paper: 100)")
     p.add_argument("--baseline-epochs", type=int, help="epochs for LeNet-5 and MobileNetV2 (default: --epochs)")
@@ -316,72 +350,126 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-trials", type=int, help="Hyperband trials (default: 40; 0 skips tuning)")
     p.add_argument("--tune-max-epochs", type=int, help="Hyperband's largest budget (default: 27)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the data split and every model")
     p.add_argument("--pixel-spacing", type=float, help="mm; to re-read a CBIS-DDSM source for the FROC")
     p.add_argument("--phantom-images", type=int, default=6, help="without --data: phantom mammograms to build")
-    p.set_defaults(func=_cmd_reproduce)
 
-    p = sub.add_parser("scan", help="scan mammograms (PNG, JPEG, TIFF, PGM, DICOM)")
-    p.add_argument("images", nargs="+", help="mammogram files")
-    p.add_argument("--pixel-spacing", type=float, help="pixel spacing in mm (overrides the file's)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    p.add_argument("--out", default="mccscan-out", help="output folder (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="MCC probability threshold (default: %(default)s)")
-    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
+
+def _args_scan(p) -> None:
+    from mccscan.io import DEFAULT_MAX_PIXELS
+    from mccscan.render import NORMAL_COLOR, STYLES
+    from mccscan.scan import DEFAULT_MIN_BREAST_FRACTION, DEFAULT_THRESHOLD, ENGINES
+
+    p.add_argument("images", nargs="+", help="mammogram files (PNG, JPEG, TIFF, PGM, DICOM; the content decides)")
+    p.add_argument("--out", default="mccscan-out", help="output folder; same-named inputs get distinct names")
+    p.add_argument("--pixel-spacing", type=float, help="pixel spacing in mm (overrides the file's; "
+                   "PNG/JPEG/TIFF without one are taken as 0.07)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger images, as stored or once resampled to 0.07 mm")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="MCC probability threshold")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--min-breast-fraction", type=float, default=DEFAULT_MIN_BREAST_FRACTION,
-                   help="scan a tile only if the breast covers this fraction of it (default: %(default)s)")
-    p.add_argument("--normal-color", default=NORMAL_COLOR, help="colour normal tiles are lightened to")
-    p.add_argument("--mcc-color", default=None, help="tint for MCC tiles (default: shown as they are)")
+                   help="scan a tile only if the breast covers this fraction of it")
+    p.add_argument("--style", choices=STYLES, default=STYLES[0],
+                   help="overlay: outline frames MCC tiles in red; paper lightens normal tiles as the paper did")
+    p.add_argument("--normal-color", default=NORMAL_COLOR, help="paper style: colour normal tiles are lightened to")
+    p.add_argument("--mcc-color", default=None, help="paper style: tint for MCC tiles (default: shown as they are)")
     p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
                    help="how tiles go through the model; all give the same scores")
-    p.set_defaults(func=_cmd_scan)
 
-    p = sub.add_parser("demo", help="make a phantom mammogram, scan it, compare with its true clusters")
-    p.add_argument("--out", default="mccscan-demo")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--clusters", type=int, default=3)
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
-    p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("build-dataset", help="turn a dataset on disk into labelled 144×144 patches")
-    p.add_argument("--source", required=True, choices=SOURCES)
+def _args_demo(p) -> None:
+    from mccscan.scan import DEFAULT_THRESHOLD
+
+    p.add_argument("--out", default="mccscan-demo", help="output folder")
+    p.add_argument("--seed", type=int, default=7, help="which phantom to draw")
+    p.add_argument("--clusters", type=int, default=3, help="true MC clusters in it")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="MCC probability threshold")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
+
+
+def _args_build_dataset(p) -> None:
+    from mccscan.builder import PROTOCOLS
+    from mccscan.datasets import SOURCES
+    from mccscan.patches import LabelRule
+
+    p.add_argument("--source", required=True, choices=SOURCES, help="which dataset layout to read")
     p.add_argument("--root", required=True, help="the dataset's folder (for phantom: where to write it)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOLS[0],
-                   help="patient: split by patient first (default); paper: the paper's patch-level split")
-    p.add_argument("--seed", type=int, default=0)
+                   help="patient: split by patient first; paper: the paper's patch-level split")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the balance and the jitter")
     p.add_argument("--pixel-spacing", type=float, help="mm; required for cbis-ddsm (its DICOMs carry none)")
     p.add_argument("--images", type=int, default=10, help="phantom: how many mammograms to write")
-    p.add_argument("--min-mcs", type=int, default=LabelRule.min_mcs,
-                   help="MCs inside for a positive patch (default: %(default)s)")
+    p.add_argument("--min-mcs", type=int, default=LabelRule.min_mcs, help="MCs inside for a positive patch")
     p.add_argument("--min-cluster-overlap", type=float, default=LabelRule.min_cluster_overlap,
-                   help="or this fraction of the smaller of patch and cluster covered (default: %(default)s)")
+                   help="or this fraction of the smaller of patch and cluster covered")
     p.add_argument("--min-breast-fraction", type=float, default=LabelRule.min_breast_fraction,
-                   help="breast share of a negative patch (default: %(default)s)")
-    p.add_argument("--jitter", type=int, default=8, help="off-centre windows per cluster (default: %(default)s)")
+                   help="breast share of a negative patch")
+    p.add_argument("--jitter", type=int, default=8, help="off-centre windows per cluster")
     p.add_argument("--no-augment", action="store_true", help="skip the ×5 geometric augmentation")
     p.add_argument("--insert-synthetic", type=int, default=0, metavar="N",
                    help="put N phantom MC clusters into each normal mammogram: exact positives on real tissue")
-    p.set_defaults(func=_cmd_build_dataset)
 
-    p = sub.add_parser("serve", help="the web app: drop a mammogram, watch it being scanned")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--data-dir", default="mccscan-data", help="scan history and files (default: %(default)s)")
-    p.add_argument("--weights", help="weights .pt (default: the shipped demo weights)")
-    p.add_argument("--workers", type=int, default=1, help="scans run at once (default: %(default)s)")
-    p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload (default: %(default)s MB)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="MCC probability threshold (default: %(default)s)")
-    p.set_defaults(func=_cmd_serve)
+
+def _args_serve(p) -> None:
+    from mccscan.io import DEFAULT_MAX_PIXELS
+    from mccscan.scan import DEFAULT_THRESHOLD
+
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (0: any free one, printed at start)")
+    p.add_argument("--data-dir", default="mccscan-data", help="scan history and files")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
+    p.add_argument("--workers", type=int, default=1, help="scans run at once")
+    p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload in MB")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger images, as stored or once resampled to 0.07 mm")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="MCC probability threshold")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS = {
+    "info": Command("architectures, parameter counts, FLOPs per patch, this machine's peak", _args_info, _cmd_info),
+    "phantom": Command("write synthetic mammograms (PNG + DICOM + ground-truth JSON)", _args_phantom, _cmd_phantom),
+    "scan": Command("scan mammograms; write overlays, previews, JSON and CSV", _args_scan, _cmd_scan),
+    "demo": Command("make a phantom mammogram, scan it, compare with its true clusters", _args_demo, _cmd_demo),
+    "serve": Command("the web app: drop a mammogram, watch it being scanned", _args_serve, _cmd_serve),
+    "build-dataset": Command("turn a dataset on disk into labelled 144×144 patches", _args_build_dataset,
+                             _cmd_build_dataset),
+    "train": Command("train (the paper's protocol) on a built dataset or on phantoms", _args_train, _cmd_train),
+    "evaluate": Command("patch metrics with 95% CIs, calibration and FROC on a built dataset", _args_evaluate,
+                        _cmd_evaluate),
+    "tune": Command("Hyperband search over the paper's Table 2 space (Optuna)", _args_tune, _cmd_tune),
+    "explain": Command("the paper's Figs. 3–5: feature maps, filter response, mean F2", _args_explain, _cmd_explain),
+    "reproduce": Command("the paper's experiments end to end → OUT/report.md", _args_reproduce, _cmd_reproduce),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser, with the options of the command named in `argv` (the others list by name)."""
+    parser = argparse.ArgumentParser(prog="mccscan", description="Find microcalcification clusters in mammograms "
+                                     "with the lightweight CNN of Luna-Lozoya et al. (2024).")
+    parser.add_argument("--version", action="version", version=f"mccscan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help.replace("%", "%%"), formatter_class=HELP,
+                           description=command.help[0].upper() + command.help[1:] + ".")
+        if name == chosen:
+            command.arguments(p)
+            p.set_defaults(func=command.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)
     except MccscanError as exc:  # anything else is a bug and keeps its traceback
