@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import fake_png
+from bad_inputs import fake_png
 from mccscan.cli import main
 from mccscan.web.app import Settings, create_app
 from mccscan.web.routes.scans import safe_filename
@@ -21,8 +21,11 @@ def phantom_files(tmp_path_factory, small_phantom):
     return small_phantom.write(folder, stem="breast", formats=("png", "dcm"))
 
 
+LOCAL = "http://127.0.0.1"  # the Host the server accepts by default
+
+
 def make_client(data_dir, **settings) -> TestClient:
-    return TestClient(create_app(Settings(data_dir=Path(data_dir), **settings)))
+    return TestClient(create_app(Settings(data_dir=Path(data_dir), **settings)), base_url=LOCAL)
 
 
 @pytest.fixture
@@ -173,9 +176,10 @@ def test_overlay_heatmap_image_and_delete(client, phantom_files):
     rows, cols = stream[0][1]["scan_shape"]
     base = Image.open(io.BytesIO(client.get(f"/api/scans/{scan_id}/image.jpg").content))
     assert base.size == (cols, rows) and base.mode == "L"
-    overlay = client.get(f"/api/scans/{scan_id}/overlay.png")
+    overlay = client.get(f"/api/scans/{scan_id}/overlay.png", params={"style": "paper"})
     assert overlay.headers["content-disposition"].endswith('breast.overlay.png"')
-    dark = client.get(f"/api/scans/{scan_id}/overlay.png", params={"threshold": 0.0, "mcc_color": "#000000"})
+    dark = client.get(f"/api/scans/{scan_id}/overlay.png", params={"threshold": 0.0, "mcc_color": "#000000",
+                                                                      "style": "paper"})
     a = np.asarray(Image.open(io.BytesIO(overlay.content)))
     b = np.asarray(Image.open(io.BytesIO(dark.content)))
     assert a.shape == (rows, cols, 3) and b.mean() < a.mean()  # every breast tile is MCC and blackened
@@ -214,9 +218,101 @@ def test_routes_reach_settings_and_store_through_dependencies(tmp_path):
     other.create("elsewhere.png")
     app.dependency_overrides[get_store] = lambda: other
     app.dependency_overrides[get_settings] = lambda: Settings(data_dir=tmp_path / "a", threshold=0.9)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert c.get("/api/info").json()["threshold"] == 0.9
         assert [s["filename"] for s in c.get("/api/scans").json()] == ["elsewhere.png"]
     app.dependency_overrides.clear()
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert c.get("/api/info").json()["threshold"] == 0.5 and c.get("/api/scans").json() == []
+
+
+def test_unknown_host_and_cross_origin_changes_are_refused(client, phantom_files):
+    """Against DNS rebinding (a page on evil.example resolving to 127.0.0.1) and cross-site
+    uploads: the Host must be the server's, and a state-changing request its own origin."""
+    assert client.get("/api/info", headers={"host": "evil.example"}).status_code == 400
+    with open(phantom_files["png"], "rb") as fh:
+        refused = client.post("/api/scans", files={"file": ("x.png", fh)}, headers={"origin": "http://evil.example"})
+    assert refused.status_code == 403 and "cross-origin" in refused.json()["detail"]
+    assert client.get("/api/scans").json() == []
+    with open(phantom_files["png"], "rb") as fh:
+        same = client.post("/api/scans", files={"file": ("x.png", fh)}, headers={"origin": LOCAL})
+    assert same.status_code == 202
+
+
+def test_a_chunked_upload_stops_at_the_limit(tmp_path):
+    """No Content-Length: the body is counted as it streams in, refused past the limit,
+    and nothing of it is kept."""
+    boundary = "mccscanboundary"
+
+    def body():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n"
+               "Content-Type: application/octet-stream\r\n\r\n").encode()
+        for _ in range(64):  # 64 MiB, against a 1 MiB limit
+            yield b"\0" * 2**20
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with make_client(tmp_path / "data", max_upload_bytes=2**20) as client:
+        response = client.post("/api/scans", content=body(),
+                               headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        assert response.status_code == 413 and "limit" in response.json()["detail"]
+        assert client.get("/api/scans").json() == []
+    assert not any((tmp_path / "data" / "scans").iterdir())
+
+
+def test_a_coarse_spacing_given_with_the_upload_is_refused_before_decoding(client, tmp_path):
+    Image.fromarray(np.full((1500, 1500), 128, np.uint8)).save(tmp_path / "coarse.png")
+    response = upload(client, tmp_path / "coarse.png", pixel_spacing_mm="1.0")
+    assert response.status_code == 413 and "once resampled" in response.json()["detail"]
+    assert upload(client, tmp_path / "coarse.png", pixel_spacing_mm="5").status_code == 422
+
+
+def test_concurrent_first_downloads_get_whole_files_made_once(client, phantom_files):
+    scan_id, _ = scan(client, phantom_files["png"])
+    urls = [f"/api/scans/{scan_id}/image.jpg"] * 8 + [f"/api/scans/{scan_id}/overlay.png"] * 8
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(client.get, urls))
+    assert all(r.status_code == 200 for r in responses)
+    assert len({r.content for r in responses[:8]}) == 1 and len({r.content for r in responses[8:]}) == 1
+    Image.open(io.BytesIO(responses[0].content)).load()  # whole, not truncated
+    assert len(responses[0].content) > 10_000
+    folder = client.app.state.store.folder(scan_id)
+    assert len(list(folder.glob("overlay-*.png"))) == 1 and not list(folder.glob("*.part"))
+
+
+def test_derived_files_are_made_once_and_at_most_max_renders_at_a_time(tmp_path):
+    import threading
+    import time
+
+    store = ScanStore(tmp_path, max_renders=2)
+    scan_id = store.create("x.png").id
+    running, peak, calls = [0], [0], []
+    lock = threading.Lock()
+
+    def make(name):
+        def slow() -> bytes:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                calls.append(name)
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+            return name.encode()
+        return slow
+
+    names = [f"f{k % 6}.png" for k in range(24)]  # 6 files, each asked for 4 times at once
+    with ThreadPoolExecutor(24) as pool:
+        paths = list(pool.map(lambda n: store.derived(scan_id, n, make(n)), names))
+    assert sorted(calls) == sorted(set(names)) and peak[0] <= 2
+    assert all(p.read_bytes() == p.name.encode() for p in paths)
+
+
+def test_non_latin1_file_names_download(client, phantom_files, tmp_path):
+    import shutil
+
+    name = tmp_path / "乳房-überprüft.png"
+    shutil.copy(phantom_files["png"], name)
+    scan_id, _ = scan(client, name)
+    for path in ("overlay.png", "result.json", "result.csv"):
+        response = client.get(f"/api/scans/{scan_id}/{path}")
+        assert response.status_code == 200 and "filename*=utf-8''" in response.headers["content-disposition"]

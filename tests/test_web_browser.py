@@ -89,8 +89,8 @@ def shown_colour(page, tile: dict) -> np.ndarray:
 
 
 def downloaded_colour(server: str, scan_id: str, tile: dict, **params) -> np.ndarray:
-    """Mean RGB of the same 32×32 px in the overlay PNG the server renders."""
-    overlay = httpx.get(f"{server}/api/scans/{scan_id}/overlay.png", params=params, timeout=60)
+    """Mean RGB of the same 32×32 px in the overlay PNG the server renders in the page's (the paper's) style."""
+    overlay = httpx.get(f"{server}/api/scans/{scan_id}/overlay.png", params={"style": "paper", **params}, timeout=60)
     rgb = np.asarray(Image.open(io.BytesIO(overlay.content)).convert("RGB"), float)
     return rgb[tile["y"] + 56:tile["y"] + 88, tile["x"] + 56:tile["x"] + 88].mean((0, 1))
 

@@ -1,12 +1,15 @@
-"""The server's settings: where scans are kept, which weights, and its limits."""
+"""The server's settings: where scans are kept, which weights, its limits, who may call it."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from mccscan.io import DEFAULT_MAX_PIXELS
 from mccscan.scan import DEFAULT_THRESHOLD
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 
 
 @dataclass
@@ -18,3 +21,18 @@ class Settings:
     max_upload_bytes: int = 200 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     threshold: float = DEFAULT_THRESHOLD
+    max_renders: int = 2  # overlays, heatmaps and JPEGs made at once (each holds a copy of an image)
+    # Host headers answered; any other is refused (a DNS-rebinding page cannot reach the server)
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
+
+    @staticmethod
+    def hosts_for(bind_address: str) -> tuple[str, ...]:
+        """The Host names to accept for a bind address: loopback names for a loopback bind,
+        the address itself otherwise, any name for 0.0.0.0 / :: (a proxy must check them)."""
+        if bind_address in ("", "0.0.0.0", "::"):
+            return ("*",)
+        try:
+            loopback = ipaddress.ip_address(bind_address).is_loopback
+        except ValueError:  # a host name
+            loopback = bind_address == "localhost"
+        return tuple(dict.fromkeys((*LOOPBACK_NAMES, bind_address))) if loopback else (bind_address,)

@@ -7,10 +7,12 @@ Layout under the data directory:
     scans/<id>/image.npy      the 70 µm image as uint8, what the viewer and overlays use
     scans/<id>/result.json    the scan result, same schema as `mccscan scan`
     scans/<id>/result.csv     one line per tile
-    scans/<id>/image.jpg      the image for viewing, and heatmap.png: made on first request
+    scans/<id>/image.jpg      the image for viewing, heatmap.png and overlay-<hash>.png: each made
+                              once, on first request (`derived`)
 
-Only this module knows that layout. The database is opened per call (SQLite serialises
-writers), so any thread may use it.
+Only this module knows that layout. Every file is written atomically (a crash or a
+concurrent reader never sees half a file). The database is opened per call (SQLite
+serialises writers), so any thread may use it.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mccscan.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from mccscan.scan import ScanResult
 
 STATUSES = ("queued", "running", "done", "failed")
@@ -58,8 +63,10 @@ class ScanRecord:
 
 
 class ScanStore:
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, *, max_renders: int = 2):
         self.data_dir = Path(data_dir)
+        self._renders = threading.BoundedSemaphore(max_renders)  # derived files made at once, server-wide
+        self._file_locks = [threading.Lock() for _ in range(64)]  # one writer per derived file
         (self.data_dir / "scans").mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "scans.sqlite3"
         with self._connect() as db:
@@ -79,7 +86,7 @@ class ScanStore:
 
     def save_image(self, scan_id: str, image: np.ndarray) -> None:
         """Keep the 70 µm image (float in [0, 1]) as uint8 for the viewer and the overlays."""
-        np.save(self.folder(scan_id) / "image.npy", np.round(image * 255).astype(np.uint8))
+        atomic_write(self.folder(scan_id) / "image.npy", lambda fh: np.save(fh, np.round(image * 255).astype(np.uint8)))
 
     def load_image(self, scan_id: str) -> np.ndarray | None:
         """The stored 70 µm image as uint8, or None before the scan has read it."""
@@ -87,8 +94,8 @@ class ScanStore:
         return np.load(path) if path.exists() else None
 
     def save_result(self, scan_id: str, result: ScanResult) -> None:
-        (self.folder(scan_id) / "result.json").write_text(result.to_json() + "\n")
-        (self.folder(scan_id) / "result.csv").write_text(result.to_csv())
+        atomic_write_text(self.folder(scan_id) / "result.csv", result.to_csv())
+        atomic_write_text(self.folder(scan_id) / "result.json", result.to_json() + "\n")
 
     def result_path(self, scan_id: str, suffix: str) -> Path:
         """The stored result as "json" or "csv"."""
@@ -98,9 +105,19 @@ class ScanStore:
         path = self.result_path(scan_id, "json")
         return json.loads(path.read_text()) if path.exists() else None
 
-    def derived_path(self, scan_id: str, name: str) -> Path:
-        """A file made from the stored image on first request (image.jpg, heatmap.png)."""
-        return self.folder(scan_id) / name
+    def derived(self, scan_id: str, name: str, make: Callable[[], bytes]) -> Path:
+        """A file made once from a scan's stored data (image.jpg, heatmap.png, an overlay) and
+        served from disk afterwards. Concurrent requesters of one file wait for its single
+        writer; at most `max_renders` files are being made at once in the whole server, so
+        downloads cannot exhaust its memory."""
+        path = self.folder(scan_id) / name
+        if path.exists():
+            return path
+        with self._file_locks[hash(path) % len(self._file_locks)]:
+            if not path.exists():
+                with self._renders:
+                    atomic_write_bytes(path, make())
+        return path
 
     def create(self, filename: str, pixel_spacing_mm: float | None = None) -> ScanRecord:
         record = ScanRecord(uuid.uuid4().hex, filename, "queued", time.time(), pixel_spacing_mm=pixel_spacing_mm)

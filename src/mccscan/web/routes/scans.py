@@ -31,8 +31,7 @@ def safe_filename(name: str | None) -> str:
 @router.post("", status_code=202, response_model=ScanSummary, responses=ERROR_RESPONSES)
 def create_scan(settings: SettingsDep, store: StoreDep, jobs: JobsDep,
                 file: UploadFile = File(..., description="PNG, JPEG, TIFF, PGM or DICOM (content is sniffed)"),
-                pixel_spacing_mm: float | None = Form(None, gt=0, le=1,
-                                                      description="for files without a pixel spacing")):
+                pixel_spacing_mm: float | None = Form(None, description="mm, 0.02–1.0; overrides the file's")):
     """Upload a mammogram; it is checked, stored and queued. Follow it at `/api/scans/{id}/events`."""
     filename = safe_filename(file.filename)
     if file.size is not None and file.size > settings.max_upload_bytes:
@@ -45,7 +44,7 @@ def create_scan(settings: SettingsDep, store: StoreDep, jobs: JobsDep,
     try:
         with open(upload, "wb") as out:
             shutil.copyfileobj(file.file, out, 1 << 20)
-        probe_mammogram(upload, max_pixels=settings.max_pixels)
+        probe_mammogram(upload, max_pixels=settings.max_pixels, pixel_spacing_mm=pixel_spacing_mm)
         jobs.submit(record.id)
     except MammogramError as exc:
         store.delete(record.id)
@@ -53,6 +52,9 @@ def create_scan(settings: SettingsDep, store: StoreDep, jobs: JobsDep,
     except QueueFull as exc:
         store.delete(record.id)
         raise HTTPException(503, str(exc)) from exc
+    except BaseException:  # nothing half-made is left behind, whatever went wrong
+        store.delete(record.id)
+        raise
     return ScanSummary(**asdict(store.get(record.id)))
 
 

@@ -1,8 +1,12 @@
 """What the viewer draws from a scan: the server's info, the image as scanned, the
-overlay as `mccscan scan` renders it, and the dense heatmap."""
+overlay as `mccscan scan` renders it, and the dense heatmap. Each image is made once per
+scan (and per rendering options), through the store's bounded pool, then served from disk."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +14,12 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 from PIL import Image
 
-from mccscan.render import HEATMAP_STRIDE_PX, NORMAL_COLOR, OVERLAY_STYLE, heatmap, png_bytes, render_overlay
+from mccscan.render import (DEFAULT_STYLE, HEATMAP_STRIDE_PX, NORMAL_COLOR, OVERLAY_STYLE, STYLES, heatmap, parse_color,
+                            png_bytes, render_overlay)
 from mccscan.scan import ScanResult
 from mccscan.web.deps import DoneDep, ModelDep, RecordDep, SettingsDep, StoreDep
 from mccscan.web.schemas import ERROR_RESPONSES, ServerInfo
+from mccscan.web.store import ScanStore
 
 router = APIRouter(tags=["viewer"])
 
@@ -28,11 +34,18 @@ def info(settings: SettingsDep, loaded: ModelDep) -> ServerInfo:
                       max_pixels=settings.max_pixels, overlay=OVERLAY_STYLE)
 
 
-def _scan_image_u8(store: StoreDep, scan_id: str) -> np.ndarray:
+def _image_u8(store: ScanStore, scan_id: str) -> np.ndarray:
     image = store.load_image(scan_id)
     if image is None:
         raise HTTPException(409, f"scan {scan_id} has no image yet")
     return image
+
+
+def _derived(store: ScanStore, scan_id: str, name: str, make) -> Path:
+    try:
+        return store.derived(scan_id, name, make)
+    except FileNotFoundError:  # the scan was deleted while its file was being made
+        raise HTTPException(404, f"no scan {scan_id}") from None
 
 
 @router.get("/api/scans/{scan_id}/image.jpg", responses=ERROR_RESPONSES, response_class=Response)
@@ -40,29 +53,38 @@ def scan_image_jpeg(record: RecordDep, store: StoreDep) -> Response:
     """The mammogram as scanned, 70 µm, for viewing: 8-bit JPEG at quality 95 (encodes in
     about 15 ms where a PNG takes 200 ms, so the viewer shows it while the scan runs).
     Overlays and heatmaps are computed from the lossless copy."""
-    cached = store.derived_path(record.id, "image.jpg")
-    if not cached.exists():
-        partial = cached.with_suffix(".part")
-        Image.fromarray(_scan_image_u8(store, record.id)).save(partial, "JPEG", quality=95)
-        partial.replace(cached)
-    return FileResponse(cached, media_type="image/jpeg")
+    def make() -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(_image_u8(store, record.id)).save(buf, "JPEG", quality=95)
+        return buf.getvalue()
+
+    return FileResponse(_derived(store, record.id, "image.jpg", make), media_type="image/jpeg")
 
 
 @router.get("/api/scans/{scan_id}/overlay.png", responses=ERROR_RESPONSES, response_class=Response)
 def overlay_png(record: DoneDep, store: StoreDep, threshold: float | None = Query(None, ge=0, le=1),
-                normal_color: str = NORMAL_COLOR, mcc_color: str | None = None) -> Response:
-    """The overlay as `mccscan scan` draws it: normal tiles lightened, MCC tiles as they are
-    (or tinted with `mcc_color`), at full resolution."""
-    result = ScanResult.from_dict(store.load_result(record.id))
-    if threshold is not None:
-        result = result.relabel(threshold)
+                style: str = Query(DEFAULT_STYLE, pattern=f"^({'|'.join(STYLES)})$"), normal_color: str = NORMAL_COLOR,
+                mcc_color: str | None = None) -> Response:
+    """The overlay as `mccscan scan` draws it, at full resolution: by default MCC tiles framed
+    in red; `style=paper` lightens normal tiles (and tints MCC tiles with `mcc_color`)."""
     try:
-        rgb = render_overlay(_scan_image_u8(store, record.id).astype(np.float32) / 255, result,
-                             normal_color=normal_color, mcc_color=mcc_color)
+        for colour in (normal_color, mcc_color):
+            parse_color(colour)
     except ValueError as exc:
         raise HTTPException(422, f"bad colour: {exc}") from exc
-    return Response(png_bytes(rgb, compress_level=1), media_type="image/png", headers={
-        "Content-Disposition": f'attachment; filename="{Path(record.filename).stem}.overlay.png"'})
+    options = {"style": style, "threshold": threshold, "normal_color": normal_color, "mcc_color": mcc_color}
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+
+    def make() -> bytes:
+        result = ScanResult.from_dict(store.load_result(record.id))
+        if threshold is not None:
+            result = result.relabel(threshold)
+        rgb = render_overlay(_image_u8(store, record.id).astype(np.float32) / 255, result, style=style,
+                             normal_color=normal_color, mcc_color=mcc_color)
+        return png_bytes(rgb, compress_level=1)
+
+    return FileResponse(_derived(store, record.id, f"overlay-{key}.png", make), media_type="image/png",
+                        filename=f"{Path(record.filename).stem}.overlay.png")
 
 
 @router.get("/api/scans/{scan_id}/heatmap.png", responses=ERROR_RESPONSES, response_class=Response)
@@ -72,10 +94,8 @@ def heatmap_png(record: DoneDep, store: StoreDep, loaded: ModelDep) -> Response:
     Pixel (i, j) is the 144-px window whose top-left corner is (16·j, 16·i) in the scanned
     image, so the map lies over the image from (72 − 8, 72 − 8) px at 16× scale. Computed
     on first request from the stored 8-bit image."""
-    cached = store.derived_path(record.id, "heatmap.png")
-    if not cached.exists():
-        rgba = heatmap(loaded.model, _scan_image_u8(store, record.id).astype(np.float32) / 255)
-        partial = cached.with_suffix(".part")
-        partial.write_bytes(png_bytes(rgba))
-        partial.replace(cached)
-    return FileResponse(cached, media_type="image/png")
+
+    def make() -> bytes:
+        return png_bytes(heatmap(loaded.model, _image_u8(store, record.id).astype(np.float32) / 255))
+
+    return FileResponse(_derived(store, record.id, "heatmap.png", make), media_type="image/png")

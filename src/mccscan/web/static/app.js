@@ -237,7 +237,9 @@ function openScan(id, timings) {
 function updateDownloads() {
   if (!state.scan || !state.finished) return;
   const id = state.scan.id;
-  const params = new URLSearchParams({ threshold: $("threshold").value, normal_color: $("normal-color").value });
+  // the page shows the paper's style, so the download is drawn the same way
+  const params = new URLSearchParams({ style: "paper", threshold: $("threshold").value,
+                                       normal_color: $("normal-color").value });
   if ($("mcc-mode").value === "tint") params.set("mcc_color", $("mcc-color").value);
   $("dl-overlay").href = `/api/scans/${id}/overlay.png?${params}`;
   $("dl-json").href = `/api/scans/${id}/result.json`;
