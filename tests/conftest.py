@@ -1,6 +1,3 @@
-import struct
-import zlib
-
 import numpy as np
 import pytest
 import torch
@@ -40,13 +37,3 @@ def random_model():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-def fake_png(width: int, height: int, idat: bytes | None = None) -> bytes:
-    """A greyscale PNG whose header claims width×height, with valid CRCs and the given
-    compressed data (a tiny stub by default): for files that only decoding can refuse."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 10) if idat is None else idat
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
