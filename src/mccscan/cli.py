@@ -76,6 +76,18 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_train_detector(args) -> int:
+    from mccscan.train_detector import DetectorTrainConfig, train_detector
+
+    config = DetectorTrainConfig(train_phantoms=args.train_phantoms, val_phantoms=args.val_phantoms,
+                                 negatives_per_image=args.negatives, epochs=args.epochs, seed=args.seed)
+    command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    card = train_detector(args.out, config, progress=sys.stderr.isatty(), command=command)
+    print(f"best epoch {card['epoch']} → {Path(args.out) / 'mc.pt'}; cluster operating point "
+          f"{card['operating_point']['cluster_threshold']:.3f}")
+    return 0
+
+
 def _cmd_tune(args) -> int:
     from mccscan.tune import TuneConfig, tune
 
@@ -304,6 +316,20 @@ def _args_train(p) -> None:
                    help="without --data: phantom mammograms to build OUT/data from")
 
 
+def _args_train_detector(p) -> None:
+    from mccscan.train_detector import DetectorTrainConfig
+
+    p.add_argument("--out", default="runs/mc", help="run folder: mc.pt and its card mc.json")
+    p.add_argument("--train-phantoms", type=int, default=DetectorTrainConfig.train_phantoms,
+                   help="phantom mammograms to train on (exact MC truth)")
+    p.add_argument("--val-phantoms", type=int, default=DetectorTrainConfig.val_phantoms,
+                   help="phantoms for the best epoch and the operating point")
+    p.add_argument("--negatives", type=int, default=DetectorTrainConfig.negatives_per_image,
+                   help="candidates that are no MC, per training phantom")
+    p.add_argument("--epochs", type=int, default=DetectorTrainConfig.epochs, help="epochs")
+    p.add_argument("--seed", type=int, default=DetectorTrainConfig.seed, help="seeds sampling and weights")
+
+
 def _args_evaluate(p) -> None:
     from mccscan.dataset_dir import SPLITS
 
@@ -443,6 +469,8 @@ COMMANDS = {
     "build-dataset": Command("turn a dataset on disk into labelled 144×144 patches", _args_build_dataset,
                              _cmd_build_dataset),
     "train": Command("train (the paper's protocol) on a built dataset or on phantoms", _args_train, _cmd_train),
+    "train-detector": Command("train the two-stage cluster detector (MC candidates → CNN → ≥ 3 MCs in 1 cm²) "
+                              "on phantoms", _args_train_detector, _cmd_train_detector),
     "evaluate": Command("patch metrics with 95% CIs, calibration and FROC on a built dataset", _args_evaluate,
                         _cmd_evaluate),
     "tune": Command("Hyperband search over the paper's Table 2 space (Optuna)", _args_tune, _cmd_tune),

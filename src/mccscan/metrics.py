@@ -228,3 +228,89 @@ def compare_with_clusters(result, clusters) -> ClusterComparison:
                 found[i] = hit = True
         on_cluster += hit
     return ClusterComparison(len(clusters), sum(found), len(mcc), on_cluster, len(mcc) - on_cluster, found)
+
+
+# ---- image level: FROC on clusters, by the centre-in-outline rule --------------------------
+
+FROC_FP_RATES = (0.25, 0.5, 1.0, 2.0)
+
+
+@dataclass
+class ImageClusters:
+    """One mammogram's detected clusters against its true ones.
+
+    A detection is true when its centre lies inside a true cluster's outline dilated by
+    `margin_px` (clusters.MATCH_MARGIN_MM, 5 mm); one true cluster found by several
+    detections counts once, and those extra detections are not false positives."""
+
+    image_id: str
+    detections: np.ndarray  # (n, 3): x, y, score
+    truth: list[list[tuple[float, float]]]  # outline polygon of each true cluster, px
+    margin_px: float
+    isolated_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # 1–2-MC sites, for the stress metric
+    hits: np.ndarray = field(init=False)  # (n, n_truth) bool
+
+    def __post_init__(self):
+        from mccscan.clusters import inside_polygon
+
+        self.detections = np.asarray(self.detections, np.float64).reshape(-1, 3)
+        self.hits = np.array([[inside_polygon(x, y, outline, self.margin_px) for outline in self.truth]
+                              for x, y, _ in self.detections], bool).reshape(len(self.detections), len(self.truth))
+
+
+def _found_and_false(im: ImageClusters) -> tuple[np.ndarray, np.ndarray]:
+    """Per true cluster, the best score of a detection that finds it (−inf if none); and the
+    scores of detections that find none (false positives)."""
+    scores = im.detections[:, 2]
+    best = np.array([scores[im.hits[:, k]].max() if im.hits[:, k].any() else -np.inf for k in range(len(im.truth))])
+    return best, scores[~im.hits.any(1)]
+
+
+def _froc_curve(parts: list[tuple[np.ndarray, np.ndarray]], thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    best = np.sort(np.concatenate([b for b, _ in parts] + [np.zeros(0)]))
+    false = np.sort(np.concatenate([f for _, f in parts] + [np.zeros(0)]))
+    found = len(best) - np.searchsorted(best, thresholds, side="left")  # best ≥ t
+    fps = len(false) - np.searchsorted(false, thresholds, side="left")
+    sens = found / len(best) if len(best) else np.full(len(thresholds), np.nan)
+    return sens, fps / max(len(parts), 1)
+
+
+def cluster_froc(images: list[ImageClusters], *, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Sensitivity against false-positive clusters per image over every score threshold,
+    with the sensitivity at FROC_FP_RATES and percentile-bootstrap 95% intervals (images
+    resampled whole)."""
+    parts = [_found_and_false(im) for im in images]
+    thresholds = np.append(np.unique(np.concatenate([im.detections[:, 2] for im in images] + [np.zeros(0)])),
+                           np.inf)
+    sens, fppi = _froc_curve(parts, thresholds)
+    rng = np.random.default_rng(seed)
+    draws = np.array([[sensitivity_at(*_froc_curve([parts[i] for i in rng.integers(0, len(parts), len(parts))],
+                                                   thresholds), f) for f in FROC_FP_RATES]
+                      for _ in range(n_bootstrap)]) if n_bootstrap and parts else None
+    at = {}
+    for k, f in enumerate(FROC_FP_RATES):
+        ci = np.nanpercentile(draws[:, k], [2.5, 97.5]).tolist() if draws is not None else [np.nan, np.nan]
+        at[str(f)] = {"value": sensitivity_at(sens, fppi, f), "ci95": [float(v) for v in ci]}
+    return {"images": len(images), "clusters": sum(len(im.truth) for im in images),
+            "thresholds": [float(t) for t in thresholds], "sensitivity": sens.tolist(), "fp_per_image": fppi.tolist(),
+            "sensitivity_at_fp": at, "n_bootstrap": n_bootstrap}
+
+
+def operating_point(froc_result: dict, max_fp_per_image: float) -> float:
+    """The lowest score threshold (highest sensitivity) with at most `max_fp_per_image`."""
+    ok = [t for t, f in zip(froc_result["thresholds"], froc_result["fp_per_image"]) if f <= max_fp_per_image]
+    return float(min(ok)) if ok else float("inf")
+
+
+def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px: float) -> dict:
+    """The stress metric: the share of isolated 1–2-MC sites with a detected cluster (one
+    that matches no true cluster) centred within `radius_px` of them."""
+    sites = flagged = 0
+    for im in images:
+        keep = (im.detections[:, 2] >= threshold) & ~im.hits.any(1)
+        false_xy = im.detections[keep, :2]
+        for x, y in im.isolated_sites:
+            sites += 1
+            near = np.hypot(false_xy[:, 0] - x, false_xy[:, 1] - y) <= radius_px
+            flagged += bool(near.any())
+    return {"sites": sites, "with_a_cluster": flagged, "fraction": flagged / sites if sites else float("nan")}

@@ -263,3 +263,45 @@ def training_flops_per_patch(model: nn.Module) -> int:
 
 def arch_name(model: nn.Module) -> str:
     return getattr(model, "arch", "mccnet")
+
+
+# ---- the two-stage detector's second stage: is this candidate speck an MC? ----------------
+
+@dataclass(frozen=True)
+class MCNetConfig:
+    """A small CNN that scores one candidate speck from the patch around it (valid convs)."""
+
+    patch_px: int = 27  # 1.9 mm: an MC (0.1–1 mm) and its surroundings
+    channels: tuple[int, ...] = (16, 16, 32, 32)
+    kernels_px: tuple[int, ...] = (5, 5, 5, 3)
+    pool_after: int = 2  # one 2×2 max pool after this many convs
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "kernels_px", tuple(int(k) for k in self.kernels_px))
+        if len(self.channels) != len(self.kernels_px):
+            raise ValueError("give one kernel size per conv layer")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MCNetConfig":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+class MCNet(nn.Module):
+    """Candidate patch (N, 1, 27, 27) of the normalised high-pass image → MC logit (N,)."""
+
+    arch = "mcnet"
+
+    def __init__(self, config: MCNetConfig = MCNetConfig()):
+        super().__init__()
+        self.config = config
+        channels = (1, *config.channels)
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, k) for a, b, k in zip(channels, channels[1:], config.kernels_px))
+        self.dense = nn.Linear(channels[-1], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, conv in enumerate(self.convs):
+            x = F.relu(conv(x))  # (N, C, shrinking, shrinking)
+            if i + 1 == self.config.pool_after:
+                x = F.max_pool2d(x, 2)
+        return self.dense(torch.amax(x, dim=(-2, -1))).squeeze(-1)  # global max → (N,)

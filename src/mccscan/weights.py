@@ -13,7 +13,7 @@ from torch import nn
 
 from mccscan.atomic import atomic_write, atomic_write_text
 from mccscan.errors import MccscanError
-from mccscan.models import MCCNet, NetConfig, arch_name, parameter_count
+from mccscan.models import MCCNet, MCNet, MCNetConfig, NetConfig, arch_name, parameter_count
 from mccscan.paper import BASELINES, build_model, config_by_name
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -41,7 +41,12 @@ def save_weights(model: nn.Module, path: str | Path, card: dict) -> dict:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda fh: torch.save(model.state_dict(), fh))
-    arch = {"config": asdict(model.config)} if isinstance(model, MCCNet) else {"arch": arch_name(model)}
+    if isinstance(model, MCCNet):
+        arch = {"config": asdict(model.config)}
+    elif isinstance(model, MCNet):
+        arch = {"arch": arch_name(model), "config": asdict(model.config)}
+    else:
+        arch = {"arch": arch_name(model)}
     card = {**card, **arch, "parameters": parameter_count(model), "sha256": file_sha256(path)}
     atomic_write_text(card_path(path), json.dumps(card, indent=2) + "\n")
     return card
@@ -49,7 +54,7 @@ def save_weights(model: nn.Module, path: str | Path, card: dict) -> dict:
 
 @dataclass
 class LoadedModel:
-    model: nn.Module  # MCCNet, or a baseline when the card names one
+    model: nn.Module  # MCCNet, MCNet (the cluster detector's), or a baseline when the card names one
     name: str
     sha256: str
     card: dict
@@ -69,7 +74,9 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
     if card.get("sha256") and card["sha256"] != sha:
         raise WeightsError(f"{path}: SHA-256 {sha[:12]}… does not match its model card "
                            f"({card['sha256'][:12]}…); the file is corrupt or was replaced")
-    if card.get("arch") in BASELINES:
+    if card.get("arch") == MCNet.arch:
+        model = MCNet(MCNetConfig.from_dict(card["config"]))
+    elif card.get("arch") in BASELINES:
         model = build_model(card["arch"])
     else:
         model = MCCNet(NetConfig.from_dict(card["config"]) if "config" in card else config_by_name("proposed"))

@@ -1,0 +1,121 @@
+"""The two-stage cluster detector: find every MC-like speck, score each with a small CNN,
+then group the MCs by the clinical rule (≥ 3 within 1 cm², `mccscan.clusters`).
+
+1. Candidates: the image is high-passed (a 3×3 mean minus a wide blur), divided by its
+   noise (the robust spread of the high-pass inside the breast), and every local maximum
+   above `CANDIDATE_SNR` is a candidate speck; at most `max_candidates`, brightest first.
+2. Each candidate's 27×27 patch of that normalised image goes through `MCNet` → P(MC).
+3. MCs at P ≥ `mc_floor` are grouped; a group with ≥ 3 MCs in some 1 cm² square is a
+   cluster, scored by its 3rd-best MC, so a cluster at operating point t has ≥ 3 MCs at P ≥ t.
+
+Isolated single and paired MCs, however bright, never make a cluster: the rule, not the
+network, says what a cluster is. Everything runs on the 70 µm image; memory is a few
+copies of it (float32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from mccscan.clusters import MC, Cluster, find_clusters
+from mccscan.models import MCNet
+
+CANDIDATE_SNR = 3.0  # a speck this many noise units above its surroundings is worth a look
+WIDE_SIGMA_PX = 6.0  # the background the high-pass removes
+
+
+@dataclass
+class Candidates:
+    xy: np.ndarray  # (n, 2) float, (x, y) px
+    snr: np.ndarray  # (n,) high-pass response in noise units
+    patches: np.ndarray  # (n, patch, patch) float32: the normalised high-pass around each
+
+
+def _gaussian_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Separable Gaussian blur of (1, 1, H, W), edges replicated (for small images: a
+    one-channel conv is slow in PyTorch's CPU backend, so large ones use pooling)."""
+    radius = max(1, int(round(3 * sigma_px)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (t / sigma_px) ** 2)
+    kernel /= kernel.sum()
+    x = F.pad(image, (radius, radius, 0, 0), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(x, kernel.view(1, 1, -1, 1))
+
+
+def normalised_highpass(image: np.ndarray, breast: np.ndarray) -> np.ndarray:
+    """A 3×3 mean minus a wide (σ ≈ 6 px) blur, divided by its robust spread (1.4826 × MAD)
+    inside the breast. The wide blur is taken at quarter resolution (a smooth background
+    needs no more) and pooling does the rest: 0.1 s for a 3328×4084 image on 2 cores."""
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
+        fine = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
+        small = F.avg_pool2d(x, 4, ceil_mode=True)
+        wide = F.interpolate(_gaussian_blur(small, WIDE_SIGMA_PX / 4), scale_factor=4, mode="bilinear",
+                             align_corners=False)[..., :x.shape[-2], :x.shape[-1]]
+        highpass = (fine - wide)[0, 0].numpy()
+    inside = highpass[::4, ::4][breast[::4, ::4]]
+    if inside.size == 0:
+        return np.zeros_like(highpass)
+    spread = 1.4826 * float(np.median(np.abs(inside - np.median(inside))))
+    return highpass / max(spread, 1e-6)
+
+
+def _local_maxima(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Which of the given pixels are the maximum of their (2r+1)² neighbourhood (ties kept)."""
+    padded = np.pad(values, radius, constant_values=-np.inf)
+    centre = values[ys, xs]
+    keep = np.ones(len(ys), bool)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy or dx:
+                keep &= padded[ys + radius + dy, xs + radius + dx] <= centre
+    return keep
+
+
+def find_candidates(image: np.ndarray, breast: np.ndarray, *, patch_px: int = 27, snr: float = CANDIDATE_SNR,
+                    max_candidates: int = 8000) -> Candidates:
+    """Local maxima (5×5) of the normalised high-pass above `snr` inside the breast,
+    brightest first."""
+    hp = normalised_highpass(image, breast)
+    ys, xs = np.nonzero((hp > snr) & breast)
+    peak = _local_maxima(hp, ys, xs)
+    ys, xs = ys[peak], xs[peak]
+    order = np.argsort(-hp[ys, xs], kind="stable")[:max_candidates]
+    ys, xs = ys[order], xs[order]
+    half = patch_px // 2
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(hp, half), (patch_px, patch_px))
+    patches = np.ascontiguousarray(windows[ys, xs], np.float32)  # centred on each peak
+    return Candidates(np.stack([xs, ys], 1).astype(np.float64), hp[ys, xs].astype(np.float32), patches)
+
+
+def score_candidates(model: MCNet, patches: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """P(MC) of each candidate patch."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(patches), batch_size):
+            out.append(torch.sigmoid(model(torch.from_numpy(patches[i:i + batch_size])[:, None])).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+@dataclass
+class Detection:
+    mcs: list[MC]  # every MC at P ≥ the floor
+    clusters: list[Cluster]
+    candidates: int
+
+
+def detect(model: MCNet, image: np.ndarray, breast: np.ndarray, *, mc_floor: float = 0.5,
+           pixel_spacing_mm: float = 0.07) -> Detection:
+    """MCs and clusters of a 70 µm image."""
+    cands = find_candidates(image, breast, patch_px=model.config.patch_px)
+    p = score_candidates(model, cands.patches)
+    keep = p >= mc_floor
+    mcs = [MC(float(x), float(y), round(float(s), 4)) for (x, y), s in zip(cands.xy[keep], p[keep])]
+    return Detection(mcs, find_clusters(mcs, pixel_spacing_mm=pixel_spacing_mm), len(p))

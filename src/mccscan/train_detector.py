@@ -1,0 +1,176 @@
+"""Train the two-stage cluster detector on phantoms: `mccscan train-detector`.
+
+Reads top to bottom: draw phantoms (exact MC truth), find their candidate specks as a
+scan does, label each candidate MC or not (within an MC's radius + 2 px of its centre),
+train `MCNet` on the candidate patches (8 dihedral copies, BCE, Adam), keep the epoch
+with the best validation loss, then scan the validation phantoms whole and choose the
+operating point: the cluster score with the highest sensitivity at ≤ 0.5 false clusters
+per image. Weights, the operating point and the card land in OUT/ (mc.pt + mc.json).
+Seeds never overlap the evaluation phantoms (`EVAL_SEEDS`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from mccscan.atomic import atomic_write_text
+from mccscan.clusters import MATCH_MARGIN_MM, group_points
+from mccscan.datasets.phantom import Phantom, make_phantom
+from mccscan.mcdetect import detect, find_candidates
+from mccscan.metrics import ImageClusters, cluster_froc, operating_point
+from mccscan.models import MCNet, MCNetConfig
+from mccscan.weights import card_path, load_model, save_weights
+
+TRAIN_SEEDS = range(200_000, 201_000)  # the first `train_phantoms` of them
+VAL_SEEDS = range(210_000, 210_100)
+EVAL_SEEDS = range(220_000, 220_050)  # the 50 unseen phantoms of the FROC; never trained on
+MAX_FP_PER_IMAGE = 0.5  # the default operating point's budget
+
+
+@dataclass
+class DetectorTrainConfig:
+    train_phantoms: int = 60
+    val_phantoms: int = 20
+    negatives_per_image: int = 1500  # candidates that are no MC, half at random, half the brightest
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    seed: int = 0
+    size: str = "small"  # phantom size for training (the evaluation uses "large")
+
+
+def phantom_truth(ph: Phantom, margin_px: float) -> ImageClusters:
+    """An ImageClusters without detections: a phantom's true cluster outlines, and its
+    isolated sites (a single MC, or a pair as one site at its midpoint)."""
+    isolated = np.array([(m.x, m.y) for m in ph.mcs if m.cluster_id is None]).reshape(-1, 2)
+    sites = np.array([isolated[g].mean(0) for g in group_points(isolated, 61.0)]).reshape(-1, 2)
+    return ImageClusters(f"phantom-{ph.seed}", np.zeros((0, 3)), [c.outline for c in ph.clusters], margin_px, sites)
+
+
+def candidate_labels(ph: Phantom, xy: np.ndarray) -> np.ndarray:
+    """1 where a candidate lies within an MC's radius + 2 px (at least 3 px) of its centre."""
+    from scipy.spatial import cKDTree
+
+    if not ph.mcs or not len(xy):
+        return np.zeros(len(xy), np.uint8)
+    centres = np.array([(m.x, m.y) for m in ph.mcs])
+    reach = np.maximum(3.0, np.array([m.radius_px for m in ph.mcs]) + 2.0)
+    dist, nearest = cKDTree(centres).query(xy)
+    return (dist <= reach[nearest]).astype(np.uint8)
+
+
+def phantom_samples(seeds, config: DetectorTrainConfig, rng: np.random.Generator, progress: bool):
+    """Candidate patches and labels of one phantom per seed (all MCs, sampled non-MCs)."""
+    patches, labels = [], []
+    for seed in tqdm(list(seeds), desc="phantoms", unit="img", disable=not progress):
+        ph = make_phantom(int(seed), size=config.size, n_clusters=int(rng.integers(1, 5)))
+        cands = find_candidates(ph.image, ph.breast_mask, max_candidates=20_000)
+        y = candidate_labels(ph, cands.xy)
+        neg = np.flatnonzero(y == 0)
+        half = config.negatives_per_image // 2
+        brightest = neg[:half]  # candidates come brightest first
+        rest = neg[half:]
+        sampled = rng.choice(rest, min(len(rest), half), replace=False) if len(rest) else rest
+        keep = np.sort(np.concatenate([np.flatnonzero(y == 1), brightest, sampled]))
+        patches.append(cands.patches[keep])
+        labels.append(y[keep])
+    return np.concatenate(patches), np.concatenate(labels)
+
+
+def dihedral(batch: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 rotations/mirrors of (N, 1, H, W)."""
+    out = torch.rot90(batch, k % 4, dims=(-2, -1))
+    return out.flip(-1) if k >= 4 else out
+
+
+def validation_clusters(model: MCNet, seeds, size: str, mc_floor: float, progress: bool) -> list[ImageClusters]:
+    """Detected clusters against the truth on whole phantoms (one per seed)."""
+    out = []
+    for seed in tqdm(list(seeds), desc="scanning", unit="img", disable=not progress):
+        ph = make_phantom(int(seed), size=size)
+        found = detect(model, ph.image, ph.breast_mask, mc_floor=mc_floor)
+        truth = phantom_truth(ph, MATCH_MARGIN_MM / ph.pixel_spacing_mm)
+        out.append(ImageClusters(truth.image_id, [(c.x, c.y, c.score) for c in found.clusters], truth.truth,
+                                 truth.margin_px, truth.isolated_sites))
+    return out
+
+
+def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTrainConfig(), *,
+                   progress: bool = True, command: str = "") -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+
+    # data: candidate patches of training and validation phantoms
+    start = time.perf_counter()
+    train_x, train_y = phantom_samples(TRAIN_SEEDS[:config.train_phantoms], config, rng, progress)
+    val_x, val_y = phantom_samples(VAL_SEEDS[:config.val_phantoms], config, rng, progress)
+    print(f"{len(train_y)} training candidates ({int(train_y.sum())} MCs), {len(val_y)} validation "
+          f"({int(val_y.sum())} MCs) in {time.perf_counter() - start:.0f} s", flush=True)
+
+    # model and optimiser; positives weighted to balance the classes
+    model = MCNet(MCNetConfig())
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    pos_weight = torch.tensor((len(train_y) - train_y.sum()) / max(train_y.sum(), 1), dtype=torch.float32)
+    x_t, y_t = torch.from_numpy(train_x)[:, None], torch.from_numpy(train_y.astype(np.float32))
+    vx, vy = torch.from_numpy(val_x)[:, None], torch.from_numpy(val_y.astype(np.float32))
+    best_loss, history = float("inf"), []
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(y_t), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        start, loss_sum = time.perf_counter(), 0.0
+        for i in range(0, len(order), config.batch_size):
+            index = order[i:i + config.batch_size]
+            x = dihedral(x_t[index], (epoch + i // config.batch_size) % 8)
+            loss = F.binary_cross_entropy_with_logits(model(x), y_t[index], pos_weight=pos_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(index)
+        model.eval()
+        with torch.inference_mode():
+            val_logit = torch.cat([model(vx[i:i + 2048]) for i in range(0, len(vx), 2048)])
+            val_loss = float(F.binary_cross_entropy_with_logits(val_logit, vy, pos_weight=pos_weight))
+        recall = float(((val_logit > 0) & (vy > 0)).sum() / max(vy.sum(), 1))
+        false_rate = float(((val_logit > 0) & (vy == 0)).sum() / max((vy == 0).sum(), 1))
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / len(order), "val_loss": val_loss,
+                        "val_mc_recall": recall, "val_false_rate": false_rate})
+        improved = val_loss < best_loss
+        if improved:
+            best_loss = val_loss
+            save_weights(model, out_dir / "mc.pt", {"name": "mc", "epoch": epoch + 1})
+        print(f"epoch {epoch + 1:3d}  loss {loss_sum / len(order):.4f}  val_loss {val_loss:.4f}  MC recall "
+              f"{recall:.3f}  false {false_rate:.4f}  {time.perf_counter() - start:.0f} s"
+              + ("  *best*" if improved else ""), flush=True)
+
+    # the operating point, chosen on whole validation phantoms
+    model = load_model(out_dir / "mc.pt").model
+    mc_floor = 0.5
+    val = validation_clusters(model, VAL_SEEDS[:config.val_phantoms], "large", mc_floor, progress)
+    froc = cluster_froc(val, n_bootstrap=0)
+    threshold = operating_point(froc, MAX_FP_PER_IMAGE)
+    card = json.loads(card_path(out_dir / "mc.pt").read_text())
+    card.update({
+        "detector": "mc", "command": command, "train_config": asdict(config),
+        "trained_on": "synthetic phantom (mccscan.datasets.phantom), not patient data",
+        "data": {"train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.start + config.train_phantoms - 1],
+                 "val_seeds": [VAL_SEEDS.start, VAL_SEEDS.start + config.val_phantoms - 1],
+                 "train_candidates": len(train_y), "train_mcs": int(train_y.sum())},
+        "history": history,
+        "operating_point": {"mc_floor": mc_floor, "cluster_threshold": threshold,
+                            "max_fp_per_image": MAX_FP_PER_IMAGE,
+                            "validation": {k: froc[k] for k in ("images", "clusters", "sensitivity_at_fp")}},
+    })
+    atomic_write_text(card_path(out_dir / "mc.pt"), json.dumps(card, indent=2) + "\n")
+    print(f"operating point: cluster score ≥ {threshold:.3f} (validation: "
+          + ", ".join(f"{v['value']:.2f} at {f} FP/image" for f, v in froc["sensitivity_at_fp"].items()) + ")")
+    return card
