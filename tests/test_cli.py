@@ -83,7 +83,7 @@ def test_serve_prints_the_port_it_really_bound(tmp_path):
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
-                assert httpx.get(f"http://127.0.0.1:{port}/api/info").json()["model"]["name"] == "demo"
+                assert httpx.get(f"http://127.0.0.1:{port}/api/info").json()["model"]["name"] == "mc"
                 break
             except httpx.TransportError:
                 time.sleep(0.1)

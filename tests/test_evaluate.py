@@ -3,8 +3,7 @@ import pytest
 
 from mccscan.evaluate import truth_image
 from mccscan.metrics import (TruthImage, binary_metrics, calibration, candidate_clusters, cluster_hit_map,
-                             compare_with_clusters, froc, mc_clusters, patch_evaluation, sensitivity_at)
-from mccscan.scan import scan_image
+                             compare_clusters, froc, mc_clusters, patch_evaluation, sensitivity_at)
 
 
 def test_binary_metrics():
@@ -14,13 +13,16 @@ def test_binary_metrics():
     assert m["specificity"] == pytest.approx(0.5) and m["precision"] == pytest.approx(2 / 3)
 
 
-def test_compare_with_clusters(small_phantom, random_model):
-    every_tile_mcc = scan_image(small_phantom.image, random_model, threshold=0.0)
-    comparison = compare_with_clusters(every_tile_mcc, small_phantom.clusters)
-    assert comparison.clusters_found == comparison.clusters_total == 2
-    assert comparison.mcc_tiles_elsewhere > 0
-    none = compare_with_clusters(every_tile_mcc.relabel(1.01), small_phantom.clusters)
-    assert none.clusters_found == 0 and none.mcc_tiles == 0
+def test_compare_clusters_by_the_centre_in_dilated_outline_rule():
+    from mccscan.clusters import MC, find_clusters
+
+    square = [(100, 100), (200, 100), (200, 200), (100, 200)]
+    near = find_clusters([MC(250, 150, 0.9), MC(260, 160, 0.9), MC(255, 140, 0.8)])  # centre 55 px outside
+    far = find_clusters([MC(600, 600, 0.9), MC(610, 600, 0.9), MC(605, 620, 0.8)])
+    assert compare_clusters(near, [square], margin_px=72).found == [True]  # within 5 mm of the outline
+    comparison = compare_clusters(near + far, [square, [(900, 900), (950, 900), (950, 950)]], margin_px=40)
+    assert comparison.found == [False, False] and comparison.false_reported == 2
+    assert "found: 0/2" in comparison.summary()
 
 
 def test_patch_evaluation_intervals_contain_the_truth_and_widen_with_grouping():
@@ -127,3 +129,20 @@ def test_evaluate_command_on_a_built_dataset(tmp_path, built_dataset, capsys):
     saved = json.loads((tmp_path / "evaluation.json").read_text())
     assert saved["froc"]["clusters"] == 4 and saved["patch_level"]["n_bootstrap"] == 50
     assert (tmp_path / "froc.png").is_file() and (tmp_path / "calibration.png").is_file()
+
+
+def test_cluster_froc_on_a_tiny_set_with_a_known_answer():
+    from mccscan.metrics import ImageClusters, cluster_froc, isolated_site_rate, operating_point
+
+    square = [(0, 0), (100, 0), (100, 100), (0, 100)]
+    a = ImageClusters("a", [(50, 50, 0.9), (60, 60, 0.8), (500, 500, 0.7)], [square], 10, np.array([(505, 500)]))
+    b = ImageClusters("b", [(130, 50, 0.6), (900, 900, 0.5)], [square], 10)  # 130: 30 px outside, > margin
+    result = cluster_froc([a, b], n_bootstrap=100)
+    at = result["sensitivity_at_fp"]
+    assert at["0.25"]["value"] == 0.5  # at 0.9: a's cluster found, no FP; b's never found
+    assert at["0.5"]["value"] == 0.5 and at["1.0"]["value"] == 0.5  # the 0.8 repeat is neither found nor FP
+    assert operating_point(result, 0.5) == 0.7 and operating_point(result, 1.0) == 0.6
+    assert at["0.25"]["ci95"][0] <= 0.5 <= at["0.25"]["ci95"][1]
+    stress = isolated_site_rate([a, b], 0.65, radius_px=72)
+    assert stress == {"sites": 1, "with_a_cluster": 1, "fraction": 1.0}
+    assert isolated_site_rate([a, b], 0.75, radius_px=72)["with_a_cluster"] == 0

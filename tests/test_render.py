@@ -33,7 +33,8 @@ def test_mcc_tint_and_custom_colours(small_phantom, random_model):
 def test_save_scan_writes_all_outputs(tmp_path, small_phantom, random_model):
     result = scan_image(small_phantom.image, random_model, name="case.dcm")
     paths = save_scan(result, small_phantom.image, tmp_path)
-    assert {p.name for p in paths.values()} == {"case.overlay.png", "case.preview.png", "case.json", "case.csv"}
+    assert {p.name for p in paths.values()} == {"case.overlay.png", "case.preview.png", "case.json", "case.csv",
+                                               "case.clusters.csv"}
     assert Image.open(paths["overlay"]).size == (1100, 1300)
     assert max(Image.open(paths["preview"]).size) == 1024
 
@@ -46,20 +47,26 @@ def test_heatmap_is_transparent_where_low_or_unknown_and_redder_where_high():
     assert 0 < rgba[0, 2, 3] < rgba[0, 3, 3] and rgba[0, 3, 1] < rgba[0, 2, 1]
 
 
-def test_default_overlay_frames_mcc_tiles_and_leaves_the_image_alone(small_phantom, random_model):
-    result = scan_image(small_phantom.image, random_model)
-    mid = np.median([t.probability for t in result.tiles if t.probability is not None])
-    result = result.relabel(float(mid))
+def test_default_overlay_outlines_reported_clusters_and_leaves_the_rest_alone(small_phantom, random_model):
+    from dataclasses import replace
+
+    from mccscan.clusters import MC, find_clusters
+
+    strong = find_clusters([MC(300, 400, 0.95), MC(320, 410, 0.9), MC(310, 440, 0.9)])
+    weak = find_clusters([MC(700, 900, 0.4), MC(720, 905, 0.4), MC(705, 930, 0.3)])
+    result = replace(scan_image(small_phantom.image, random_model), clusters=strong + weak, threshold=0.5)
+    assert result.findings == strong
     rgb = render_overlay(small_phantom.image, result)
-    original = np.round(small_phantom.image * 255)
+    original = np.repeat(np.round(small_phantom.image * 255)[..., None], 3, axis=2)
+    changed = np.abs(rgb.astype(float) - original).sum(-1) > 3
     red = np.round(parse_color(OUTLINE_COLOR) * 255)
-    for tile in result.tiles:
-        region = rgb[tile.y:tile.y + 144, tile.x:tile.x + 144].astype(float)
-        if tile.label == "mcc":
-            np.testing.assert_array_equal(region[0, 72], red)  # the frame
-            np.testing.assert_allclose(region[72, 72], original[tile.y + 72, tile.x + 72], atol=1)  # the inside
-        elif tile.y + 144 <= 1300 and tile.x + 144 <= 1100:
-            np.testing.assert_allclose(region[..., 0], original[tile.y:tile.y + 144, tile.x:tile.x + 144], atol=1)
+    ring = np.round(parse_color("#ffd400") * 255)
+    is_red = np.abs(rgb.astype(float) - red).sum(-1) < 30
+    assert is_red[360:480, 260:360].sum() > 200  # the outline around the strong cluster
+    assert (np.abs(rgb[395:426, 290:331].astype(float) - ring).sum(-1) < 30).any()  # its MCs ringed
+    assert not changed[850:960, 660:760].any()  # the weak one, below the threshold, is not drawn
+    changed[330:470, 270:620] = False  # the strong cluster, its MCs and its label
+    assert not changed.any()  # nothing else is touched
 
 
 def test_preview_carries_a_legend(tmp_path, small_phantom, random_model):

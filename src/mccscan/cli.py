@@ -19,6 +19,8 @@ from mccscan.errors import MccscanError
 
 HELP = argparse.ArgumentDefaultsHelpFormatter
 WEIGHTS_HELP = "weights .pt with its model card beside it (default: the shipped demo weights)"
+DETECTOR_HELP = "mc: finds MCs, then clusters of >= 3 within 1 cm2; paper: the paper's net on 1 cm2 tiles"
+THRESHOLD_HELP = "report clusters (tiles) scoring at least this (default: the operating point stored with the weights)"
 
 
 def _cmd_info(args) -> int:
@@ -169,9 +171,9 @@ def _cmd_scan(args) -> int:
 
     from mccscan.render import output_stems, save_scan
     from mccscan.scan import scan_file
-    from mccscan.weights import load_model
+    from mccscan.weights import load_detector
 
-    loaded = load_model(args.weights)
+    loaded = load_detector(args.detector, args.weights)
     failures = 0
     for path, stem in zip(args.images, output_stems(args.images)):
         try:
@@ -192,9 +194,9 @@ def _cmd_scan(args) -> int:
             print(f"error: {path}: scan failed ({type(exc).__name__}: {exc})", file=sys.stderr)
             failures += 1
             continue
-        c = result.counts
-        print(f"{path}: {c['mcc']} MCC, {c['normal']} normal, {c['background']} background tiles "
-              f"in {result.elapsed_s:.2f} s → {written['json']}, {written['overlay'].name}, {written['preview'].name}")
+        print(f"{path}: {len(result.findings)} cluster(s) in {result.elapsed_s:.2f} s → {written['json']}, "
+              f"{written['clusters'].name}, {written['overlay'].name}, {written['preview'].name}")
+        print_findings(result)
     if failures:
         print(f"{failures} of {len(args.images)} files failed", file=sys.stderr)
     return 1 if failures else 0
@@ -203,11 +205,12 @@ def _cmd_scan(args) -> int:
 def _cmd_demo(args) -> int:
     from tqdm import tqdm
 
+    from mccscan.clusters import MATCH_MARGIN_MM
     from mccscan.datasets.phantom import make_phantom
-    from mccscan.metrics import compare_with_clusters
+    from mccscan.metrics import compare_clusters
     from mccscan.render import save_scan
     from mccscan.scan import scan_file
-    from mccscan.weights import load_model
+    from mccscan.weights import load_detector
 
     out = Path(args.out)
     print(f"drawing a synthetic mammogram (seed {args.seed})…", flush=True)
@@ -215,18 +218,28 @@ def _cmd_demo(args) -> int:
     paths = ph.write(out, stem=f"phantom_{args.seed}")
     print(f"synthetic mammogram (seed {args.seed}, {ph.laterality}{ph.view}, {ph.image.shape[1]}×{ph.image.shape[0]} "
           f"at 70 µm, {len(ph.clusters)} true clusters) → {paths['dcm']}")
-    loaded = load_model(args.weights)
+    loaded = load_detector(args.detector, args.weights)
     with tqdm(desc="scanning", unit="row", leave=False, disable=not sys.stderr.isatty()) as bar:
         result, image = scan_file(paths["dcm"], loaded, threshold=args.threshold, on_row=lambda tiles: bar.update(1))
     written = save_scan(result, image, out)
-    c = result.counts
-    print(f"scanned {c['mcc'] + c['normal']} breast tiles in {result.elapsed_s:.2f} s: {c['mcc']} MCC, "
-          f"{c['normal']} normal ({c['background']} background tiles not scanned)")
-    print(compare_with_clusters(result, ph.clusters).summary())
-    print(f"overlay (MCC tiles framed in red) → {written['overlay']}, preview → {written['preview']}")
-    print(f"results → {written['json']}, {written['csv']}")
+    print(f"scanned in {result.elapsed_s:.2f} s ({result.detector} detector): {len(result.findings)} cluster(s) at "
+          f"score ≥ {result.threshold:.2f}")
+    print_findings(result)
+    print(compare_clusters(result.findings, [c.outline for c in ph.clusters],
+                           MATCH_MARGIN_MM / ph.pixel_spacing_mm).summary())
+    print(f"overlay (clusters outlined in red) → {written['overlay']}, preview → {written['preview']}")
+    print(f"results → {written['json']}, {written['clusters']}, {written['csv']}")
     print(f"model: {loaded.name} ({loaded.card.get('trained_on', 'unknown training data')})")
     return 0
+
+
+def print_findings(result) -> None:
+    """One line per reported cluster."""
+    mm = result.pixel_spacing_mm
+    for c in result.findings:
+        what = f"{c.n_mcs} MCs" if c.n_mcs else f"{len(c.tiles)} tile(s)"
+        print(f"  cluster #{c.id}: score {c.score:.2f}, {what}, centre ({c.x:.0f}, {c.y:.0f}) px = "
+              f"({c.x * mm:.1f}, {c.y * mm:.1f}) mm")
 
 
 def _cmd_build_dataset(args) -> int:
@@ -260,8 +273,8 @@ def _cmd_serve(args) -> int:
     except OSError as exc:
         raise MccscanError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
     host, port = sock.getsockname()[:2]
-    settings = Settings(data_dir=Path(args.data_dir), weights=args.weights, workers=args.workers,
-                        max_upload_bytes=args.max_upload_mb * 2**20, max_pixels=args.max_pixels,
+    settings = Settings(data_dir=Path(args.data_dir), detector=args.detector, weights=args.weights,
+                        workers=args.workers, max_upload_bytes=args.max_upload_mb * 2**20, max_pixels=args.max_pixels,
                         threshold=args.threshold, allowed_hosts=Settings.hosts_for(args.host))
     app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
@@ -384,7 +397,8 @@ def _args_reproduce(p) -> None:
 def _args_scan(p) -> None:
     from mccscan.io import DEFAULT_MAX_PIXELS
     from mccscan.render import NORMAL_COLOR, STYLES
-    from mccscan.scan import DEFAULT_MIN_BREAST_FRACTION, DEFAULT_THRESHOLD, ENGINES
+    from mccscan.scan import DEFAULT_MIN_BREAST_FRACTION, ENGINES
+    from mccscan.weights import DEFAULT_DETECTOR, DETECTORS
 
     p.add_argument("images", nargs="+", help="mammogram files (PNG, JPEG, TIFF, PGM, DICOM; the content decides)")
     p.add_argument("--out", default="mccscan-out", help="output folder; same-named inputs get distinct names")
@@ -392,7 +406,8 @@ def _args_scan(p) -> None:
                    "PNG/JPEG/TIFF without one are taken as 0.07)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images, as stored or once resampled to 0.07 mm")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="MCC probability threshold")
+    p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
+    p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--min-breast-fraction", type=float, default=DEFAULT_MIN_BREAST_FRACTION,
                    help="scan a tile only if the breast covers this fraction of it")
@@ -405,12 +420,13 @@ def _args_scan(p) -> None:
 
 
 def _args_demo(p) -> None:
-    from mccscan.scan import DEFAULT_THRESHOLD
+    from mccscan.weights import DEFAULT_DETECTOR, DETECTORS
 
     p.add_argument("--out", default="mccscan-demo", help="output folder")
     p.add_argument("--seed", type=int, default=7, help="which phantom to draw")
     p.add_argument("--clusters", type=int, default=3, help="true MC clusters in it")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="MCC probability threshold")
+    p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
+    p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     p.add_argument("--weights", help=WEIGHTS_HELP)
 
 
@@ -440,7 +456,7 @@ def _args_build_dataset(p) -> None:
 
 def _args_serve(p) -> None:
     from mccscan.io import DEFAULT_MAX_PIXELS
-    from mccscan.scan import DEFAULT_THRESHOLD
+    from mccscan.weights import DEFAULT_DETECTOR, DETECTORS
 
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (0: any free one, printed at start)")
@@ -450,7 +466,8 @@ def _args_serve(p) -> None:
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload in MB")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images, as stored or once resampled to 0.07 mm")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="MCC probability threshold")
+    p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
+    p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
 
 
 @dataclass(frozen=True)

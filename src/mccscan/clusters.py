@@ -87,7 +87,8 @@ def find_clusters(mcs: list[MC], *, pixel_spacing_mm: float = 0.07, min_mcs: int
         if len(members) < min_mcs or len(densest_window(xy[members], window_mm / pixel_spacing_mm)) < min_mcs:
             continue
         pts = xy[members]
-        clusters.append(Cluster(0, float(pts[:, 0].mean()), float(pts[:, 1].mean()), hull_outline(pts, margin_px),
+        clusters.append(Cluster(0, round(float(pts[:, 0].mean()), 1), round(float(pts[:, 1].mean()), 1),
+                                hull_outline(pts, margin_px),
                                 float(np.sort(scores[members])[::-1][min_mcs - 1]), len(members),
                                 [mcs[i] for i in members]))
     clusters.sort(key=lambda c: -c.score)
@@ -126,3 +127,24 @@ def inside_polygon(x: float, y: float, polygon: list[tuple[float, float]], margi
                 0, 1)
     nearest = pts + t[:, None] * seg
     return bool(np.hypot(nearest[:, 0] - x, nearest[:, 1] - y).min() <= margin_px)
+
+
+def window_scores(mcs: list[MC], shape: tuple[int, int], *, window_px: int = 144, stride_px: int = 16,
+                  min_mcs: int = MIN_MCS) -> np.ndarray:
+    """For every `window_px` window at a `stride_px` step (cell (i, j): top-left corner at
+    (stride·j, stride·i)), the score a cluster there would have: the `min_mcs`-th best
+    MC score inside it, 0 with fewer MCs. A heatmap in the geometry of the paper's dense map."""
+    rows, cols = shape
+    out_shape = (max(0, (rows - window_px) // stride_px + 1), max(0, (cols - window_px) // stride_px + 1))
+    per_cell: dict[tuple[int, int], list[float]] = {}
+    for m in mcs:  # the windows holding this MC: top-left within (x − window, x]
+        i0, i1 = max(0, int(np.ceil((m.y - window_px + 1) / stride_px))), min(out_shape[0] - 1, int(m.y // stride_px))
+        j0, j1 = max(0, int(np.ceil((m.x - window_px + 1) / stride_px))), min(out_shape[1] - 1, int(m.x // stride_px))
+        for i in range(i0, i1 + 1):
+            for j in range(j0, j1 + 1):
+                per_cell.setdefault((i, j), []).append(m.score)
+    out = np.zeros(out_shape, np.float32)
+    for (i, j), scores in per_cell.items():
+        if len(scores) >= min_mcs:
+            out[i, j] = sorted(scores, reverse=True)[min_mcs - 1]
+    return out

@@ -141,23 +141,17 @@ def mc_clusters(mc_xy: np.ndarray, shape: tuple[int, int], *, link_px: float = 7
     """Clusters formed from MC points (for images annotated MC by MC, without cluster
     outlines): MCs chained within `link_px` (5 mm at 70 µm), ≥ `min_mcs` of them, as
     the box around them; the clinical definition is ≥ 3 MCs within 1 cm²."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
+    from mccscan.clusters import group_points
 
-    if len(mc_xy) < min_mcs:
-        return []
-    pairs = cKDTree(mc_xy).query_pairs(link_px, output_type="ndarray")
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(mc_xy),) * 2)
-    n, comp = connected_components(graph, directed=False)
     out = []
-    for c in range(n):
-        pts = mc_xy[comp == c]
+    for members in group_points(mc_xy, link_px):
+        pts = np.asarray(mc_xy)[members]
         if len(pts) >= min_mcs:
             x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - margin_px, 0)
             x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + margin_px + 1, (shape[1], shape[0]))
             out.append(((int(x0), int(y0)), np.ones((y1 - y0, x1 - x0), bool)))
     return out
+
 
 def froc(images: Iterable[TruthImage], thresholds: np.ndarray | None = None) -> dict:
     """Cluster sensitivity against false-positive candidates per image over thresholds.
@@ -190,44 +184,11 @@ def froc(images: Iterable[TruthImage], thresholds: np.ndarray | None = None) -> 
 def _logit(p: float) -> float:
     return float(np.log(p) - np.log1p(-p)) if 0 < p < 1 else (np.inf if p >= 1 else -np.inf)
 
+
 def sensitivity_at(sensitivity: np.ndarray, fp_per_image: np.ndarray, fp: float) -> float:
     """Best sensitivity reached with at most `fp` false positives per image (0 if none)."""
     ok = np.asarray(fp_per_image) <= fp
     return float(np.max(np.asarray(sensitivity)[ok])) if ok.any() else 0.0
-
-
-# ---- a scan against known clusters ------------------------------------------------------
-
-@dataclass
-class ClusterComparison:
-    clusters_total: int
-    clusters_found: int  # true clusters overlapped by at least one MCC tile
-    mcc_tiles: int
-    mcc_tiles_on_clusters: int
-    mcc_tiles_elsewhere: int  # false-positive tiles
-    found: list[bool]  # per true cluster
-
-    def summary(self) -> str:
-        return (f"true clusters found: {self.clusters_found}/{self.clusters_total}; "
-                f"MCC tiles: {self.mcc_tiles} ({self.mcc_tiles_on_clusters} on a true cluster, "
-                f"{self.mcc_tiles_elsewhere} elsewhere)")
-
-def compare_with_clusters(result, clusters) -> ClusterComparison:
-    """Which true clusters (objects with x, y, radius_px in scan pixels) the MCC
-    tiles of a `ScanResult` overlap, and how many MCC tiles overlap none."""
-    t = result.tile_size_px
-    mcc = [tile for tile in result.tiles if tile.label == "mcc"]
-    found = [False] * len(clusters)
-    on_cluster = 0
-    for tile in mcc:
-        hit = False
-        for i, c in enumerate(clusters):
-            dx = max(tile.x - c.x, 0, c.x - (tile.x + t))
-            dy = max(tile.y - c.y, 0, c.y - (tile.y + t))
-            if dx * dx + dy * dy <= c.radius_px ** 2:
-                found[i] = hit = True
-        on_cluster += hit
-    return ClusterComparison(len(clusters), sum(found), len(mcc), on_cluster, len(mcc) - on_cluster, found)
 
 
 # ---- image level: FROC on clusters, by the centre-in-outline rule --------------------------
@@ -264,6 +225,14 @@ def _found_and_false(im: ImageClusters) -> tuple[np.ndarray, np.ndarray]:
     scores = im.detections[:, 2]
     best = np.array([scores[im.hits[:, k]].max() if im.hits[:, k].any() else -np.inf for k in range(len(im.truth))])
     return best, scores[~im.hits.any(1)]
+
+
+def cluster_counts(images: list[ImageClusters], threshold: float) -> tuple[int, int, int]:
+    """(true clusters found, false-positive detections, true clusters) at a score threshold."""
+    parts = [_found_and_false(im) for im in images]
+    found = sum(int((best >= threshold).sum()) for best, _ in parts)
+    false = sum(int((fp >= threshold).sum()) for _, fp in parts)
+    return found, false, sum(len(im.truth) for im in images)
 
 
 def _froc_curve(parts: list[tuple[np.ndarray, np.ndarray]], thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -314,3 +283,27 @@ def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px:
             near = np.hypot(false_xy[:, 0] - x, false_xy[:, 1] - y) <= radius_px
             flagged += bool(near.any())
     return {"sites": sites, "with_a_cluster": flagged, "fraction": flagged / sites if sites else float("nan")}
+
+
+@dataclass
+class ClusterComparison:
+    """A scan's reported clusters against the true ones, by the centre-in-outline rule."""
+
+    found: list[bool]  # per true cluster
+    true_reported: int  # reported clusters on a true cluster
+    false_reported: int  # reported clusters on none
+
+    def summary(self) -> str:
+        missed = len(self.found) - sum(self.found)
+        return f"true clusters found: {sum(self.found)}/{len(self.found)} (missed {missed}); " \
+               f"false clusters: {self.false_reported}"
+
+
+def compare_clusters(reported: list, truth: list[list[tuple[float, float]]], margin_px: float) -> ClusterComparison:
+    """Which true clusters (outline polygons) the reported ones (with x, y) find, and how
+    many reported ones find none."""
+    from mccscan.clusters import inside_polygon
+
+    hits = np.array([[inside_polygon(c.x, c.y, outline, margin_px) for outline in truth] for c in reported],
+                    bool).reshape(len(reported), len(truth))
+    return ClusterComparison(hits.any(0).tolist(), int(hits.any(1).sum()), int((~hits.any(1)).sum()))

@@ -1,7 +1,8 @@
 """Render a scan, and save every output of a scan.
 
-Two styles. "outline" (the default): the image as it is with every MCC tile framed in a
-strong colour, and a legend in the preview, so no one has to guess what a shade means.
+Two styles. "outline" (the default): the image as it is with every reported cluster
+outlined in a strong colour, labelled with its score and MC count, its MCs ringed, and a
+legend in the preview, so no one has to guess what a shade means.
 "paper": the paper's application: normal tiles lightened toward a light grey, MCC tiles
 shown as they are (or tinted), background untouched. The original is never modified.
 
@@ -21,10 +22,13 @@ import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from mccscan.atomic import atomic_write, atomic_write_bytes, atomic_write_text
-from mccscan.models import MCCNet
+from mccscan.clusters import window_scores
+from mccscan.mcdetect import detect
+from mccscan.models import MCNet
 from mccscan.predict import dense_probability_map
 from mccscan.scan import ScanResult
 from mccscan.tiling import breast_mask
+from mccscan.weights import LoadedModel
 
 PREVIEW_MAX_PX = 1024
 NORMAL_COLOR = "#e6e6e6"  # normal tiles are lightened toward it
@@ -33,8 +37,11 @@ MCC_TINT_BLEND = "multiply"  # how an MCC tint colour combines with the tile
 OVERLAY_STYLE = {"normal_color": NORMAL_COLOR, "normal_strength": NORMAL_STRENGTH, "mcc_blend": MCC_TINT_BLEND}
 STYLES = ("outline", "paper")
 DEFAULT_STYLE = "outline"
-OUTLINE_COLOR = "#ff2a2a"  # the frame of an MCC tile in the "outline" style
+OUTLINE_COLOR = "#ff2a2a"  # a cluster's outline in the "outline" style
 OUTLINE_PX = 8  # 2 px in the 1024-px preview
+MC_COLOR = "#ffd400"  # the ring around each MC of a cluster
+MC_RING_PX = 9
+LABEL_PX = 44  # a cluster's label at full resolution (about 11 px in the preview)
 HEATMAP_STRIDE_PX = 16  # the dense map's step: one heatmap pixel per 16 image pixels
 
 
@@ -51,7 +58,8 @@ def render_overlay(image: np.ndarray, result: ScanResult, *, style: str = DEFAUL
                    mcc_border_px: int = 0, outline_color=OUTLINE_COLOR, outline_px: int = OUTLINE_PX) -> np.ndarray:
     """RGB uint8 overlay at the scan resolution.
 
-    "outline" (default): the image as it is, each MCC tile framed in `outline_color`.
+    "outline" (default): the image as it is; each reported cluster outlined in
+    `outline_color` and labelled with its number, score and MC count, its MCs circled.
     "paper" (the paper's application): normal tiles blended `normal_strength` of the way
     to `normal_color` (lighter); MCC tiles as they are, or multiplied by `mcc_color` (a
     tint that darkens), with an optional border of that colour.
@@ -60,22 +68,41 @@ def render_overlay(image: np.ndarray, result: ScanResult, *, style: str = DEFAUL
         raise ValueError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
     # uint8 throughout, float only tile by tile: 3 bytes a pixel, not 12 (a 99 Mpx scan stays < 0.4 GB)
     rgb = np.repeat(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
-    normal, mcc, outline = parse_color(normal_color), parse_color(mcc_color), parse_color(outline_color)
+    normal, mcc = parse_color(normal_color), parse_color(mcc_color)
+    if style == "outline":
+        return _draw_clusters(rgb, result.findings, outline_color, outline_px)
     t = result.tile_size_px
     for tile in result.tiles:
-        if tile.label == "background" or (style == "outline" and tile.label != "mcc") or \
-                (style == "paper" and tile.label == "mcc" and mcc is None):
+        if tile.label == "background" or (tile.label == "mcc" and mcc is None):
             continue
         window = (slice(tile.y, tile.y + t), slice(tile.x, tile.x + t))
         region = np.repeat(image[window][..., None], 3, axis=2).astype(np.float32)
-        if style == "outline":
-            _frame(region, outline, outline_px)
-        elif tile.label == "normal":
+        if tile.label == "normal":
             region += normal_strength * (normal - region)
         else:
             region *= mcc
             _frame(region, mcc, mcc_border_px)
         rgb[window] = np.round(np.clip(region, 0, 1) * 255).astype(np.uint8)
+    return rgb
+
+
+def _draw_clusters(rgb: np.ndarray, clusters: list, outline_color, width_px: int) -> np.ndarray:
+    """Each cluster's outline and label, and a ring around each of its MCs (in place)."""
+    canvas = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=LABEL_PX)
+    colour = tuple(int(v) for v in np.round(parse_color(outline_color) * 255))
+    for c in clusters:
+        draw.polygon([tuple(p) for p in c.outline], outline=colour, width=width_px)
+        for m in c.mcs:
+            r = MC_RING_PX
+            draw.ellipse((m.x - r, m.y - r, m.x + r, m.y + r), outline=MC_COLOR, width=2)
+        top = min(p[1] for p in c.outline)
+        left = min(p[0] for p in c.outline)
+        text = f"#{c.id} {c.score:.2f}" + (f" · {c.n_mcs} MCs" if c.n_mcs else "")
+        draw.text((left, max(0, top - LABEL_PX - 8)), text, fill=colour, font=font, stroke_width=3,
+                  stroke_fill=(0, 0, 0))
+    rgb[...] = np.asarray(canvas)
     return rgb
 
 
@@ -91,11 +118,15 @@ def legend(result: ScanResult, *, style: str = DEFAULT_STYLE,
     """What the overlay's marks mean, as (swatch colour or None, text) lines, for the preview."""
     c = result.counts
     model = f"model {result.model.get('name', '?')}, trained on {result.model.get('trained_on', 'unknown data')}"
-    if style == "outline":
-        return [(outline_color, f"framed: MCC, P >= {result.threshold:.2f} ({c['mcc']} of "
-                                f"{c['mcc'] + c['normal']} breast tiles)"), (None, model)]
-    return [(None, f"as they are: MCC, P >= {result.threshold:.2f} ({c['mcc']} tiles); lightened: "
-                   f"normal ({c['normal']})"), (None, model)]
+    if style == "paper":
+        return [(None, f"as they are: MCC, P >= {result.threshold:.2f} ({c['mcc']} tiles); lightened: "
+                       f"normal ({c['normal']})"), (None, model)]
+    found = len(result.findings)
+    if result.detector == "paper":
+        return [(outline_color, f"MCC tiles of the paper's net, P >= {result.threshold:.2f}: {found} group(s)"),
+                (None, model)]
+    return [(outline_color, f"cluster: >= 3 MCs within 1 cm2, score >= {result.threshold:.2f}: {found} found"),
+            (MC_COLOR, "MC (microcalcification) in a cluster"), (None, model)]
 
 
 def heatmap_rgba(probability: np.ndarray) -> np.ndarray:
@@ -110,11 +141,16 @@ def heatmap_rgba(probability: np.ndarray) -> np.ndarray:
     return rgba
 
 
-def heatmap(model: MCCNet, image: np.ndarray) -> np.ndarray:
-    """RGBA heatmap of the dense P(MCC) map of a 70 µm image (breast only), one pixel per
-    `HEATMAP_STRIDE_PX`: pixel (i, j) is the window whose top-left corner is (16·j, 16·i)."""
-    dense = dense_probability_map(model, image, stride_px=HEATMAP_STRIDE_PX, mask=breast_mask(image))
-    return heatmap_rgba(dense)
+def heatmap(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
+    """RGBA heatmap of a 70 µm image, one pixel per `HEATMAP_STRIDE_PX`: pixel (i, j) is the
+    1 cm² window whose top-left corner is (16·j, 16·i). The paper's net: its dense P(MCC)
+    (breast only); the cluster detector: the score a cluster in that window would have."""
+    breast = breast_mask(image)
+    if isinstance(loaded.model, MCNet):
+        mc_floor = loaded.card.get("operating_point", {}).get("mc_floor", 0.5)
+        mcs = detect(loaded.model, image, breast, mc_floor=mc_floor).mcs
+        return heatmap_rgba(window_scores(mcs, image.shape, stride_px=HEATMAP_STRIDE_PX))
+    return heatmap_rgba(dense_probability_map(loaded.model, image, stride_px=HEATMAP_STRIDE_PX, mask=breast))
 
 
 def png_bytes(pixels: np.ndarray, compress_level: int = 6) -> bytes:
@@ -169,17 +205,20 @@ def output_stems(paths: list[str | Path]) -> list[str]:
 def save_scan(result: ScanResult, image: np.ndarray, out_dir: str | Path, *, stem: str | None = None,
               style: str = DEFAULT_STYLE, **render_options) -> dict[str, Path]:
     """Write <stem>.overlay.png (full resolution), <stem>.preview.png (with its legend),
-    <stem>.json and <stem>.csv; `stem` defaults to the image's (see `output_stems`)."""
+    <stem>.json, <stem>.csv (tiles) and <stem>.clusters.csv; `stem` defaults to the image's
+    (see `output_stems`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = stem or Path(result.image).stem
     paths = {"overlay": out_dir / f"{stem}.overlay.png", "preview": out_dir / f"{stem}.preview.png",
-             "json": out_dir / f"{stem}.json", "csv": out_dir / f"{stem}.csv"}
+             "json": out_dir / f"{stem}.json", "csv": out_dir / f"{stem}.csv",
+             "clusters": out_dir / f"{stem}.clusters.csv"}
     rgb = render_overlay(image, result, style=style, **render_options)
     atomic_write_bytes(paths["overlay"], png_bytes(rgb, compress_level=1))
     outline = render_options.get("outline_color", OUTLINE_COLOR)
     shown = preview(rgb, legend_lines=legend(result, style=style, outline_color=outline))
     atomic_write(paths["preview"], lambda fh: shown.save(fh, "PNG"))
     atomic_write_text(paths["csv"], result.to_csv())
+    atomic_write_text(paths["clusters"], result.clusters_csv())
     atomic_write_text(paths["json"], result.to_json() + "\n")
     return paths

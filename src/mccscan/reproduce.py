@@ -165,7 +165,8 @@ def reproduce(data_dir: str | Path | None, out_dir: str | Path, config: Reproduc
         ev = patch_evaluation(test_labels, p, groups=groups, n_bootstrap=config.n_bootstrap, seed=config.seed)
         paper_acc, paper_params = PAPER_TABLE3.get(name, (None, None))
         table3.append({"name": name, "accuracy": ev["metrics"]["accuracy"], "roc_auc": ev["metrics"]["roc_auc"],
-                       "parameters": parameter_count(m), "parameters_keras": parameter_count(m, with_bn_statistics=True),
+                       "parameters": parameter_count(m),
+                       "parameters_keras": parameter_count(m, with_bn_statistics=True),
                        "paper_accuracy": paper_acc, "paper_parameters": paper_params,
                        "mflop_per_patch": flops_per_patch(m) / 1e6,
                        **inference_times(m, test_patches, mammogram, repeats=repeats)})
@@ -219,8 +220,8 @@ def report_markdown(r: dict, out_dir: Path) -> str:
               f"(paper: 100), best epoch on validation kept (epoch {t['best_epoch']})"
               + (", bfloat16 autocast" if t["bf16"] else ", float32") + ".", "",
               f"Throughput {t['patches_per_s']:.0f} patches/s forward + backward ({t['fraction_of_peak']:.0%} of the "
-              f"fp32 peak): the paper's 10,088 patches × 100 epochs would take **{t['paper_protocol_minutes']:.0f} min** "
-              "here.", "",
+              f"fp32 peak): the paper's 10,088 patches × 100 epochs would take "
+              f"**{t['paper_protocol_minutes']:.0f} min** here.", "",
               f"![Fig. 6: training curves]({_rel(t['fig6'], out_dir)})", "",
               "## Patch level, test split", "",
               f"Bootstrap 95% intervals ({pl['n_bootstrap']} resamples of {pl['groups']} windows; the augmented "

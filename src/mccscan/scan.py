@@ -27,11 +27,14 @@ import torch
 
 from mccscan.errors import InputError
 from mccscan.io import DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, load_for_scan
-from mccscan.models import MCCNet
-from mccscan.tiling import TileGrid, breast_mask
+from mccscan.clusters import Cluster
+from mccscan.mcdetect import detect
+from mccscan.models import MCCNet, MCNet
+from mccscan.tiling import PATCH_SIZE_PX, TileGrid, breast_mask
 from mccscan.weights import LoadedModel
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.5  # the paper's sigmoid; the cluster detector's weights carry their own
+TILE_CLUSTER_FLOOR = 0.1  # the paper's net: tiles at P ≥ this group into candidate clusters
 DEFAULT_MIN_BREAST_FRACTION = 0.3
 ENGINES = ("convolutional", "batched", "patch")
 
@@ -65,12 +68,19 @@ class ScanResult:
     engine: str
     elapsed_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    detector: str = "paper"  # "mc": the two-stage cluster detector; "paper": the paper's net on tiles
+    clusters: list[Cluster] = field(default_factory=list)  # every candidate cluster, highest score first
 
     def relabel(self, threshold: float) -> "ScanResult":
         """Same scores with another threshold (no rescan)."""
         tiles = [Tile(**{**asdict(t), "label": _label(t.probability, threshold)}) for t in self.tiles]
         return ScanResult(**{**self.__dict__, "tiles": tiles, "threshold": threshold,
                              "counts": _counts(tiles)})
+
+    @property
+    def findings(self) -> list[Cluster]:
+        """The clusters at or above the threshold: what the scan reports."""
+        return [c for c in self.clusters if c.score >= self.threshold]
 
     def probability_grid(self) -> np.ndarray:
         """Tile probabilities as (n_rows, n_cols); NaN for background."""
@@ -89,7 +99,8 @@ class ScanResult:
     def from_dict(cls, data: dict) -> "ScanResult":
         """Inverse of `to_dict` (e.g. a stored result.json)."""
         tiles = [Tile(**{**t, "peak": tuple(t["peak"]) if t.get("peak") else None}) for t in data["tiles"]]
-        return cls(**{**data, "tiles": tiles, "scan_shape": tuple(data["scan_shape"])})
+        clusters = [Cluster.from_dict(c) for c in data.get("clusters", [])]
+        return cls(**{**data, "tiles": tiles, "clusters": clusters, "scan_shape": tuple(data["scan_shape"])})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -101,6 +112,16 @@ class ScanResult:
         for t in self.tiles:
             p = "" if t.probability is None else f"{t.probability:.6f}"
             writer.writerow([self.image, t.row, t.col, t.x, t.y, p, t.label, f"{t.breast_fraction:.3f}"])
+        return buf.getvalue()
+
+    def clusters_csv(self) -> str:
+        """One line per candidate cluster; `reported` says whether it is at or above the threshold."""
+        buf = _io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["image", "cluster", "x", "y", "score", "n_mcs", "reported", "tiles"])
+        for c in self.clusters:
+            writer.writerow([self.image, c.id, f"{c.x:.1f}", f"{c.y:.1f}", f"{c.score:.4f}", c.n_mcs,
+                             int(c.score >= self.threshold), " ".join(f"{r}:{k}" for r, k in c.tiles)])
         return buf.getvalue()
 
 
@@ -205,22 +226,53 @@ def score_tiles(model: MCCNet, image: np.ndarray, scanned: np.ndarray, **kwargs)
     return _concat([scores for _, scores in iter_row_scores(model, image, scanned, **kwargs)], model)
 
 
-def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image",
-               threshold: float = DEFAULT_THRESHOLD, min_breast_fraction: float = DEFAULT_MIN_BREAST_FRACTION,
-               engine: str = "convolutional", source_pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM,
-               spacing_assumed: bool = False, on_row: Callable[[list[Tile]], None] | None = None) -> ScanResult:
+def default_threshold(loaded: LoadedModel) -> float:
+    """The operating point stored with the weights (chosen on validation data), or 0.5."""
+    return float(loaded.card.get("operating_point", {}).get("cluster_threshold", DEFAULT_THRESHOLD))
+
+
+def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image", threshold: float | None = None,
+               min_breast_fraction: float = DEFAULT_MIN_BREAST_FRACTION, engine: str = "convolutional",
+               source_pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM, spacing_assumed: bool = False,
+               on_row: Callable[[list[Tile]], None] | None = None) -> ScanResult:
     """Scan an image already at the scan resolution (70 µm) and return the full result.
 
-    `on_row` receives each tile row (a list of `Tile`, background included) as soon as
-    it is scored, top to bottom: what a progress bar or a live view draws.
+    The weights decide the detector: an `MCNet` is the two-stage cluster detector (MCs,
+    then clusters by the clinical rule; each tile scores as the best cluster touching it);
+    an `MCCNet` is the paper's net on tiles (clusters are groups of touching tiles).
+    `on_row` receives each tile row (a list of `Tile`, background included) once it is
+    scored, top to bottom: what a progress bar or a live view draws.
     """
     start = time.perf_counter()
-    model = loaded.model
-    tile = model.config.patch_size_px
-    grid = TileGrid(image.shape, tile)
-    coverage = grid.coverage(breast_mask(image))
+    threshold = default_threshold(loaded) if threshold is None else threshold
+    breast = breast_mask(image)
+    grid = TileGrid(image.shape, PATCH_SIZE_PX)
+    coverage = grid.coverage(breast)
     scanned = coverage >= min_breast_fraction
-    tiles = []
+    if isinstance(loaded.model, MCNet):
+        mc_floor = loaded.card.get("operating_point", {}).get("mc_floor", 0.5)
+        clusters = detect(loaded.model, image, breast, mc_floor=mc_floor).clusters
+        rows = _rows_from_scores(grid, scanned, coverage, _cluster_tile_scores(clusters, grid), threshold, on_row)
+        detector, engine = "mc", "mc"
+    else:
+        rows = _paper_rows(loaded.model, image, grid, scanned, coverage, threshold, engine, on_row)
+        clusters, detector = _tile_clusters(rows, grid), "paper"
+    tiles = [t for row in rows for t in row]
+    model_info = {"name": loaded.name, "sha256": loaded.sha256,
+                  "trained_on": loaded.card.get("trained_on", "unknown")}
+    result = ScanResult(name, SCAN_PIXEL_SPACING_MM, source_pixel_spacing_mm, spacing_assumed, tuple(image.shape),
+                        PATCH_SIZE_PX, threshold, min_breast_fraction, _counts(tiles), tiles, model_info, engine,
+                        time.perf_counter() - start, detector=detector, clusters=clusters)
+    if not scanned.any():
+        result.warnings.append(f"{name}: no breast found (the image is blank, uniform or all background); "
+                               "nothing was scanned")
+    return result
+
+
+def _paper_rows(model: MCCNet, image: np.ndarray, grid: TileGrid, scanned: np.ndarray, coverage: np.ndarray,
+                threshold: float, engine: str, on_row) -> list[list[Tile]]:
+    """The paper's net on every scanned tile, row by row."""
+    tile, rows = grid.tile_size_px, []
     for r, scores in iter_row_scores(model, image, scanned, tile_size_px=tile, engine=engine):
         row_tiles, k = [], 0
         for c in range(grid.n_cols):
@@ -232,18 +284,57 @@ def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image",
                 k += 1
             else:
                 row_tiles.append(Tile(r, c, c * tile, r * tile, None, "background", float(coverage[r, c])))
-        tiles += row_tiles
+        rows.append(row_tiles)
         if on_row is not None:
             on_row(row_tiles)
-    model_info = {"name": loaded.name, "sha256": loaded.sha256,
-                  "trained_on": loaded.card.get("trained_on", "unknown")}
-    result = ScanResult(name, SCAN_PIXEL_SPACING_MM, source_pixel_spacing_mm, spacing_assumed, tuple(image.shape),
-                        tile, threshold, min_breast_fraction, _counts(tiles), tiles, model_info, engine,
-                        time.perf_counter() - start)
-    if not scanned.any():
-        result.warnings.append(f"{name}: no breast found (the image is blank, uniform or all background); "
-                               "nothing was scanned")
-    return result
+    return rows
+
+
+def _cluster_tile_scores(clusters: list[Cluster], grid: TileGrid) -> np.ndarray:
+    """Each tile's best score among the clusters with an MC in it (0 elsewhere); fills
+    every cluster's `tiles`."""
+    scores = np.zeros((grid.n_rows, grid.n_cols), np.float32)
+    t = grid.tile_size_px
+    for c in clusters:
+        c.tiles = sorted({(int(m.y // t), int(m.x // t)) for m in c.mcs})
+        for r, k in c.tiles:
+            scores[r, k] = max(scores[r, k], c.score)
+    return scores
+
+
+def _rows_from_scores(grid: TileGrid, scanned: np.ndarray, coverage: np.ndarray, scores: np.ndarray,
+                      threshold: float, on_row) -> list[list[Tile]]:
+    t, rows = grid.tile_size_px, []
+    for r in range(grid.n_rows):
+        row_tiles = [Tile(r, c, c * t, r * t, float(scores[r, c]), _label(float(scores[r, c]), threshold),
+                          float(coverage[r, c])) if scanned[r, c] else
+                     Tile(r, c, c * t, r * t, None, "background", float(coverage[r, c])) for c in range(grid.n_cols)]
+        rows.append(row_tiles)
+        if on_row is not None:
+            on_row(row_tiles)
+    return rows
+
+
+def _tile_clusters(rows: list[list[Tile]], grid: TileGrid, floor: float = TILE_CLUSTER_FLOOR) -> list[Cluster]:
+    """The paper's net has no MCs to count: each group of touching tiles at P ≥ `floor` is a
+    cluster, outlined by its tiles' box and scored by its best tile."""
+    from scipy import ndimage
+
+    p = np.array([[t.probability if t.probability is not None else -1.0 for t in row] for row in rows], np.float32)
+    labels, n = ndimage.label(p >= floor, structure=np.ones((3, 3)))
+    t, clusters = grid.tile_size_px, []
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        members = np.argwhere(labels[box] == k) + [box[0].start, box[1].start]
+        best = members[np.argmax(p[members[:, 0], members[:, 1]])]
+        x0, y0 = box[1].start * t, box[0].start * t
+        x1, y1 = min(box[1].stop * t, grid.image_shape[1]), min(box[0].stop * t, grid.image_shape[0])
+        clusters.append(Cluster(0, float((best[1] + 0.5) * t), float((best[0] + 0.5) * t),
+                                [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], round(float(p[best[0], best[1]]), 4), 0,
+                                [], [tuple(int(v) for v in m) for m in members]))
+    clusters.sort(key=lambda c: -c.score)
+    for k, c in enumerate(clusters):
+        c.id = k + 1
+    return clusters
 
 
 def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = None,
@@ -258,7 +349,7 @@ def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = Non
                              max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
     name = name or Path(path).name
     rows, cols = scan_img.image.shape
-    tile = loaded.model.config.patch_size_px
+    tile = PATCH_SIZE_PX
     if min(rows, cols) < tile:
         raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm, smaller than one "
                                    f"{tile}-px tile (1 cm²): too small to be a mammogram (is the pixel spacing right?)")

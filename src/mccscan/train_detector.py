@@ -6,7 +6,7 @@ train `MCNet` on the candidate patches (8 dihedral copies, BCE, Adam), keep the 
 with the best validation loss, then scan the validation phantoms whole and choose the
 operating point: the cluster score with the highest sensitivity at ≤ 0.5 false clusters
 per image. Weights, the operating point and the card land in OUT/ (mc.pt + mc.json).
-Seeds never overlap the evaluation phantoms (`EVAL_SEEDS`).
+Seeds never overlap the evaluation phantoms (`evaluate.EVAL_PHANTOM_SEEDS`).
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mccscan.atomic import atomic_write_text
-from mccscan.clusters import MATCH_MARGIN_MM, group_points
 from mccscan.datasets.phantom import Phantom, make_phantom
 from mccscan.mcdetect import detect, find_candidates
+from mccscan.evaluate import phantom_clusters
 from mccscan.metrics import ImageClusters, cluster_froc, operating_point
 from mccscan.models import MCNet, MCNetConfig
 from mccscan.weights import card_path, load_model, save_weights
 
 TRAIN_SEEDS = range(200_000, 201_000)  # the first `train_phantoms` of them
 VAL_SEEDS = range(210_000, 210_100)
-EVAL_SEEDS = range(220_000, 220_050)  # the 50 unseen phantoms of the FROC; never trained on
 MAX_FP_PER_IMAGE = 0.5  # the default operating point's budget
 
 
@@ -45,14 +44,6 @@ class DetectorTrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     size: str = "small"  # phantom size for training (the evaluation uses "large")
-
-
-def phantom_truth(ph: Phantom, margin_px: float) -> ImageClusters:
-    """An ImageClusters without detections: a phantom's true cluster outlines, and its
-    isolated sites (a single MC, or a pair as one site at its midpoint)."""
-    isolated = np.array([(m.x, m.y) for m in ph.mcs if m.cluster_id is None]).reshape(-1, 2)
-    sites = np.array([isolated[g].mean(0) for g in group_points(isolated, 61.0)]).reshape(-1, 2)
-    return ImageClusters(f"phantom-{ph.seed}", np.zeros((0, 3)), [c.outline for c in ph.clusters], margin_px, sites)
 
 
 def candidate_labels(ph: Phantom, xy: np.ndarray) -> np.ndarray:
@@ -97,9 +88,7 @@ def validation_clusters(model: MCNet, seeds, size: str, mc_floor: float, progres
     for seed in tqdm(list(seeds), desc="scanning", unit="img", disable=not progress):
         ph = make_phantom(int(seed), size=size)
         found = detect(model, ph.image, ph.breast_mask, mc_floor=mc_floor)
-        truth = phantom_truth(ph, MATCH_MARGIN_MM / ph.pixel_spacing_mm)
-        out.append(ImageClusters(truth.image_id, [(c.x, c.y, c.score) for c in found.clusters], truth.truth,
-                                 truth.margin_px, truth.isolated_sites))
+        out.append(phantom_clusters(ph, [(c.x, c.y, c.score) for c in found.clusters]))
     return out
 
 

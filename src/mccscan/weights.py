@@ -12,12 +12,14 @@ import torch
 from torch import nn
 
 from mccscan.atomic import atomic_write, atomic_write_text
-from mccscan.errors import MccscanError
+from mccscan.errors import MccscanError, UnknownNameError
 from mccscan.models import MCCNet, MCNet, MCNetConfig, NetConfig, arch_name, parameter_count
 from mccscan.paper import BASELINES, build_model, config_by_name
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEMO_WEIGHTS = WEIGHTS_DIR / "demo.pt"
+DEMO_WEIGHTS = WEIGHTS_DIR / "demo.pt"  # the paper's net, trained on phantoms
+DETECTORS = {"mc": WEIGHTS_DIR / "mc.pt", "paper": DEMO_WEIGHTS}  # shipped weights of each detector
+DEFAULT_DETECTOR = "mc"
 
 
 class WeightsError(MccscanError, RuntimeError):
@@ -87,3 +89,14 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
         raise WeightsError(f"{path}: cannot load weights ({exc})") from exc
     model.eval()
     return LoadedModel(model, card.get("name", path.stem), sha, card)
+
+
+def load_detector(detector: str | None = None, weights: str | Path | None = None) -> LoadedModel:
+    """The weights to scan with: `weights` if given, else the shipped ones of `detector`
+    ("mc", the default: MCs then clusters; "paper": the paper's net on tiles)."""
+    if weights is not None:
+        return load_model(weights)
+    detector = detector or DEFAULT_DETECTOR
+    if detector not in DETECTORS:
+        raise UnknownNameError(f"unknown detector {detector!r}; choose from {', '.join(DETECTORS)}")
+    return load_model(DETECTORS[detector])

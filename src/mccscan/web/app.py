@@ -23,14 +23,14 @@ from mccscan.web.jobs import ScanJobs
 from mccscan.web.routes import pages, scans, viewer
 from mccscan.web.settings import Settings
 from mccscan.web.store import ScanStore
-from mccscan.weights import load_model
+from mccscan.weights import load_detector
 
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and fields around the file
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    loaded = load_model(settings.weights)
+    loaded = load_detector(settings.detector, settings.weights)
     store = ScanStore(settings.data_dir, max_renders=settings.max_renders)
     jobs = ScanJobs(store, loaded, workers=settings.workers, max_queued=settings.max_queued,
                     max_pixels=settings.max_pixels, threshold=settings.threshold)

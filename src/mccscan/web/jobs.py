@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mccscan.io import DEFAULT_MAX_PIXELS, MammogramError
-from mccscan.scan import DEFAULT_THRESHOLD, ScanResult, Tile, scan_file
-from mccscan.tiling import TileGrid
+from mccscan.scan import ScanResult, Tile, default_threshold, scan_file
+from mccscan.tiling import PATCH_SIZE_PX, TileGrid
 from mccscan.web.store import ScanStore
 from mccscan.weights import LoadedModel
 
@@ -48,7 +48,8 @@ def row_event(tiles: list[Tile]) -> Event:
 
 
 def done_event(result: dict) -> Event:
-    return "done", {key: result[key] for key in ("counts", "elapsed_s", "warnings", "threshold", "model")}
+    return "done", {key: result.get(key) for key in ("counts", "elapsed_s", "warnings", "threshold", "model",
+                                                     "detector", "clusters")}
 
 
 def replay(scan_id: str, result: dict) -> list[Event]:
@@ -64,9 +65,10 @@ def replay(scan_id: str, result: dict) -> list[Event]:
 
 class ScanJobs:
     def __init__(self, store: ScanStore, loaded: LoadedModel, *, workers: int = 1, max_queued: int = 64,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, threshold: float = DEFAULT_THRESHOLD):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, threshold: float | None = None):
         self.store, self.loaded = store, loaded
-        self.max_queued, self.max_pixels, self.threshold = max_queued, max_pixels, threshold
+        self.threshold = default_threshold(loaded) if threshold is None else threshold  # the weights' operating point
+        self.max_queued, self.max_pixels = max_queued, max_pixels
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mccscan-scan")
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
@@ -126,7 +128,7 @@ class ScanJobs:
         if record is None:  # deleted while queued
             return
         self.store.update(scan_id, status="running")
-        tile = self.loaded.model.config.patch_size_px
+        tile = PATCH_SIZE_PX
 
         def on_image(image: np.ndarray) -> None:
             self.store.save_image(scan_id, image)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mccscan.io import DEFAULT_MAX_PIXELS
-from mccscan.scan import DEFAULT_THRESHOLD
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 
@@ -15,12 +14,13 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 @dataclass
 class Settings:
     data_dir: Path = Path("mccscan-data")
-    weights: str | None = None  # default: the shipped demo weights
+    detector: str | None = None  # default: weights.DEFAULT_DETECTOR
+    weights: str | None = None  # overrides the detector's shipped weights
     workers: int = 1  # scans at once; each uses every core through PyTorch
     max_queued: int = 64
     max_upload_bytes: int = 200 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # default: the operating point stored with the weights
     max_renders: int = 2  # overlays, heatmaps and JPEGs made at once (each holds a copy of an image)
     # Host headers answered; any other is refused (a DNS-rebinding page cannot reach the server)
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES

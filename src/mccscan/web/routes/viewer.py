@@ -16,7 +16,8 @@ from PIL import Image
 
 from mccscan.render import (DEFAULT_STYLE, HEATMAP_STRIDE_PX, NORMAL_COLOR, OVERLAY_STYLE, STYLES, heatmap, parse_color,
                             png_bytes, render_overlay)
-from mccscan.scan import ScanResult
+from mccscan.scan import ScanResult, default_threshold
+from mccscan.tiling import PATCH_SIZE_PX
 from mccscan.web.deps import DoneDep, ModelDep, RecordDep, SettingsDep, StoreDep
 from mccscan.web.schemas import ERROR_RESPONSES, ServerInfo
 from mccscan.web.store import ScanStore
@@ -26,10 +27,11 @@ router = APIRouter(tags=["viewer"])
 
 @router.get("/api/info", response_model=ServerInfo)
 def info(settings: SettingsDep, loaded: ModelDep) -> ServerInfo:
-    """The model in use, the server's limits and how the overlay is drawn."""
+    """The model in use, its reporting threshold, the server's limits and how the overlay is drawn."""
+    threshold = default_threshold(loaded) if settings.threshold is None else settings.threshold
     return ServerInfo(model={"name": loaded.name, "sha256": loaded.sha256,
                              "trained_on": loaded.card.get("trained_on", "unknown")},
-                      threshold=settings.threshold, tile_size_px=loaded.model.config.patch_size_px,
+                      threshold=threshold, tile_size_px=PATCH_SIZE_PX,
                       heatmap_stride_px=HEATMAP_STRIDE_PX, max_upload_bytes=settings.max_upload_bytes,
                       max_pixels=settings.max_pixels, overlay=OVERLAY_STYLE)
 
@@ -89,13 +91,14 @@ def overlay_png(record: DoneDep, store: StoreDep, threshold: float | None = Quer
 
 @router.get("/api/scans/{scan_id}/heatmap.png", responses=ERROR_RESPONSES, response_class=Response)
 def heatmap_png(record: DoneDep, store: StoreDep, loaded: ModelDep) -> Response:
-    """Dense P(MCC) map at a 16-px stride (RGBA, transparent where low or outside the breast).
+    """Dense map at a 16-px stride (RGBA, transparent where low or outside the breast): the
+    paper's net's P(MCC), or the cluster detector's score for a cluster in each window.
 
     Pixel (i, j) is the 144-px window whose top-left corner is (16·j, 16·i) in the scanned
     image, so the map lies over the image from (72 − 8, 72 − 8) px at 16× scale. Computed
     on first request from the stored 8-bit image."""
 
     def make() -> bytes:
-        return png_bytes(heatmap(loaded.model, _image_u8(store, record.id).astype(np.float32) / 255))
+        return png_bytes(heatmap(loaded, _image_u8(store, record.id).astype(np.float32) / 255))
 
     return FileResponse(_derived(store, record.id, "heatmap.png", make), media_type="image/png")

@@ -11,6 +11,7 @@ const state = {
   source: null,      // the EventSource of the scan shown
   view: { s: 1, x: 0, y: 0 },
   info: null,
+  clusters: [],      // every candidate cluster of the scan shown (score, outline, MCs), best first
 };
 // Timings (ms since page load) the browser tests and the benchmark read.
 window.mccscanTimings = {};
@@ -57,8 +58,61 @@ function redrawAll() {
   const opts = drawOptions();
   for (const id of OVERLAY_LAYERS) $(id).getContext("2d").clearRect(0, 0, $(id).width, $(id).height);
   for (const tile of state.tiles) if (tile) drawTile(tile, opts);
+  drawClusters();
   updateCounters();
   updateDownloads();
+}
+
+// ---------- clusters: outlined, labelled, listed; the threshold acts on their score ----------
+const SVG = "http://www.w3.org/2000/svg";
+
+function findings() {
+  const threshold = parseFloat($("threshold").value);
+  return state.clusters.filter((c) => c.score >= threshold);
+}
+
+function svgNode(name, attrs, text) {
+  const node = document.createElementNS(SVG, name);
+  for (const k in attrs) node.setAttribute(k, attrs[k]);
+  if (text) node.textContent = text;
+  return node;
+}
+
+function clusterLabel(c) {
+  return `#${c.id} ${c.score.toFixed(2)}` + (c.n_mcs ? ` · ${c.n_mcs} MCs` : "");
+}
+
+function drawClusters() {
+  const svg = $("clusters"), list = $("findings");
+  svg.replaceChildren();
+  list.replaceChildren();
+  const shown = findings();
+  for (const c of shown) {
+    const group = svgNode("g", { "data-id": c.id });
+    group.append(svgNode("polygon", { points: c.outline.map((p) => p.join(",")).join(" ") }));
+    for (const m of c.mcs) group.append(svgNode("circle", { cx: m.x, cy: m.y, r: 9 }));
+    const top = Math.min(...c.outline.map((p) => p[1])), left = Math.min(...c.outline.map((p) => p[0]));
+    group.append(svgNode("text", { x: left, y: top - 12 }, clusterLabel(c)));
+    svg.append(group);
+    const item = document.createElement("li");
+    item.textContent = `${clusterLabel(c)} at (${(c.x * 0.07).toFixed(0)}, ${(c.y * 0.07).toFixed(0)}) mm`;
+    item.onclick = () => zoomTo(c);
+    list.append(item);
+  }
+  $("findings-count").textContent = `${shown.length} at score ≥ ${parseFloat($("threshold").value).toFixed(3)}`;
+  $("findings-panel").hidden = !state.finished;
+}
+
+function zoomTo(c) {
+  const xs = c.outline.map((p) => p[0]), ys = c.outline.map((p) => p[1]);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const box = $("viewer").getBoundingClientRect();
+  const s = Math.min(8, 0.5 * Math.min(box.width / Math.max(x1 - x0, 144), box.height / Math.max(y1 - y0, 144)));
+  state.view = { s, x: box.width / 2 - (x0 + x1) / 2 * s, y: box.height / 2 - (y0 + y1) / 2 * s };
+  applyView();
+  for (const p of $("clusters").querySelectorAll("polygon")) p.classList.remove("selected");
+  const chosen = $("clusters").querySelector(`g[data-id="${c.id}"] polygon`);
+  if (chosen) chosen.classList.add("selected");
 }
 
 function updateCounters() {
@@ -171,6 +225,11 @@ function resetView(meta) {
     canvas.style.height = meta.n_rows * meta.tile_size_px + "px";
   }
   $("stage").style.width = cols + "px"; $("stage").style.height = rows + "px";
+  Object.assign($("clusters").style, { width: cols + "px", height: rows + "px" });
+  $("clusters").setAttribute("viewBox", `0 0 ${cols} ${rows}`);
+  state.clusters = [];
+  $("clusters").replaceChildren();
+  $("findings-panel").hidden = true;
   const timings = window.mccscanTimings;
   $("base").onload = () => { if (timings.image_loaded === undefined) timings.image_loaded = performance.now(); };
   $("base").src = `/api/scans/${meta.id}/image.jpg`;
@@ -214,6 +273,8 @@ function openScan(id, timings) {
     source.close();
     const done = JSON.parse(e.data);
     state.finished = true;
+    state.clusters = done.clusters || [];
+    drawClusters();
     $("status").textContent = `${state.scan.image}: scanned in ${done.elapsed_s.toFixed(2)} s` +
       (done.warnings.length ? ` — ${done.warnings.join("; ")}` : "");
     $("show-heatmap").disabled = false;
@@ -307,7 +368,7 @@ async function refreshHistory() {
     const open = document.createElement("button");
     open.className = "open";
     const when = new Date(scan.created_at * 1000).toLocaleString();
-    const what = scan.status === "done" ? `${scan.counts.mcc} MCC` : scan.status;
+    const what = scan.status === "done" ? `${scan.counts.mcc} MCC tile(s)` : scan.status;
     open.textContent = `${scan.filename} — ${what}`;
     open.title = when;
     open.onclick = () => openScan(scan.id);
@@ -327,12 +388,14 @@ async function refreshHistory() {
 
 // ---------- controls ----------
 $("threshold").addEventListener("input", () => {
-  $("threshold-value").textContent = parseFloat($("threshold").value).toFixed(2);
+  $("threshold-value").textContent = parseFloat($("threshold").value).toFixed(3);
   redrawAll();
 });
 for (const id of ["normal-color", "mcc-color", "mcc-mode"]) $(id).addEventListener("input", redrawAll);
 $("show-original").addEventListener("change", () => {
-  for (const id of OVERLAY_LAYERS) $(id).style.visibility = $("show-original").checked ? "hidden" : "visible";
+  for (const id of [...OVERLAY_LAYERS, "clusters"]) {
+    $(id).style.visibility = $("show-original").checked ? "hidden" : "visible";
+  }
 });
 $("show-heatmap").addEventListener("change", () => {
   const img = $("heatmap");
@@ -361,7 +424,7 @@ document.addEventListener("keydown", (e) => {
     $("model-info").textContent = `model: ${state.info.model.name} — trained on ${state.info.model.trained_on}`;
     $("threshold").value = state.info.threshold;
     $("normal-color").value = state.info.overlay.normal_color;
-    $("threshold-value").textContent = state.info.threshold.toFixed(2);
+    $("threshold-value").textContent = state.info.threshold.toFixed(3);
   } catch (err) {
     showError("Cannot reach the server.");
   }

@@ -1,0 +1,29 @@
+"""The two-stage detector: candidates, the shipped MC network, clusters on a phantom."""
+
+import numpy as np
+
+from mccscan.clusters import MATCH_MARGIN_MM
+from mccscan.datasets.phantom import make_phantom
+from mccscan.mcdetect import detect, find_candidates
+from mccscan.metrics import compare_clusters
+from mccscan.weights import DETECTORS, load_model
+
+
+def test_candidates_include_a_faint_speck_and_are_centred_on_it():
+    rng = np.random.default_rng(0)
+    image = (0.4 + 0.01 * rng.standard_normal((400, 400))).astype(np.float32)
+    image[200:203, 150:153] += 0.08  # a 3-px speck, 8 noise units above its surroundings
+    cands = find_candidates(image, np.ones(image.shape, bool))
+    assert np.hypot(*(cands.xy[0] - (151, 201))) <= 1.5  # the brightest candidate is the speck
+    assert cands.patches.shape[1:] == (27, 27) and cands.patches[0][13, 13] == cands.snr[0]
+
+
+def test_shipped_detector_finds_the_phantoms_clusters_and_not_its_isolated_mcs(small_phantom):
+    loaded = load_model(DETECTORS["mc"])
+    threshold = loaded.card["operating_point"]["cluster_threshold"]
+    for ph in (small_phantom, make_phantom(230_001, size="small", n_clusters=3)):  # seeds no training used
+        found = detect(loaded.model, ph.image, ph.breast_mask)
+        reported = [c for c in found.clusters if c.score >= threshold]
+        comparison = compare_clusters(reported, [c.outline for c in ph.clusters], MATCH_MARGIN_MM / 0.07)
+        assert all(comparison.found) and comparison.false_reported <= 1, comparison.summary()
+        assert all(c.n_mcs >= 3 for c in found.clusters)
