@@ -123,3 +123,14 @@ def test_training_forward_gives_the_same_logits_and_gradients(arch):
     for g_dense, g_sparse in zip(torch.autograd.grad(dense.square().sum(), list(model.parameters())),
                                  torch.autograd.grad(sparse.square().sum(), list(model.parameters()))):
         assert torch.allclose(g_dense, g_sparse, rtol=1e-4, atol=1e-5)
+
+
+def test_count_aware_f2_needs_three_separate_peaks():
+    model = build_model("count-aware")
+    assert model.config.f2_pool == "peaks3" and model.num_parameters() == 8301
+    one, three = torch.zeros(1, 16, 40, 40), torch.zeros(1, 16, 40, 40)
+    one[..., 20, 20] = 1.0
+    three[..., 5, 5] = three[..., 20, 20] = three[..., 35, 35] = 1.0
+    assert torch.allclose(model.f2(one), torch.full((1, 16), 1 / 3))
+    assert torch.allclose(model.f2(three), torch.ones(1, 16))
+    assert torch.equal(build_model("proposed").f2(one), torch.ones(1, 16))

@@ -42,3 +42,13 @@ def test_balanced_indices(rng):
     keep = balanced_indices(labels, rng)
     assert (labels[keep] == 1).sum() == (labels[keep] == 0).sum() == 10
     assert np.all(np.diff(keep) > 0)
+
+
+def test_isolated_mcs_become_hard_negatives_when_asked(small_phantom, rng):
+    ph = small_phantom
+    ann = annotated_truth(ph.image, ph.breast_mask, ph.mcs, ph.clusters)
+    default = labelled_windows(ann, LabelRule(), np.random.default_rng(1))
+    hard = labelled_windows(ann, LabelRule(isolated_negative=True), np.random.default_rng(1))
+    isolated = [(d, h) for d, h in zip(default, hard) if 1 <= d.n_mcs <= 2 and d.cluster_overlap == 0]
+    assert isolated and all(d.label == -1 and h.label in (0, -2) for d, h in isolated)
+    assert [d.label for d in default if d.n_mcs == 0] == [h.label for h in hard if h.n_mcs == 0]

@@ -79,12 +79,16 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_train_detector(args) -> int:
-    from mccscan.train_detector import DetectorTrainConfig, train_detector
+    from mccscan.train_detector import DetectorTrainConfig, choose_operating_point, train_detector
 
     config = DetectorTrainConfig(train_phantoms=args.train_phantoms, val_phantoms=args.val_phantoms,
                                  negatives_per_image=args.negatives, epochs=args.epochs, seed=args.seed)
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    card = train_detector(args.out, config, progress=sys.stderr.isatty(), command=command)
+    if args.recalibrate:
+        card = choose_operating_point(Path(args.out) / "mc.pt", args.val_phantoms, progress=sys.stderr.isatty(),
+                                      command=command)
+    else:
+        card = train_detector(args.out, config, progress=sys.stderr.isatty(), command=command)
     print(f"best epoch {card['epoch']} → {Path(args.out) / 'mc.pt'}; cluster operating point "
           f"{card['operating_point']['cluster_threshold']:.3f}")
     return 0
@@ -252,7 +256,7 @@ def _cmd_build_dataset(args) -> int:
     start = time.perf_counter()
     index = read_source(args.source, args.root, pixel_spacing_mm=args.pixel_spacing, phantom_images=args.images)
     rule = LabelRule(min_mcs=args.min_mcs, min_cluster_overlap=args.min_cluster_overlap,
-                     min_breast_fraction=args.min_breast_fraction)
+                     min_breast_fraction=args.min_breast_fraction, isolated_negative=args.isolated_negative)
     card = build_dataset(index, args.out, protocol=args.protocol, seed=args.seed, rule=rule,
                          augment=not args.no_augment, jitter_per_cluster=args.jitter,
                          insert_synthetic=args.insert_synthetic, progress=sys.stderr.isatty())
@@ -341,6 +345,8 @@ def _args_train_detector(p) -> None:
                    help="candidates that are no MC, per training phantom")
     p.add_argument("--epochs", type=int, default=DetectorTrainConfig.epochs, help="epochs")
     p.add_argument("--seed", type=int, default=DetectorTrainConfig.seed, help="seeds sampling and weights")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="no training: choose OUT/mc.pt's operating point again on the validation phantoms")
 
 
 def _args_evaluate(p) -> None:
@@ -448,6 +454,8 @@ def _args_build_dataset(p) -> None:
                    help="or this fraction of the smaller of patch and cluster covered")
     p.add_argument("--min-breast-fraction", type=float, default=LabelRule.min_breast_fraction,
                    help="breast share of a negative patch")
+    p.add_argument("--isolated-negative", action="store_true",
+                   help="windows with only 1–2 isolated MCs are negatives (hard negatives), not left out")
     p.add_argument("--jitter", type=int, default=8, help="off-centre windows per cluster")
     p.add_argument("--no-augment", action="store_true", help="skip the ×5 geometric augmentation")
     p.add_argument("--insert-synthetic", type=int, default=0, metavar="N",

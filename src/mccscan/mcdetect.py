@@ -120,9 +120,9 @@ class Detection:
 
 
 def detect(model: MCNet, image: np.ndarray, breast: np.ndarray, *, mc_floor: float = 0.5,
-           pixel_spacing_mm: float = 0.07) -> Detection:
+           candidate_snr: float = CANDIDATE_SNR, pixel_spacing_mm: float = 0.07) -> Detection:
     """MCs and clusters of a 70 µm image."""
-    cands = find_candidates(image, breast, patch_px=model.config.patch_px)
+    cands = find_candidates(image, breast, patch_px=model.config.patch_px, snr=candidate_snr)
     p = score_candidates(model, cands.patches)
     keep = p >= mc_floor
     mcs = [MC(float(x), float(y), round(float(s), 4)) for (x, y), s in zip(cands.xy[keep], p[keep])]

@@ -30,12 +30,14 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
 
 PATCH_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
 
+
 def roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
     """Area under the ROC curve; NaN when only one class is present."""
     from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels).astype(bool)
     return float(roc_auc_score(labels, probabilities)) if 0 < labels.sum() < len(labels) else float("nan")
+
 
 def patch_evaluation(labels: np.ndarray, probabilities: np.ndarray, *, groups: np.ndarray | None = None,
                      threshold: float = 0.5, n_bootstrap: int = 1000, seed: int = 0) -> dict:
@@ -65,6 +67,7 @@ def patch_evaluation(labels: np.ndarray, probabilities: np.ndarray, *, groups: n
         "calibration": calibration(labels, probabilities),
     }
 
+
 def calibration(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> dict:
     """Reliability per probability bin and the expected calibration error (ECE)."""
     labels, probabilities = np.asarray(labels, np.float64), np.asarray(probabilities, np.float64)
@@ -90,6 +93,7 @@ class TruthImage:
     clusters: list[tuple[tuple[int, int], np.ndarray]]  # ((x0, y0), bool mask crop), as in AnnotatedImage
     hit_maps: list[np.ndarray] = field(default_factory=list)  # per cluster: map cells whose window hits it
 
+
 @dataclass
 class Candidate:
     """A candidate cluster: a connected region of the dense map at or above a threshold."""
@@ -98,6 +102,7 @@ class Candidate:
     y: float
     score: float  # the peak logit
     cells: int  # region size in map cells
+
 
 def candidate_clusters(logit_map: np.ndarray, threshold: float, stride_px: int,
                        tile_px: int = PATCH_SIZE_PX) -> tuple[list[Candidate], list[tuple[int, int]]]:
@@ -115,6 +120,7 @@ def candidate_clusters(logit_map: np.ndarray, threshold: float, stride_px: int,
     cands = [Candidate(j * stride_px + tile_px / 2, i * stride_px + tile_px / 2, float(values[i, j]), int(size))
              for (i, j), size in zip(peaks, sizes)]
     return cands, [(int(i), int(j)) for i, j in peaks]
+
 
 def cluster_hit_map(cluster: tuple[tuple[int, int], np.ndarray], map_shape: tuple[int, int], stride_px: int,
                     tile_px: int = PATCH_SIZE_PX, min_overlap: float = 0.5) -> np.ndarray:
@@ -135,6 +141,7 @@ def cluster_hit_map(cluster: tuple[tuple[int, int], np.ndarray], map_shape: tupl
             covered = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
             hits[i, j] = covered > 0 and covered >= need
     return hits
+
 
 def mc_clusters(mc_xy: np.ndarray, shape: tuple[int, int], *, link_px: float = 72.0, min_mcs: int = 3,
                 margin_px: int = 10) -> list[tuple[tuple[int, int], np.ndarray]]:
@@ -180,6 +187,7 @@ def froc(images: Iterable[TruthImage], thresholds: np.ndarray | None = None) -> 
     return {"images": len(images), "clusters": n_clusters, "thresholds": [float(t) for t in thresholds],
             "sensitivity": sens.tolist(), "fp_per_image": fppi.tolist(),
             "sensitivity_at_fp": {str(f): sensitivity_at(sens, fppi, f) for f in (0.25, 0.5, 1.0, 2.0)}}
+
 
 def _logit(p: float) -> float:
     return float(np.log(p) - np.log1p(-p)) if 0 < p < 1 else (np.inf if p >= 1 else -np.inf)
@@ -258,8 +266,8 @@ def cluster_froc(images: list[ImageClusters], *, n_bootstrap: int = 1000, seed: 
                       for _ in range(n_bootstrap)]) if n_bootstrap and parts else None
     at = {}
     for k, f in enumerate(FROC_FP_RATES):
-        ci = np.nanpercentile(draws[:, k], [2.5, 97.5]).tolist() if draws is not None else [np.nan, np.nan]
-        at[str(f)] = {"value": sensitivity_at(sens, fppi, f), "ci95": [float(v) for v in ci]}
+        ci = [float(v) for v in np.nanpercentile(draws[:, k], [2.5, 97.5])] if draws is not None else [None, None]
+        at[str(f)] = {"value": sensitivity_at(sens, fppi, f), "ci95": ci}
     return {"images": len(images), "clusters": sum(len(im.truth) for im in images),
             "thresholds": [float(t) for t in thresholds], "sensitivity": sens.tolist(), "fp_per_image": fppi.tolist(),
             "sensitivity_at_fp": at, "n_bootstrap": n_bootstrap}

@@ -18,6 +18,9 @@ from torch.nn import functional as F
 
 from mccscan.tiling import PATCH_SIZE_PX
 
+F2_POOLS = ("max", "peaks3")
+PEAK_NMS_PX = 7  # the count-aware F2's peaks are at least this far apart (in the last map)
+
 
 @dataclass(frozen=True)
 class NetConfig:
@@ -27,6 +30,7 @@ class NetConfig:
     conv_channels: tuple[int, ...] = (6, 16)
     kernel_size_px: int | tuple[int, ...] = 9
     max_pool_layers: int = 0  # 2×2 max pools, after the first `max_pool_layers` convs
+    f2_pool: str = "max"  # "max": the paper's global max; "peaks3": mean of the 3 strongest separate peaks
     dropout: float = 0.2  # the paper's "permanency 80%"
     patch_size_px: int = PATCH_SIZE_PX
 
@@ -39,6 +43,8 @@ class NetConfig:
             raise ValueError("give one kernel size, or one per conv layer")
         if not 0 <= self.max_pool_layers <= len(self.conv_channels):
             raise ValueError("max_pool_layers must be between 0 and the number of conv layers")
+        if self.f2_pool not in F2_POOLS:
+            raise ValueError(f"f2_pool must be one of {', '.join(F2_POOLS)}")
 
     @property
     def kernel_sizes_px(self) -> tuple[int, ...]:
@@ -92,18 +98,27 @@ class MCCNet(nn.Module):
             maps.append(x)
         return maps
 
+    def f2(self, fmap: torch.Tensor) -> torch.Tensor:
+        """F2 [N, C] from the last conv map [N, C, h, w]: its global max (the paper), or the
+        mean of its 3 strongest peaks at least 4 px apart (count-aware: one bright speck
+        cannot fill all three)."""
+        if self.config.f2_pool == "max":
+            return torch.amax(fmap, dim=(-2, -1))
+        peaks = fmap * (fmap == F.max_pool2d(fmap, PEAK_NMS_PX, 1, PEAK_NMS_PX // 2))
+        return peaks.flatten(2).topk(3, dim=2).values.mean(2)
+
     def head(self, f2: torch.Tensor) -> torch.Tensor:
         """Logit from the global-max features F2 [N, C]."""
         return self.dense(self.dropout(f2)).squeeze(-1)
 
     def features(self, x: torch.Tensor) -> Features:
         maps = self.conv_features(x)
-        f2 = torch.amax(maps[-1], dim=(-2, -1))
+        f2 = self.f2(maps[-1])
         return Features(maps, f2, self.head(f2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logit per patch; the paper's sigmoid output is `torch.sigmoid` of it."""
-        return self.head(torch.amax(self.conv_features(x)[-1], dim=(-2, -1)))
+        return self.head(self.f2(self.conv_features(x)[-1]))
 
     def training_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The logits of `forward`, with a backward pass about as cheap as nothing.
@@ -112,9 +127,10 @@ class MCCNet(nn.Module):
         field of each F2 element (Σ(k−1)+1 px square) matters for training: the full maps
         are computed without autograd to find the maxima, then those fields alone are
         recomputed with it. Same values and gradients (up to ties), about a third of the
-        FLOPs of forward + dense backward. Models with max pools use `forward`.
+        FLOPs of forward + dense backward. Models with max pools or a count-aware F2 use
+        `forward`.
         """
-        if not self.fully_convolutional:
+        if not self.fully_convolutional or self.config.f2_pool != "max":
             return self(x)
         with torch.no_grad():
             fmap = self.conv_features(x)[-1]

@@ -50,6 +50,8 @@ PAPER_MODEL = "cl2-k9-6x16"  # the paper's "proposed" network, 8,301 parameters
 def config_by_name(name: str) -> NetConfig:
     """Config of a Table 1 architecture by name ("proposed" is the paper's model)."""
     key = PAPER_MODEL if name == "proposed" else name
+    if key in VARIANTS:
+        return VARIANTS[key]
     if key not in TABLE1:
         raise UnknownNameError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
     return TABLE1[key].config
@@ -63,7 +65,9 @@ BASELINES = {
 # The paper's Table 3: accuracy and parameters as published (same data, from scratch).
 PAPER_TABLE3 = {"mobilenetv2-paper-head": (0.998, 67_797_505), "lenet5": (0.993, 2_233_365),
                 "proposed": (0.993, 8_301)}
-ARCHITECTURES = ("proposed", *TABLE1, *BASELINES)
+# Beyond the paper: the proposed net with a count-aware F2 (issue 12's detector b).
+VARIANTS = {"count-aware": NetConfig((6, 16), 9, f2_pool="peaks3")}
+ARCHITECTURES = ("proposed", *TABLE1, *BASELINES, *VARIANTS)
 
 
 # The paper's Table 2 and the setting its Hyperband found.

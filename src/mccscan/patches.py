@@ -25,6 +25,7 @@ AUGMENTATIONS = {
     "rot90": lambda p: np.rot90(p, 1, axes=(-2, -1)),
 }
 
+
 def augment_x5(patches: np.ndarray) -> np.ndarray:
     """Each patch, mirrored, rotated 180°, both, and rotated 90° → shape (N, 5, H, W)."""
     return np.stack([f(patches) for f in AUGMENTATIONS.values()], axis=1)
@@ -51,12 +52,16 @@ class LabelRule:
     at least `min_cluster_overlap` of the smaller of the window and that region (so a small
     cluster wholly inside counts, and so does a window inside a large one). Negative: no
     annotated MC inside, no cluster region touched, and breast on at least
-    `min_breast_fraction` of the window. Anything else is ambiguous and left out.
+    `min_breast_fraction` of the window. Anything else is ambiguous and left out; with
+    `isolated_negative`, windows holding only isolated MCs (1–2, no cluster) are negatives
+    too: the hard negatives a cluster detector must learn to reject.
     """
 
     min_mcs: int = 3
     min_cluster_overlap: float = 0.5
     min_breast_fraction: float = 0.5
+    isolated_negative: bool = False  # windows with 1 … min_mcs − 1 MCs and no cluster: negatives, not left out
+
 
 @dataclass
 class AnnotatedImage:
@@ -67,12 +72,14 @@ class AnnotatedImage:
     mc_xy: np.ndarray  # (n, 2) MC centres (x, y)
     clusters: list[tuple[tuple[int, int], np.ndarray]]  # ((x0, y0), bool mask crop) per region
 
+
 def cluster_crop(mask: np.ndarray) -> tuple[tuple[int, int], np.ndarray] | None:
     """The bounding box corner (x0, y0) and the cropped mask of a region, or None if empty."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return None
     return (int(xs.min()), int(ys.min())), mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
 
 def polygon_crop(outline, shape: tuple[int, int]) -> tuple[tuple[int, int], np.ndarray] | None:
     """Rasterise a polygon (x, y) px into a cropped mask, clipped to the image."""
@@ -91,6 +98,7 @@ def polygon_crop(outline, shape: tuple[int, int]) -> tuple[tuple[int, int], np.n
     full[ys, xs] = crop[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
     return cluster_crop(full)
 
+
 @dataclass
 class Window:
     x: int
@@ -98,6 +106,7 @@ class Window:
     label: int  # 1 MCC, 0 normal, -1 ambiguous, -2 too little breast
     n_mcs: int
     cluster_overlap: float
+
 
 def label_window(ann: AnnotatedImage, x0: int, y0: int, rule: LabelRule,
                  size: int = PATCH_SIZE_PX) -> Window:
@@ -115,11 +124,12 @@ def label_window(ann: AnnotatedImage, x0: int, y0: int, rule: LabelRule,
         overlap = max(overlap, inter / min(size * size, int(crop.sum())))
     if n_mcs >= rule.min_mcs or overlap >= rule.min_cluster_overlap:
         label = 1
-    elif n_mcs == 0 and not touched:
+    elif not touched and (n_mcs == 0 or rule.isolated_negative):
         label = 0 if ann.breast[y0:y0 + size, x0:x0 + size].mean() >= rule.min_breast_fraction else -2
     else:
         label = -1
     return Window(x0, y0, label, n_mcs, round(overlap, 4))
+
 
 def candidate_windows(ann: AnnotatedImage, rng: np.random.Generator, jitter_per_cluster: int = 8,
                       max_loose_mcs: int = 4, size: int = PATCH_SIZE_PX) -> list[tuple[int, int]]:

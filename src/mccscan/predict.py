@@ -44,8 +44,8 @@ def dense_probability_map(model: MCCNet, image: np.ndarray, *, stride_px: int = 
     (window/stride)² stride-sized cells it covers, so pooling costs one pass over the map.
     With `logits`, the model's logits instead: they rank windows that float32 sigmoid rounds to 1.
     """
-    if not model.fully_convolutional:
-        raise ValueError("a dense map needs a fully convolutional model (no max-pool layers)")
+    if not model.fully_convolutional or model.config.f2_pool != "max":
+        raise ValueError("a dense map needs a fully convolutional model with the global-max F2")
     tile = model.config.patch_size_px
     window = tile - model.config.conv_shrink_px
     if window % stride_px:

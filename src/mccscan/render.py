@@ -26,7 +26,7 @@ from mccscan.clusters import window_scores
 from mccscan.mcdetect import detect
 from mccscan.models import MCNet
 from mccscan.predict import dense_probability_map
-from mccscan.scan import ScanResult
+from mccscan.scan import ScanResult, detector_options
 from mccscan.tiling import breast_mask
 from mccscan.weights import LoadedModel
 
@@ -147,8 +147,7 @@ def heatmap(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
     (breast only); the cluster detector: the score a cluster in that window would have."""
     breast = breast_mask(image)
     if isinstance(loaded.model, MCNet):
-        mc_floor = loaded.card.get("operating_point", {}).get("mc_floor", 0.5)
-        mcs = detect(loaded.model, image, breast, mc_floor=mc_floor).mcs
+        mcs = detect(loaded.model, image, breast, **detector_options(loaded)).mcs
         return heatmap_rgba(window_scores(mcs, image.shape, stride_px=HEATMAP_STRIDE_PX))
     return heatmap_rgba(dense_probability_map(loaded.model, image, stride_px=HEATMAP_STRIDE_PX, mask=breast))
 

@@ -160,7 +160,8 @@ def _strongest_peak(model: MCCNet, f2: torch.Tensor, argmax_flat: torch.Tensor, 
 def _scores_from_maps(model: MCCNet, maps: torch.Tensor) -> TileScores:
     """maps: (n, C, w, w), the last conv map of each tile."""
     n, c, w, _ = maps.shape
-    f2, argmax = maps.reshape(n, c, w * w).max(dim=2)
+    argmax = maps.reshape(n, c, w * w).argmax(dim=2)
+    f2 = model.f2(maps)
     prob = torch.sigmoid(model.head(f2))
     return TileScores(prob.numpy(), f2.numpy(), _strongest_peak(model, f2, argmax, w))
 
@@ -226,6 +227,12 @@ def score_tiles(model: MCCNet, image: np.ndarray, scanned: np.ndarray, **kwargs)
     return _concat([scores for _, scores in iter_row_scores(model, image, scanned, **kwargs)], model)
 
 
+def detector_options(loaded: LoadedModel) -> dict:
+    """The cluster detector's settings stored with its weights (MC floor, candidate SNR)."""
+    point = loaded.card.get("operating_point", {})
+    return {k: point[k] for k in ("mc_floor", "candidate_snr") if k in point}
+
+
 def default_threshold(loaded: LoadedModel) -> float:
     """The operating point stored with the weights (chosen on validation data), or 0.5."""
     return float(loaded.card.get("operating_point", {}).get("cluster_threshold", DEFAULT_THRESHOLD))
@@ -250,8 +257,7 @@ def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image", t
     coverage = grid.coverage(breast)
     scanned = coverage >= min_breast_fraction
     if isinstance(loaded.model, MCNet):
-        mc_floor = loaded.card.get("operating_point", {}).get("mc_floor", 0.5)
-        clusters = detect(loaded.model, image, breast, mc_floor=mc_floor).clusters
+        clusters = detect(loaded.model, image, breast, **detector_options(loaded)).clusters
         rows = _rows_from_scores(grid, scanned, coverage, _cluster_tile_scores(clusters, grid), threshold, on_row)
         detector, engine = "mc", "mc"
     else:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from mccscan.atomic import atomic_write_text
 from mccscan.datasets.phantom import Phantom, make_phantom
-from mccscan.mcdetect import detect, find_candidates
+from mccscan.mcdetect import CANDIDATE_SNR, detect, find_candidates
 from mccscan.evaluate import phantom_clusters
 from mccscan.metrics import ImageClusters, cluster_froc, operating_point
 from mccscan.models import MCNet, MCNetConfig
@@ -141,12 +141,6 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
               f"{recall:.3f}  false {false_rate:.4f}  {time.perf_counter() - start:.0f} s"
               + ("  *best*" if improved else ""), flush=True)
 
-    # the operating point, chosen on whole validation phantoms
-    model = load_model(out_dir / "mc.pt").model
-    mc_floor = 0.5
-    val = validation_clusters(model, VAL_SEEDS[:config.val_phantoms], "large", mc_floor, progress)
-    froc = cluster_froc(val, n_bootstrap=0)
-    threshold = operating_point(froc, MAX_FP_PER_IMAGE)
     card = json.loads(card_path(out_dir / "mc.pt").read_text())
     card.update({
         "detector": "mc", "command": command, "train_config": asdict(config),
@@ -155,11 +149,26 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
                  "val_seeds": [VAL_SEEDS.start, VAL_SEEDS.start + config.val_phantoms - 1],
                  "train_candidates": len(train_y), "train_mcs": int(train_y.sum())},
         "history": history,
-        "operating_point": {"mc_floor": mc_floor, "cluster_threshold": threshold,
-                            "max_fp_per_image": MAX_FP_PER_IMAGE,
-                            "validation": {k: froc[k] for k in ("images", "clusters", "sensitivity_at_fp")}},
     })
     atomic_write_text(card_path(out_dir / "mc.pt"), json.dumps(card, indent=2) + "\n")
+    return choose_operating_point(out_dir / "mc.pt", config.val_phantoms, progress=progress, command=command)
+
+
+def choose_operating_point(weights: str | Path, val_phantoms: int = 20, *, progress: bool = False,
+                           command: str = "") -> dict:
+    """Scan the validation phantoms whole with these weights and store, in their card, the
+    cluster score with the highest sensitivity at ≤ MAX_FP_PER_IMAGE false clusters per image."""
+    loaded = load_model(weights)
+    mc_floor = 0.5
+    val = validation_clusters(loaded.model, VAL_SEEDS[:val_phantoms], "large", mc_floor, progress)
+    froc = cluster_froc(val, n_bootstrap=0)
+    threshold = operating_point(froc, MAX_FP_PER_IMAGE)
+    card = {**loaded.card, "operating_point": {
+        "mc_floor": mc_floor, "candidate_snr": CANDIDATE_SNR, "cluster_threshold": threshold,
+        "max_fp_per_image": MAX_FP_PER_IMAGE, "chosen_by": command,
+        "validation": {"images": froc["images"], "clusters": froc["clusters"],
+                       "sensitivity_at_fp": {f: v["value"] for f, v in froc["sensitivity_at_fp"].items()}}}}
+    atomic_write_text(card_path(weights), json.dumps(card, indent=2) + "\n")
     print(f"operating point: cluster score ≥ {threshold:.3f} (validation: "
           + ", ".join(f"{v['value']:.2f} at {f} FP/image" for f, v in froc["sensitivity_at_fp"].items()) + ")")
     return card
