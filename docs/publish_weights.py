@@ -58,7 +58,7 @@ def main() -> None:
 
     loaded = load_model(args.run_dir / "best.pt")
     with tempfile.TemporaryDirectory() as tmp:
-        evaluation = evaluate_on_dataset(loaded.model, args.dataset_dir, tmp)
+        evaluation = evaluate_on_dataset(loaded, args.dataset_dir, tmp)
     unseen = [_phantom_truth(loaded.model, seed) for seed in FROC_SEEDS]
     unseen_froc = froc(unseen)
     stress = isolated_mc_patches(ISOLATED_MC_SEEDS)

@@ -125,10 +125,24 @@ def test_evaluate_command_on_a_built_dataset(tmp_path, built_dataset, capsys):
 
     assert main(["evaluate", "--data", str(built_dataset), "--out", str(tmp_path), "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
-    assert "accuracy" in out and "FROC on 2 mammograms, 4 clusters" in out
+    assert "accuracy" in out and "dense map on 2 mammograms, 4 clusters" in out
+    assert "cluster FROC on 2 whole mammograms, 4 clusters" in out and "isolated 1–2-MC sites" in out
     saved = json.loads((tmp_path / "evaluation.json").read_text())
     assert saved["froc"]["clusters"] == 4 and saved["patch_level"]["n_bootstrap"] == 50
+    assert saved["cluster_froc"]["clusters"] == 4 and saved["model"] == "demo"
     assert (tmp_path / "froc.png").is_file() and (tmp_path / "calibration.png").is_file()
+
+
+def test_evaluate_the_cluster_detector_on_unseen_phantoms(tmp_path, capsys):
+    import json
+
+    from mccscan.cli import main
+
+    assert main(["evaluate", "--detector", "mc", "--phantoms", "2", "--bootstrap", "20", "--out", str(tmp_path)]) == 0
+    assert "2 unseen phantoms" in capsys.readouterr().out
+    froc = json.loads((tmp_path / "evaluation.json").read_text())["cluster_froc"]
+    assert froc["images"] == 2 and froc["seeds"] == [220000, 220001]
+    assert froc["isolated_sites"]["sites"] > 0 and froc["operating_point"]["threshold"] < 1
 
 
 def test_cluster_froc_on_a_tiny_set_with_a_known_answer():

@@ -36,11 +36,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def serve(settings: Settings):
     port = free_port()
-    config = uvicorn.Config(create_app(Settings(data_dir=tmp_path_factory.mktemp("data"))),
-                            host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -50,6 +48,16 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from serve(Settings(data_dir=tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="module")
+def paper_server(tmp_path_factory):
+    yield from serve(Settings(data_dir=tmp_path_factory.mktemp("paper"), detector="paper"))
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +134,8 @@ def test_scan_in_the_browser(page, server, small_phantom, tmp_path):
     y = box["y"] + view["y"] + (tile["y"] + 72) * view["s"]
     page.mouse.click(x, y)
     assert page.text_content("#tile-prob") == f"{tile['probability']:.3f}"
-    assert page.locator("#f2-bars > div").count() == 16
-    assert page.is_visible("#peak")
+    assert page.locator("#f2-bars > div").count() == len(tile["f2"] or [])  # the paper's net only
+    assert page.is_visible("#peak") == bool(tile["peak"])
     shot(page, "tile-selected")
 
     # the dense heatmap lies over the image, also over the original
@@ -172,3 +180,40 @@ def test_bad_file_shows_the_error_and_the_page_keeps_working(page, tmp_path):
     text = page.text_content("#error")
     assert "report.pdf" in text and "not a recognised image format" in text
     shot(page, "bad-file")
+
+
+def test_clusters_are_outlined_listed_and_follow_the_threshold(page, server):
+    """The findings panel lists the reported clusters; a click zooms there; the threshold
+    acts on the cluster score without a rescan."""
+    scan_id = httpx.get(f"{server}/api/scans").json()[0]["id"]
+    page.click("#history li button.open")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('scanned in')", timeout=30000)
+    result = httpx.get(f"{server}/api/scans/{scan_id}").json()["result"]
+    reported = [c for c in result["clusters"] if c["score"] >= result["threshold"]]
+    assert page.locator("#findings li").count() == len(reported)
+    assert page.locator("#clusters polygon").count() == len(reported)
+    if reported:
+        before = page.evaluate("state.view.s")
+        page.click("#findings li >> nth=0")
+        assert page.evaluate("state.view.s") != before
+        assert page.locator("#clusters polygon.selected").count() == 1
+        shot(page, "cluster-zoomed")
+    page.evaluate("() => { const t = $('threshold'); t.value = 0; t.dispatchEvent(new Event('input')); }")
+    assert page.locator("#findings li").count() == len(result["clusters"])
+    page.evaluate("() => { const t = $('threshold'); t.value = 1; t.dispatchEvent(new Event('input')); }")
+    assert page.locator("#findings li").count() == sum(c["score"] >= 1 for c in result["clusters"])
+
+
+def test_the_papers_view_shows_a_tiles_f2_and_where_it_looked(browser, paper_server, small_phantom, tmp_path):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(paper_server)
+    dcm = small_phantom.write(tmp_path, stem="paper", formats=("dcm",))["dcm"]
+    page.set_input_files("#file-input", str(dcm))
+    page.wait_for_function("document.querySelector('#status').textContent.includes('scanned in')", timeout=30000)
+    scan = httpx.get(f"{paper_server}/api/scans").json()[0]
+    result = httpx.get(f"{paper_server}/api/scans/{scan['id']}").json()["result"]
+    tile = max((t for t in result["tiles"] if t["probability"] is not None), key=lambda t: t["probability"])
+    page.evaluate(f"showTile(state.tiles[{tile['row']} * state.scan.n_cols + {tile['col']}])")
+    assert page.locator("#f2-bars > div").count() == 16 and page.is_visible("#peak")
+    context.close()

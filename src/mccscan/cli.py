@@ -7,6 +7,7 @@ whose defaults it shows, so `mccscan --help` starts without loading PyTorch.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import socket
 import sys
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mccscan import __version__
+from mccscan.atomic import atomic_write_text
 from mccscan.errors import MccscanError
 
 HELP = argparse.ArgumentDefaultsHelpFormatter
@@ -146,27 +148,45 @@ def _cmd_reproduce(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from mccscan.evaluate import evaluate_on_dataset
-    from mccscan.weights import load_model
+    from mccscan.evaluate import EVAL_PHANTOM_SEEDS, evaluate_on_dataset, evaluate_on_phantoms
+    from mccscan.weights import load_detector
 
-    loaded = load_model(args.weights)
-    result = evaluate_on_dataset(loaded.model, args.data, args.out, split=args.split, n_bootstrap=args.bootstrap,
-                                 pixel_spacing_mm=args.pixel_spacing,
-                                 model_info={"model": loaded.name, "sha256": loaded.sha256})
-    pl = result["patch_level"]
-    print(f"{args.split} split, {pl['n']} patches ({pl['groups']} windows), model {loaded.name}:")
-    for k, m in pl["metrics"].items():
-        print(f"  {k:<12}{m['value']:.4f}  95% CI {m['ci95'][0]:.4f}–{m['ci95'][1]:.4f}")
-    c = pl["confusion"]
-    print(f"  confusion: TP {c['tp']}  FN {c['fn']}  FP {c['fp']}  TN {c['tn']}; ECE {pl['calibration']['ece']:.3f}")
-    fr = result["froc"]
-    if "skipped" in fr:
-        print(f"FROC skipped: {fr['skipped']}")
+    loaded = load_detector(args.detector, args.weights)
+    if args.data is None:  # whole unseen phantoms
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        result = {"model": loaded.name, "sha256": loaded.sha256, "cluster_froc": evaluate_on_phantoms(
+            loaded, EVAL_PHANTOM_SEEDS[:args.phantoms], n_bootstrap=args.bootstrap, progress=sys.stderr.isatty())}
+        atomic_write_text(Path(args.out) / "evaluation.json", json.dumps(result, indent=1) + "\n")
+        print(f"{args.phantoms} unseen phantoms (seeds {EVAL_PHANTOM_SEEDS.start}–), model {loaded.name}:")
     else:
-        s = fr["sensitivity_at_fp"]
-        print(f"FROC on {fr['images']} mammograms, {fr['clusters']} clusters: sensitivity {s['0.5']:.3f} at "
-              f"0.5 FP/image, {s['1.0']:.3f} at 1, {s['2.0']:.3f} at 2")
-    print(f"→ {args.out}/evaluation.json, calibration.png" + ("" if "skipped" in fr else ", froc.png"))
+        result = evaluate_on_dataset(loaded, args.data, args.out, split=args.split, n_bootstrap=args.bootstrap,
+                                     pixel_spacing_mm=args.pixel_spacing)
+        pl = result["patch_level"]
+        print(f"{args.split} split of {args.data}, model {loaded.name}:")
+        if "skipped" in pl:
+            print(f"  patch level skipped: {pl['skipped']}")
+        else:
+            print(f"  patch level, {pl['n']} patches ({pl['groups']} windows):")
+            for k, m in pl["metrics"].items():
+                print(f"    {k:<12}{m['value']:.4f}  95% CI {m['ci95'][0]:.4f}–{m['ci95'][1]:.4f}")
+            c = pl["confusion"]
+            print(f"    confusion: TP {c['tp']}  FN {c['fn']}  FP {c['fp']}  TN {c['tn']}; "
+                  f"ECE {pl['calibration']['ece']:.3f}")
+        fr = result["froc"]
+        if "skipped" not in fr:
+            s = fr["sensitivity_at_fp"]
+            print(f"  FROC of the dense map on {fr['images']} mammograms, {fr['clusters']} clusters: sensitivity "
+                  f"{s['0.5']:.3f} at 0.5 FP/image, {s['1.0']:.3f} at 1, {s['2.0']:.3f} at 2")
+    cf = result["cluster_froc"]
+    if "skipped" in cf:
+        print(f"  cluster FROC skipped: {cf['skipped']}")
+    else:
+        print(f"  cluster FROC on {cf['images']} whole mammograms, {cf['clusters']} clusters (centre within 5 mm of "
+              "the outline): " + ", ".join(f"{v['value']:.3f} at {f}" for f, v in cf["sensitivity_at_fp"].items())
+              + " FP/image")
+        iso = cf["isolated_sites"]
+        print(f"  isolated 1–2-MC sites that produce a cluster: {iso['with_a_cluster']}/{iso['sites']}")
+    print(f"→ {args.out}/evaluation.json")
     return 0
 
 
@@ -351,8 +371,12 @@ def _args_train_detector(p) -> None:
 
 def _args_evaluate(p) -> None:
     from mccscan.dataset_dir import SPLITS
+    from mccscan.weights import DETECTORS
 
-    p.add_argument("--data", required=True, help="a `mccscan build-dataset` folder")
+    p.add_argument("--data", help="a `mccscan build-dataset` folder (default: unseen phantoms, see --phantoms)")
+    p.add_argument("--phantoms", type=int, default=50, help="without --data: how many unseen phantoms")
+    p.add_argument("--detector", choices=tuple(DETECTORS), default="paper",
+                   help="which shipped weights (the patch metrics need the paper's net)")
     p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--split", default="test", choices=SPLITS, help="which split to evaluate")
     p.add_argument("--out", default="mccscan-eval", help="folder for evaluation.json and the plots")

@@ -9,16 +9,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-from torch import nn
-
 from mccscan.dataset_dir import PatchDataset
 from mccscan.errors import MccscanError
 from mccscan.metrics import (ImageClusters, TruthImage, cluster_counts, cluster_froc, cluster_hit_map, froc,
                              isolated_site_rate, mc_clusters, patch_evaluation)
-from mccscan.models import MCCNet
+from mccscan.atomic import atomic_write_text
+from mccscan.io import SCAN_PIXEL_SPACING_MM
+from mccscan.models import MCCNet, MCNet
 from mccscan.patches import AnnotatedImage
 from mccscan.plots import plot_calibration, plot_froc
 from mccscan.predict import dense_probability_map, predict_patches
+from mccscan.scan import default_threshold, scan_image
 from mccscan.weights import LoadedModel
 
 
@@ -30,35 +31,60 @@ def truth_image(model: MCCNet, image_id: str, ann: AnnotatedImage, *, stride_px:
                       [cluster_hit_map(c, logit_map.shape, stride_px) for c in clusters])
 
 
-def evaluate_on_dataset(model: nn.Module, data_dir: str | Path, out_dir: str | Path, *, split: str = "test",
-                        n_bootstrap: int = 1000, seed: int = 0, pixel_spacing_mm: float | None = None,
-                        model_info: dict | None = None) -> dict:
-    """Patch-level metrics (with intervals, calibration plot) on a built dataset's split and,
-    for an MCCNet whose source mammograms are readable, the image-level FROC (plot too).
+def evaluate_on_dataset(loaded: LoadedModel, data_dir: str | Path, out_dir: str | Path, *, split: str = "test",
+                        n_bootstrap: int = 1000, seed: int = 0, pixel_spacing_mm: float | None = None) -> dict:
+    """A model on a built dataset's split: patch-level metrics (with intervals, calibration
+    plot) for a patch classifier; and, on the whole mammograms behind the split (every
+    isolated MC and lookalike included), the cluster FROC of the scan a user runs (centre
+    in the true outline dilated by 5 mm, bootstrap CIs over images) with the stress metric
+    and, for the paper's net, the FROC of its dense map (the reproduction's figure).
 
-    Writes OUT/evaluation.json (the summary, led by `model_info`: the model's name and SHA-256),
-    calibration.png and froc.png; returns the summary plus the probabilities and labels."""
+    Writes OUT/evaluation.json, calibration.png and froc.png; returns the summary plus the
+    patch probabilities and labels."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = PatchDataset(data_dir)
-    patches, labels = dataset.load_split(split)
-    prob = predict_patches(model, patches)
-    summary = {**(model_info or {}), "data": str(data_dir), "split": split,
-               "patch_level": patch_evaluation(labels, prob, groups=dataset.window_groups(split),
-                                               n_bootstrap=n_bootstrap, seed=seed)}
-    plot_calibration(labels, prob, out_dir / "calibration.png")
-    if not isinstance(model, MCCNet):
-        summary["froc"] = {"skipped": "the dense map needs the paper's kind of network"}
+    dataset, model = PatchDataset(data_dir), loaded.model
+    summary = {"model": loaded.name, "sha256": loaded.sha256, "data": str(data_dir), "split": split}
+    prob = labels = None
+    if isinstance(model, MCNet):
+        summary["patch_level"] = {"skipped": "the cluster detector scores MCs, not 1 cm² patches"}
     else:
-        try:
-            truths = [truth_image(model, image_id, ann)
-                      for image_id, ann in dataset.split_images(split, pixel_spacing_mm=pixel_spacing_mm)]
-            summary["froc"] = froc(truths)
+        patches, labels = dataset.load_split(split)
+        prob = predict_patches(model, patches)
+        summary["patch_level"] = patch_evaluation(labels, prob, groups=dataset.window_groups(split),
+                                                  n_bootstrap=n_bootstrap, seed=seed)
+        plot_calibration(labels, prob, out_dir / "calibration.png")
+    dense = isinstance(model, MCCNet) and model.config.f2_pool == "max"
+    try:
+        truths, images = [], []
+        for image_id, ann in dataset.split_images(split, pixel_spacing_mm=pixel_spacing_mm):
+            if dense:
+                truths.append(truth_image(model, image_id, ann))
+            images.append(annotated_clusters(ann, scan_image(ann.image, loaded).clusters, image_id))
+        summary["cluster_froc"] = cluster_froc(images, n_bootstrap=n_bootstrap, seed=seed)
+        summary["cluster_froc"]["isolated_sites"] = isolated_site_rate(images, default_threshold(loaded), 72.0)
+        summary["froc"] = froc(truths) if dense else {"skipped": "the dense map needs the paper's global-max net"}
+        if dense:
             plot_froc(summary["froc"], out_dir / "froc.png")
-        except MccscanError as exc:  # the mammograms are not there or not readable
-            summary["froc"] = {"skipped": str(exc)}
-    (out_dir / "evaluation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    except MccscanError as exc:  # the mammograms are not there or not readable
+        summary["froc"] = summary["cluster_froc"] = {"skipped": str(exc)}
+    atomic_write_text(out_dir / "evaluation.json", json.dumps(summary, indent=1) + "\n")
     return {**summary, "probabilities": prob, "labels": labels}
+
+
+def annotated_clusters(ann: AnnotatedImage, detected: list, image_id: str) -> ImageClusters:
+    """Detected clusters against an annotated mammogram's clusters (each region's box as its
+    outline; regions formed from MC points where none is outlined), with its isolated MC sites."""
+    from mccscan.clusters import MATCH_MARGIN_MM, group_points
+
+    regions = ann.clusters or mc_clusters(ann.mc_xy, ann.image.shape)
+    outlines = [[(x0, y0), (x0 + m.shape[1], y0), (x0 + m.shape[1], y0 + m.shape[0]), (x0, y0 + m.shape[0])]
+                for (x0, y0), m in regions]
+    loose = np.array([p for p in ann.mc_xy.reshape(-1, 2) if not any(
+        x0 <= p[0] < x0 + m.shape[1] and y0 <= p[1] < y0 + m.shape[0] for (x0, y0), m in regions)]).reshape(-1, 2)
+    sites = np.array([loose[g].mean(0) for g in group_points(loose, 61.0)]).reshape(-1, 2)
+    return ImageClusters(image_id, [(c.x, c.y, c.score) for c in detected], outlines,
+                         MATCH_MARGIN_MM / SCAN_PIXEL_SPACING_MM, sites)
 
 
 # ---- image level on whole phantoms: every detector through the scan a user runs ------------
@@ -85,7 +111,6 @@ def evaluate_on_phantoms(loaded: LoadedModel, seeds=EVAL_PHANTOM_SEEDS, *, size:
     from tqdm import tqdm
 
     from mccscan.datasets.phantom import make_phantom
-    from mccscan.scan import default_threshold, scan_image
 
     images, seconds = [], []
     for seed in tqdm(list(seeds), desc="phantoms", unit="img", disable=not progress):

@@ -33,6 +33,7 @@ from mccscan.perf import inference_times, peak_flops
 from mccscan.plots import plot_roc
 from mccscan.predict import predict_patches
 from mccscan.train import TrainConfig, train
+from mccscan.weights import LoadedModel
 from mccscan.tune import TuneConfig, architecture_table, tune
 
 
@@ -101,19 +102,20 @@ def reproduce(data_dir: str | Path | None, out_dir: str | Path, config: Reproduc
                           "peak_gflops_fp32": peak_flops() / 1e9}
     started = time.perf_counter()
 
-    def fit(name: str, arch, epochs: int, subset: int | None = None, **overrides) -> tuple[torch.nn.Module, list]:
+    def fit(name: str, arch, epochs: int, subset: int | None = None, **overrides) -> tuple[LoadedModel, list]:
         run = TrainConfig(arch=arch, epochs=epochs, augment=False, seed=config.seed, bf16=config.bf16, **overrides)
         patches, labels = _subset(*sets["train"], subset, config.seed)
         print(f"== {name}: {len(labels)} training patches, {epochs} epochs", flush=True)
-        model, _ = train(patches, labels, *sets["val"], run, out_dir / "models" / name, progress=progress,
-                         card={"trained_on": dataset["data"], "command": command})
+        model, card = train(patches, labels, *sets["val"], run, out_dir / "models" / name, progress=progress,
+                            card={"trained_on": dataset["data"], "command": command})
         with open(out_dir / "models" / name / "metrics.csv", newline="") as fh:
             history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-        return model, history
+        return LoadedModel(model, name, card["sha256"], card), history
 
     # 1. the proposed network, the paper's protocol (Adam 1e-3, batch 64, BCE, dropout 0.2)
-    model, history = fit("proposed", "proposed", config.epochs)
-    evaluation = evaluate_on_dataset(model, data_dir, figures, n_bootstrap=config.n_bootstrap, seed=config.seed,
+    proposed, history = fit("proposed", "proposed", config.epochs)
+    model = proposed.model
+    evaluation = evaluate_on_dataset(proposed, data_dir, figures, n_bootstrap=config.n_bootstrap, seed=config.seed,
                                      pixel_spacing_mm=config.pixel_spacing_mm)
     prob = evaluation["probabilities"]
     results["training"] = {
@@ -137,7 +139,7 @@ def reproduce(data_dir: str | Path | None, out_dir: str | Path, config: Reproduc
         if name == PAPER_MODEL:
             entry["accuracy"] = results["patch_level"]["metrics"]["accuracy"]["value"]
         elif config.table1_epochs != 0:
-            m, _ = fit(name, name, config.table1_epochs or config.epochs, config.max_train_patches)
+            m = fit(name, name, config.table1_epochs or config.epochs, config.max_train_patches)[0].model
             entry["accuracy"] = float(((predict_patches(m, test_patches) >= 0.5) == test_labels).mean())
         table1.append(entry)
     results["table1"] = [{**e, "config": asdict(e["config"])} for e in table1]
@@ -159,7 +161,7 @@ def reproduce(data_dir: str | Path | None, out_dir: str | Path, config: Reproduc
     table3, curves = [], {"proposed": (test_labels, prob)}
     for name in ("proposed", *BASELINES):
         m = model if name == "proposed" else fit(
-            name, name, config.baseline_epochs or config.epochs, config.max_train_patches)[0]
+            name, name, config.baseline_epochs or config.epochs, config.max_train_patches)[0].model
         p = prob if name == "proposed" else predict_patches(m, test_patches)
         curves[name] = (test_labels, p)
         ev = patch_evaluation(test_labels, p, groups=groups, n_bootstrap=config.n_bootstrap, seed=config.seed)
