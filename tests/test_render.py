@@ -62,10 +62,11 @@ def test_default_overlay_outlines_reported_clusters_and_leaves_the_rest_alone(sm
     red = np.round(parse_color(OUTLINE_COLOR) * 255)
     ring = np.round(parse_color("#ffd400") * 255)
     is_red = np.abs(rgb.astype(float) - red).sum(-1) < 30
-    assert is_red[360:480, 260:360].sum() > 200  # the outline around the strong cluster
+    assert is_red[360:480, 260:360].sum() > 100  # the outline around the strong cluster
+    assert is_red[417 - 150:417 - 130, 300:320].any()  # and a ring of 1 cm radius around it
     assert (np.abs(rgb[395:426, 290:331].astype(float) - ring).sum(-1) < 30).any()  # its MCs ringed
     assert not changed[850:960, 660:760].any()  # the weak one, below the threshold, is not drawn
-    changed[330:470, 270:620] = False  # the strong cluster, its MCs and its label
+    changed[150:600, 150:800] = False  # the strong cluster, its ring, its MCs and its label
     assert not changed.any()  # nothing else is touched
 
 

@@ -41,7 +41,8 @@ OUTLINE_COLOR = "#ff2a2a"  # a cluster's outline in the "outline" style
 OUTLINE_PX = 8  # 2 px in the 1024-px preview
 MC_COLOR = "#ffd400"  # the ring around each MC of a cluster
 MC_RING_PX = 9
-LABEL_PX = 44  # a cluster's label at full resolution (about 11 px in the preview)
+LABEL_PX = 56  # a cluster's label at full resolution (about 14 px in the preview)
+MARKER_MIN_RADIUS_PX = 144  # the ring around a cluster: at least 1 cm, whatever the cluster's size
 HEATMAP_STRIDE_PX = 16  # the dense map's step: one heatmap pixel per 16 image pixels
 
 
@@ -93,15 +94,17 @@ def _draw_clusters(rgb: np.ndarray, clusters: list, outline_color, width_px: int
     font = ImageFont.load_default(size=LABEL_PX)
     colour = tuple(int(v) for v in np.round(parse_color(outline_color) * 255))
     for c in clusters:
-        draw.polygon([tuple(p) for p in c.outline], outline=colour, width=width_px)
+        draw.polygon([tuple(p) for p in c.outline], outline=colour, width=max(2, width_px // 2))
         for m in c.mcs:
             r = MC_RING_PX
             draw.ellipse((m.x - r, m.y - r, m.x + r, m.y + r), outline=MC_COLOR, width=2)
-        top = min(p[1] for p in c.outline)
-        left = min(p[0] for p in c.outline)
+        # a ring of at least 1 cm around it, so even a 2 mm cluster stands out in the preview
+        r = max(MARKER_MIN_RADIUS_PX, max(np.hypot(x - c.x, y - c.y) for x, y in c.outline) + 24)
+        draw.ellipse((c.x - r, c.y - r, c.x + r, c.y + r), outline=colour, width=width_px)
         text = f"#{c.id} {c.score:.2f}" + (f" · {c.n_mcs} MCs" if c.n_mcs else "")
-        draw.text((left, max(0, top - LABEL_PX - 8)), text, fill=colour, font=font, stroke_width=3,
-                  stroke_fill=(0, 0, 0))
+        x = min(max(0, c.x - r), rgb.shape[1] - draw.textlength(text, font=font) - 4)
+        y = c.y - r - LABEL_PX - 12 if c.y - r - LABEL_PX - 12 >= 0 else c.y + r + 8
+        draw.text((x, y), text, fill=colour, font=font, stroke_width=3, stroke_fill=(0, 0, 0))
     rgb[...] = np.asarray(canvas)
     return rgb
 
