@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mccscan.evaluate import EVAL_PHANTOM_SEEDS, evaluate_on_phantoms
 from mccscan.metrics import FROC_FP_RATES
-from mccscan.plots import pyplot, save_figure
+from mccscan.plots import plot_cluster_frocs
 from mccscan.weights import DETECTORS, load_model
 
 
@@ -35,19 +35,8 @@ def main() -> None:
         results[name] = evaluate_on_phantoms(load_model(path), seeds, n_bootstrap=args.bootstrap, progress=True)
         brief = {k: v for k, v in results[name].items() if k not in ("thresholds", "sensitivity", "fp_per_image")}
         print(f"{name}: {json.dumps(brief)}", flush=True)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.6, 4.0), dpi=130)
-    for name, r in results.items():
-        ax.plot(r["fp_per_image"], r["sensitivity"], drawstyle="steps-post", label=name)
-        for f in FROC_FP_RATES:
-            at = r["sensitivity_at_fp"][str(f)]
-            ax.errorbar(f, at["value"], yerr=[[at["value"] - at["ci95"][0]], [at["ci95"][1] - at["value"]]],
-                        fmt="o", ms=3, capsize=2, color=ax.lines[-1].get_color())
-    ax.set(xlabel="false-positive clusters per image", ylabel="cluster sensitivity", xlim=(0, 3), ylim=(0, 1.02),
-           title=f"FROC on {len(seeds)} unseen phantoms ({next(iter(results.values()))['clusters']} clusters)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    save_figure(fig, args.out)
+    plot_cluster_frocs(results, args.out, f"FROC on {len(seeds)} unseen phantoms "
+                                          f"({next(iter(results.values()))['clusters']} clusters)")
     print("\n| detector | " + " | ".join(f"sens. at {f} FP/img (95% CI)" for f in FROC_FP_RATES)
           + " | isolated sites → cluster | FP/img at its operating point | scan s |")
     print("|---|" + "---|" * (len(FROC_FP_RATES) + 3))

@@ -190,19 +190,31 @@ def _check_size(path: Path, rows: int, cols: int, max_pixels: int) -> None:
 
 
 def _stretch(pixels: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Min–max stretch to [0, 1] over the finite pixels; NaN and −inf go to 0, +inf to 1."""
-    pixels = pixels.astype(np.float32)
-    finite = np.isfinite(pixels)
+    """Min–max stretch to [0, 1] over the finite pixels; NaN and −inf go to 0, +inf to 1.
+    In place on one float32 copy: a 100 Mpx image needs 0.4 GB here, not 1.6."""
     notes = []
-    if not finite.all():
-        n_bad = int(pixels.size - finite.sum())
-        notes.append(f"{n_bad:,} pixel(s) are NaN or infinite; set to the darkest (NaN, −inf) or brightest "
-                     "(+inf) value")
-        fill_lo = float(pixels[finite].min()) if finite.any() else 0.0
-        fill_hi = float(pixels[finite].max()) if finite.any() else 0.0
-        pixels = np.where(finite, pixels, np.where(pixels == np.inf, fill_hi, fill_lo)).astype(np.float32)
-    lo, hi = float(pixels.min()), float(pixels.max())
-    return ((pixels - lo) / (hi - lo) if hi > lo else np.zeros_like(pixels)), notes
+    if np.issubdtype(pixels.dtype, np.integer):
+        lo, hi = int(pixels.min()), int(pixels.max())
+        image = pixels.astype(np.float32)
+    else:
+        image = pixels.astype(np.float32)
+        finite = np.isfinite(image)
+        if not finite.all():
+            n_bad = int(image.size - finite.sum())
+            notes.append(f"{n_bad:,} pixel(s) are NaN or infinite; set to the darkest (NaN, −inf) or brightest "
+                         "(+inf) value")
+            fill_lo = float(image[finite].min()) if finite.any() else 0.0
+            fill_hi = float(image[finite].max()) if finite.any() else 0.0
+            image[~finite & (image == np.inf)] = fill_hi
+            image[~finite & (image != np.inf)] = fill_lo
+        del finite
+        lo, hi = float(image.min()), float(image.max())
+    if hi <= lo:
+        image[...] = 0
+        return image, notes
+    image -= np.float32(lo)
+    image *= np.float32(1 / (hi - lo))
+    return image, notes
 
 
 # ---- Pillow: PNG, JPEG, TIFF, PGM -------------------------------------------------------

@@ -48,22 +48,31 @@ def _gaussian_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
     return F.conv2d(x, kernel.view(1, 1, -1, 1))
 
 
-def normalised_highpass(image: np.ndarray, breast: np.ndarray) -> np.ndarray:
+def normalised_highpass(image: np.ndarray, breast: np.ndarray, strip_rows: int = 1024) -> np.ndarray:
     """A 3×3 mean minus a wide (σ ≈ 6 px) blur, divided by its robust spread (1.4826 × MAD)
     inside the breast. The wide blur is taken at quarter resolution (a smooth background
-    needs no more) and pooling does the rest: 0.1 s for a 3328×4084 image on 2 cores."""
+    needs no more) and pooling does the rest: 0.1 s for a 3328×4084 image on 2 cores.
+    Computed in strips of `strip_rows`, so the temporaries stay small whatever the image."""
+    rows, cols = image.shape
+    hp = np.empty(image.shape, np.float32)
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
-        fine = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
-        small = F.avg_pool2d(x, 4, ceil_mode=True)
-        wide = F.interpolate(_gaussian_blur(small, WIDE_SIGMA_PX / 4), scale_factor=4, mode="bilinear",
-                             align_corners=False)[..., :x.shape[-2], :x.shape[-1]]
-        highpass = (fine - wide)[0, 0].numpy()
-    inside = highpass[::4, ::4][breast[::4, ::4]]
+        wide_small = _gaussian_blur(F.avg_pool2d(x, 4, ceil_mode=True), WIDE_SIGMA_PX / 4)
+        for r0 in range(0, rows, strip_rows):
+            r1 = min(rows, r0 + strip_rows)
+            a, b = max(0, r0 - 1), min(rows, r1 + 1)  # one row of context for the 3×3 mean
+            block = F.pad(x[..., a:b, :], (1, 1, 1 if r0 == 0 else 0, 1 if r1 == rows else 0), mode="replicate")
+            fine = F.avg_pool2d(block, 3, 1)
+            s0, s1 = max(0, r0 // 4 - 2), min(wide_small.shape[-2], -(-r1 // 4) + 2)  # 2 rows of context
+            wide = F.interpolate(wide_small[..., s0:s1, :], scale_factor=4, mode="bilinear", align_corners=False)
+            hp[r0:r1] = (fine - wide[..., r0 - 4 * s0:r1 - 4 * s0, :cols])[0, 0].numpy()
+    inside = hp[::4, ::4][breast[::4, ::4]]
     if inside.size == 0:
-        return np.zeros_like(highpass)
+        hp[...] = 0
+        return hp
     spread = 1.4826 * float(np.median(np.abs(inside - np.median(inside))))
-    return highpass / max(spread, 1e-6)
+    hp *= np.float32(1 / max(spread, 1e-6))
+    return hp
 
 
 def _local_maxima(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int = 2) -> np.ndarray:

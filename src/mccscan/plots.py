@@ -156,3 +156,22 @@ def plot_mean_f2(groups: dict[str, np.ndarray], out_png: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, out_png)
+
+
+def plot_cluster_frocs(results: dict[str, dict], out_png: str | Path, title: str = "") -> Path:
+    """Cluster FROC curves of several detectors ({name: metrics.cluster_froc result}) with the
+    sensitivity and its 95% CI at each reported false-positive rate."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 4.0), dpi=130)
+    for name, r in results.items():
+        points = sorted(zip(r["fp_per_image"], r["sensitivity"]))
+        line, = ax.plot([p[0] for p in points], [p[1] for p in points], drawstyle="steps-post", label=name)
+        for f, at in r["sensitivity_at_fp"].items():
+            lo, hi = at["ci95"]
+            ax.errorbar(float(f), at["value"], yerr=[[at["value"] - lo], [hi - at["value"]]], fmt="o", ms=3,
+                        capsize=2, color=line.get_color())
+    ax.set(xlabel="false-positive clusters per image", ylabel="cluster sensitivity", xlim=(0, 3), ylim=(0, 1.02),
+           title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
+    return save_figure(fig, out_png)

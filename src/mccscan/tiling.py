@@ -80,8 +80,9 @@ class TileGrid:
     def coverage(self, mask: np.ndarray) -> np.ndarray:
         """Fraction of each tile covered by `mask`, shape (n_rows, n_cols)."""
         t = self.tile_size_px
-        padded = self.pad(mask.astype(np.float32))
-        return padded.reshape(self.n_rows, t, self.n_cols, t).mean(axis=(1, 3))
+        padded = self.pad(mask.astype(np.uint8, copy=False))  # one byte a pixel, not four
+        counts = padded.reshape(self.n_rows, t, self.n_cols, t).sum(axis=(1, 3), dtype=np.int64)
+        return (counts / (t * t)).astype(np.float32)
 
     def tiles(self, image: np.ndarray) -> np.ndarray:
         """All tiles as an array (n_rows, n_cols, t, t)."""
