@@ -26,10 +26,27 @@ from mccscan.web.store import ScanStore
 from mccscan.weights import load_detector
 
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and fields around the file
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas. Each request thread that allocates image-sized buffers
+    otherwise gets an arena of its own (up to 8 per core) that keeps its freed memory:
+    16 concurrent downloads took the server from 0.9 to 2.3 GB; capped, 0.94 GB.
+    Returns False where there is no glibc (nothing to do)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        return bool(name) and ctypes.CDLL(name).mallopt(-8, arenas) == 1  # -8: M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    limit_malloc_arenas()
     loaded = load_detector(settings.detector, settings.weights)
     store = ScanStore(settings.data_dir, max_renders=settings.max_renders)
     jobs = ScanJobs(store, loaded, workers=settings.workers, max_queued=settings.max_queued,
