@@ -90,9 +90,11 @@ function drawClusters() {
   for (const c of shown) {
     const group = svgNode("g", { "data-id": c.id });
     group.append(svgNode("polygon", { points: c.outline.map((p) => p.join(",")).join(" ") }));
-    for (const m of c.mcs) group.append(svgNode("circle", { cx: m.x, cy: m.y, r: 9 }));
-    const top = Math.min(...c.outline.map((p) => p[1])), left = Math.min(...c.outline.map((p) => p[0]));
-    group.append(svgNode("text", { x: left, y: top - 12 }, clusterLabel(c)));
+    for (const m of c.mcs) group.append(svgNode("circle", { cx: m.x, cy: m.y, r: 9, class: "mc" }));
+    // a ring of at least 1 cm, as on the downloaded overlay, so a 2 mm cluster shows at any zoom
+    const r = Math.max(144, ...c.outline.map((p) => Math.hypot(p[0] - c.x, p[1] - c.y) + 24));
+    group.append(svgNode("circle", { cx: c.x, cy: c.y, r, class: "ring" }));
+    group.append(svgNode("text", { x: c.x - r, y: c.y - r - 16 }, clusterLabel(c)));
     svg.append(group);
     const item = document.createElement("li");
     item.textContent = `${clusterLabel(c)} at (${(c.x * 0.07).toFixed(0)}, ${(c.y * 0.07).toFixed(0)}) mm`;
