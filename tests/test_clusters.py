@@ -65,3 +65,15 @@ def test_window_scores_give_each_square_centimetre_the_score_a_cluster_there_wou
     assert grid.shape == ((1200 - 144) // 16 + 1,) * 2
     assert grid.max() == np.float32(0.7) and grid[300 // 16, 300 // 16] == np.float32(0.7)
     assert grid[900 // 16, 900 // 16] == 0  # one MC alone is no cluster
+
+
+def test_a_long_chain_scores_by_its_best_square_centimetre_not_its_three_best_mcs():
+    # three confident MCs 3.6 cm apart, linked by faint ones: no 1 cm² holds 3 confident MCs
+    chain = [MC(100 + 60 * k, 100, s) for k, s in enumerate([0.99, 0.2, 0.2, 0.99, 0.2, 0.2, 0.99])]
+    (cluster,) = find_clusters(chain)
+    assert cluster.score == 0.2 and cluster.n_mcs == 7
+
+
+def test_window_scores_count_an_mc_at_a_fractional_position_in_every_window_that_holds_it():
+    grid = window_scores([MC(300, 143.5, 0.9), MC(300, 140, 0.9), MC(310, 140, 0.9)], (400, 400))
+    assert grid[0].max() == np.float32(0.9)  # window rows 0–143 hold y = 143.5

@@ -160,3 +160,25 @@ def test_cluster_froc_on_a_tiny_set_with_a_known_answer():
     stress = isolated_site_rate([a, b], 0.65, radius_px=72)
     assert stress == {"sites": 1, "with_a_cluster": 1, "fraction": 1.0}
     assert isolated_site_rate([a, b], 0.75, radius_px=72)["with_a_cluster"] == 0
+
+
+def test_cluster_froc_writes_valid_json_even_with_nothing_to_find():
+    import json
+
+    from mccscan.metrics import ABOVE_ANY_SCORE, ImageClusters, cluster_froc, isolated_site_rate, operating_point
+
+    empty = ImageClusters("normal", [(10, 10, 0.9)], [], 10)
+    result = cluster_froc([empty], n_bootstrap=20)
+    json.dumps(result, allow_nan=False)  # no NaN or Infinity
+    assert operating_point(result, 0.5) == ABOVE_ANY_SCORE > 1.0
+    assert isolated_site_rate([empty], 0.5, 72)["fraction"] is None
+
+
+def test_evaluate_skips_whole_mammogram_scans_for_a_baseline(tmp_path, built_dataset):
+    from mccscan.evaluate import evaluate_on_dataset
+    from mccscan.paper import build_model
+    from mccscan.weights import LoadedModel
+
+    result = evaluate_on_dataset(LoadedModel(build_model("lenet5").eval(), "lenet5", "", {}), built_dataset, tmp_path,
+                                 n_bootstrap=10)
+    assert "skipped" in result["cluster_froc"] and result["patch_level"]["n"] > 0

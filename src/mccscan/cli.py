@@ -152,6 +152,9 @@ def _cmd_evaluate(args) -> int:
     from mccscan.weights import load_detector
 
     loaded = load_detector(args.detector, args.weights)
+    if args.data is None and not 1 <= args.phantoms <= len(EVAL_PHANTOM_SEEDS):
+        raise MccscanError(f"--phantoms must be 1–{len(EVAL_PHANTOM_SEEDS)} (the unseen phantoms reserved for "
+                           "evaluation)")
     if args.data is None:  # whole unseen phantoms
         Path(args.out).mkdir(parents=True, exist_ok=True)
         result = {"model": loaded.name, "sha256": loaded.sha256, "cluster_froc": evaluate_on_phantoms(
@@ -182,7 +185,7 @@ def _cmd_evaluate(args) -> int:
         print(f"  cluster FROC skipped: {cf['skipped']}")
     else:
         print(f"  cluster FROC on {cf['images']} whole mammograms, {cf['clusters']} clusters (centre within 5 mm of "
-              "the outline): " + ", ".join(f"{v['value']:.3f} at {f}" for f, v in cf["sensitivity_at_fp"].items())
+              "the outline): " + ", ".join(f"{_number(v['value'])} at {f}" for f, v in cf["sensitivity_at_fp"].items())
               + " FP/image")
         iso = cf["isolated_sites"]
         print(f"  isolated 1–2-MC sites that produce a cluster: {iso['with_a_cluster']}/{iso['sites']}")
@@ -255,6 +258,11 @@ def _cmd_demo(args) -> int:
     print(f"results → {written['json']}, {written['clusters']}, {written['csv']}")
     print(f"model: {loaded.name} ({loaded.card.get('trained_on', 'unknown training data')})")
     return 0
+
+
+def _number(value: float | None) -> str:
+    """A metric for the terminal; '–' where there was nothing to measure."""
+    return "–" if value is None else f"{value:.3f}"
 
 
 def print_findings(result) -> None:

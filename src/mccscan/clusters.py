@@ -31,7 +31,7 @@ class Cluster:
     x: float  # centre (mean of its MCs), px
     y: float
     outline: list[tuple[float, float]]  # polygon (x, y) px: the MCs' convex hull grown by a margin
-    score: float  # 0–1: the MIN_MCS-th highest MC score, so "score ≥ t" means ≥ 3 MCs at P ≥ t
+    score: float  # 0–1: "score ≥ t" means some 1 cm² of it holds ≥ 3 MCs at P ≥ t
     n_mcs: int
     mcs: list[MC] = field(default_factory=list)
     tiles: list[tuple[int, int]] = field(default_factory=list)  # (row, col) of the tiles it touches
@@ -61,35 +61,47 @@ def group_points(xy: np.ndarray, link_px: float) -> list[np.ndarray]:
     return sorted(groups, key=len, reverse=True)
 
 
-def densest_window(xy: np.ndarray, window_px: float) -> np.ndarray:
-    """Indices of the points in the axis-aligned window_px square that holds the most of them
-    (squares anchored on the points' own coordinates, which is where the best one lies)."""
-    xy = np.asarray(xy, np.float64).reshape(-1, 2)
-    best = np.zeros(0, np.int64)
-    for x0 in np.unique(xy[:, 0]):
-        in_x = (xy[:, 0] >= x0) & (xy[:, 0] <= x0 + window_px)
-        for y0 in np.unique(xy[in_x, 1]):
-            inside = np.flatnonzero(in_x & (xy[:, 1] >= y0) & (xy[:, 1] <= y0 + window_px))
-            if len(inside) > len(best):
-                best = inside
+def best_window_score(xy: np.ndarray, scores: np.ndarray, window_px: float, min_mcs: int = MIN_MCS) -> float:
+    """The best `min_mcs`-th highest score among the points of any axis-aligned window_px
+    square (squares anchored on the points' own coordinates, where the best one lies);
+    −inf when no square holds `min_mcs` points. "≥ t" means: some square centimetre holds
+    `min_mcs` MCs at P ≥ t — the clinical rule at threshold t."""
+    xy, scores = np.asarray(xy, np.float64).reshape(-1, 2), np.asarray(scores, np.float64)
+    order = np.argsort(xy[:, 0], kind="stable")
+    xs, ys, ss = xy[order, 0], xy[order, 1], scores[order]
+    best = -np.inf
+    for a in range(len(xs)):  # left edge on point a
+        b = np.searchsorted(xs, xs[a] + window_px, side="right")
+        if b - a < min_mcs:
+            continue
+        by_y = np.argsort(ys[a:b], kind="stable")
+        col_y, col_s = ys[a:b][by_y], ss[a:b][by_y]
+        tops = np.searchsorted(col_y, col_y + window_px, side="right")  # top edge on each point
+        for lo, hi in zip(range(len(col_y)), tops):
+            if hi - lo >= min_mcs:
+                best = max(best, float(np.partition(col_s[lo:hi], hi - lo - min_mcs)[hi - lo - min_mcs]))
     return best
 
 
 def find_clusters(mcs: list[MC], *, pixel_spacing_mm: float = 0.07, min_mcs: int = MIN_MCS,
                   link_mm: float = LINK_MM, window_mm: float = WINDOW_MM, margin_px: float = 10.0) -> list[Cluster]:
-    """Clusters among detected MCs by the clinical rule; highest score first."""
+    """Clusters among detected MCs by the clinical rule; highest score first. A cluster is
+    a linked group; its score is the best `min_mcs`-th MC score within one square
+    centimetre of it (`best_window_score`), its centre and outline those of the group."""
     if pixel_spacing_mm <= 0 or min_mcs < 1:
         raise ValueError("pixel_spacing_mm must be positive and min_mcs at least 1")
     xy = np.array([(m.x, m.y) for m in mcs], np.float64).reshape(-1, 2)
     scores = np.array([m.score for m in mcs], np.float64)
     clusters = []
     for members in group_points(xy, link_mm / pixel_spacing_mm):
-        if len(members) < min_mcs or len(densest_window(xy[members], window_mm / pixel_spacing_mm)) < min_mcs:
+        if len(members) < min_mcs:
+            continue
+        score = best_window_score(xy[members], scores[members], window_mm / pixel_spacing_mm, min_mcs)
+        if score == -np.inf:
             continue
         pts = xy[members]
         clusters.append(Cluster(0, round(float(pts[:, 0].mean()), 1), round(float(pts[:, 1].mean()), 1),
-                                hull_outline(pts, margin_px),
-                                float(np.sort(scores[members])[::-1][min_mcs - 1]), len(members),
+                                hull_outline(pts, margin_px), round(score, 4), len(members),
                                 [mcs[i] for i in members]))
     clusters.sort(key=lambda c: -c.score)
     for k, c in enumerate(clusters):
@@ -137,9 +149,9 @@ def window_scores(mcs: list[MC], shape: tuple[int, int], *, window_px: int = 144
     rows, cols = shape
     out_shape = (max(0, (rows - window_px) // stride_px + 1), max(0, (cols - window_px) // stride_px + 1))
     per_cell: dict[tuple[int, int], list[float]] = {}
-    for m in mcs:  # the windows holding this MC: top-left within (x − window, x]
-        i0, i1 = max(0, int(np.ceil((m.y - window_px + 1) / stride_px))), min(out_shape[0] - 1, int(m.y // stride_px))
-        j0, j1 = max(0, int(np.ceil((m.x - window_px + 1) / stride_px))), min(out_shape[1] - 1, int(m.x // stride_px))
+    for m in mcs:  # the windows [s·i, s·i + window) holding this MC
+        i0, i1 = max(0, int((m.y - window_px) // stride_px) + 1), min(out_shape[0] - 1, int(m.y // stride_px))
+        j0, j1 = max(0, int((m.x - window_px) // stride_px) + 1), min(out_shape[1] - 1, int(m.x // stride_px))
         for i in range(i0, i1 + 1):
             for j in range(j0, j1 + 1):
                 per_cell.setdefault((i, j), []).append(m.score)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from mccscan.dataset_dir import PatchDataset
-from mccscan.errors import MccscanError
+from mccscan.errors import InputError, MccscanError
 from mccscan.metrics import (ImageClusters, TruthImage, cluster_counts, cluster_froc, cluster_hit_map, froc,
                              isolated_site_rate, mc_clusters, patch_evaluation)
 from mccscan.atomic import atomic_write_text
@@ -55,6 +55,11 @@ def evaluate_on_dataset(loaded: LoadedModel, data_dir: str | Path, out_dir: str 
                                                   n_bootstrap=n_bootstrap, seed=seed)
         plot_calibration(labels, prob, out_dir / "calibration.png")
     dense = isinstance(model, MCCNet) and model.config.f2_pool == "max"
+    if not isinstance(model, (MCCNet, MCNet)):
+        summary["froc"] = summary["cluster_froc"] = {"skipped": "whole-mammogram scans need the paper's kind of "
+                                                                "network or the cluster detector"}
+        atomic_write_text(out_dir / "evaluation.json", json.dumps(summary, indent=1) + "\n")
+        return {**summary, "probabilities": prob, "labels": labels}
     try:
         truths, images = [], []
         for image_id, ann in dataset.split_images(split, pixel_spacing_mm=pixel_spacing_mm):
@@ -112,8 +117,11 @@ def evaluate_on_phantoms(loaded: LoadedModel, seeds=EVAL_PHANTOM_SEEDS, *, size:
 
     from mccscan.datasets.phantom import make_phantom
 
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise InputError("evaluate on at least one phantom")
     images, seconds = [], []
-    for seed in tqdm(list(seeds), desc="phantoms", unit="img", disable=not progress):
+    for seed in tqdm(seeds, desc="phantoms", unit="img", disable=not progress):
         ph = make_phantom(int(seed), size=size)
         result = scan_image(ph.image, loaded)
         seconds.append(result.elapsed_s)

@@ -6,7 +6,8 @@ then group the MCs by the clinical rule (≥ 3 within 1 cm², `mccscan.clusters`
    above `CANDIDATE_SNR` is a candidate speck; at most `max_candidates`, brightest first.
 2. Each candidate's 27×27 patch of that normalised image goes through `MCNet` → P(MC).
 3. MCs at P ≥ `mc_floor` are grouped; a group with ≥ 3 MCs in some 1 cm² square is a
-   cluster, scored by its 3rd-best MC, so a cluster at operating point t has ≥ 3 MCs at P ≥ t.
+   cluster, scored by the 3rd-best MC of its best square centimetre, so a cluster at
+   operating point t has ≥ 3 MCs at P ≥ t within 1 cm².
 
 Isolated single and paired MCs, however bright, never make a cluster: the rule, not the
 network, says what a cluster is. Everything runs on the 70 µm image; memory is a few
@@ -36,8 +37,8 @@ class Candidates:
 
 
 def _gaussian_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Separable Gaussian blur of (1, 1, H, W), edges replicated (for small images: a
-    one-channel conv is slow in PyTorch's CPU backend, so large ones use pooling)."""
+    """Separable Gaussian blur of (1, 1, H, W), edges replicated. Used at quarter resolution
+    only: a one-channel conv is slow in PyTorch's CPU backend, so full-size steps use pooling."""
     radius = max(1, int(round(3 * sigma_px)))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (t / sigma_px) ** 2)
@@ -71,7 +72,10 @@ def normalised_highpass(image: np.ndarray, breast: np.ndarray, strip_rows: int =
         hp[...] = 0
         return hp
     spread = 1.4826 * float(np.median(np.abs(inside - np.median(inside))))
-    hp *= np.float32(1 / max(spread, 1e-6))
+    if spread < 1e-6:  # a flat breast (blank, saturated): no speck stands out
+        hp[...] = 0
+        return hp
+    hp *= np.float32(1 / spread)
     return hp
 
 

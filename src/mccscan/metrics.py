@@ -146,17 +146,17 @@ def cluster_hit_map(cluster: tuple[tuple[int, int], np.ndarray], map_shape: tupl
 def mc_clusters(mc_xy: np.ndarray, shape: tuple[int, int], *, link_px: float = 72.0, min_mcs: int = 3,
                 margin_px: int = 10) -> list[tuple[tuple[int, int], np.ndarray]]:
     """Clusters formed from MC points (for images annotated MC by MC, without cluster
-    outlines): MCs chained within `link_px` (5 mm at 70 µm), ≥ `min_mcs` of them, as
-    the box around them; the clinical definition is ≥ 3 MCs within 1 cm²."""
-    from mccscan.clusters import group_points
+    outlines) by the detector's own clinical rule (`clusters.find_clusters`: linked within
+    `link_px`, 5 mm at 70 µm, and ≥ `min_mcs` in some 1 cm²), as the box around each."""
+    from mccscan.clusters import MC, find_clusters
 
     out = []
-    for members in group_points(mc_xy, link_px):
-        pts = np.asarray(mc_xy)[members]
-        if len(pts) >= min_mcs:
-            x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - margin_px, 0)
-            x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + margin_px + 1, (shape[1], shape[0]))
-            out.append(((int(x0), int(y0)), np.ones((y1 - y0, x1 - x0), bool)))
+    for cluster in find_clusters([MC(float(x), float(y), 1.0) for x, y in np.asarray(mc_xy).reshape(-1, 2)],
+                                 min_mcs=min_mcs, link_mm=link_px * 0.07):
+        pts = np.array([(m.x, m.y) for m in cluster.mcs])
+        x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - margin_px, 0)
+        x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + margin_px + 1, (shape[1], shape[0]))
+        out.append(((int(x0), int(y0)), np.ones((y1 - y0, x1 - x0), bool)))
     return out
 
 
@@ -202,6 +202,7 @@ def sensitivity_at(sensitivity: np.ndarray, fp_per_image: np.ndarray, fp: float)
 # ---- image level: FROC on clusters, by the centre-in-outline rule --------------------------
 
 FROC_FP_RATES = (0.25, 0.5, 1.0, 2.0)
+ABOVE_ANY_SCORE = float(np.nextafter(1.0, 2.0))  # a threshold no probability reaches: JSON-safe, unlike inf
 
 
 @dataclass
@@ -258,7 +259,7 @@ def cluster_froc(images: list[ImageClusters], *, n_bootstrap: int = 1000, seed: 
     resampled whole)."""
     parts = [_found_and_false(im) for im in images]
     thresholds = np.append(np.unique(np.concatenate([im.detections[:, 2] for im in images] + [np.zeros(0)])),
-                           np.inf)
+                           ABOVE_ANY_SCORE)
     sens, fppi = _froc_curve(parts, thresholds)
     rng = np.random.default_rng(seed)
     draws = np.array([[sensitivity_at(*_froc_curve([parts[i] for i in rng.integers(0, len(parts), len(parts))],
@@ -266,17 +267,24 @@ def cluster_froc(images: list[ImageClusters], *, n_bootstrap: int = 1000, seed: 
                       for _ in range(n_bootstrap)]) if n_bootstrap and parts else None
     at = {}
     for k, f in enumerate(FROC_FP_RATES):
-        ci = [float(v) for v in np.nanpercentile(draws[:, k], [2.5, 97.5])] if draws is not None else [None, None]
-        at[str(f)] = {"value": sensitivity_at(sens, fppi, f), "ci95": ci}
+        ci = [_json_number(v) for v in np.nanpercentile(draws[:, k], [2.5, 97.5])] if draws is not None and \
+            np.isfinite(draws[:, k]).any() else [None, None]
+        at[str(f)] = {"value": _json_number(sensitivity_at(sens, fppi, f)), "ci95": ci}
     return {"images": len(images), "clusters": sum(len(im.truth) for im in images),
-            "thresholds": [float(t) for t in thresholds], "sensitivity": sens.tolist(), "fp_per_image": fppi.tolist(),
-            "sensitivity_at_fp": at, "n_bootstrap": n_bootstrap}
+            "thresholds": [float(t) for t in thresholds], "sensitivity": [_json_number(v) for v in sens],
+            "fp_per_image": fppi.tolist(), "sensitivity_at_fp": at, "n_bootstrap": n_bootstrap}
+
+
+def _json_number(value: float) -> float | None:
+    """A float JSON can hold: None for NaN (nothing to measure, e.g. no true cluster)."""
+    return float(value) if np.isfinite(value) else None
 
 
 def operating_point(froc_result: dict, max_fp_per_image: float) -> float:
-    """The lowest score threshold (highest sensitivity) with at most `max_fp_per_image`."""
+    """The lowest score threshold (highest sensitivity) with at most `max_fp_per_image`
+    (ABOVE_ANY_SCORE, which reports nothing, when no threshold keeps to the budget)."""
     ok = [t for t, f in zip(froc_result["thresholds"], froc_result["fp_per_image"]) if f <= max_fp_per_image]
-    return float(min(ok)) if ok else float("inf")
+    return float(min(ok)) if ok else ABOVE_ANY_SCORE
 
 
 def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px: float) -> dict:
@@ -290,7 +298,7 @@ def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px:
             sites += 1
             near = np.hypot(false_xy[:, 0] - x, false_xy[:, 1] - y) <= radius_px
             flagged += bool(near.any())
-    return {"sites": sites, "with_a_cluster": flagged, "fraction": flagged / sites if sites else float("nan")}
+    return {"sites": sites, "with_a_cluster": flagged, "fraction": flagged / sites if sites else None}
 
 
 @dataclass

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from mccscan.tiling import PATCH_SIZE_PX
 
 F2_POOLS = ("max", "peaks3")
-PEAK_NMS_PX = 7  # the count-aware F2's peaks are at least this far apart (in the last map)
+PEAK_NMS_PX = 7  # the count-aware F2's peaks: maxima of a 7×7 neighbourhood, so at least 4 px apart
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class MCCNet(nn.Module):
         if self.config.f2_pool == "max":
             return torch.amax(fmap, dim=(-2, -1))
         peaks = fmap * (fmap == F.max_pool2d(fmap, PEAK_NMS_PX, 1, PEAK_NMS_PX // 2))
-        return peaks.flatten(2).topk(3, dim=2).values.mean(2)
+        return peaks.flatten(2).topk(min(3, peaks.shape[-2] * peaks.shape[-1]), dim=2).values.mean(2)
 
     def head(self, f2: torch.Tensor) -> torch.Tensor:
         """Logit from the global-max features F2 [N, C]."""

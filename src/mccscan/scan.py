@@ -258,7 +258,8 @@ def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image", t
     scanned = coverage >= min_breast_fraction
     if isinstance(loaded.model, MCNet):
         clusters = detect(loaded.model, image, breast, **detector_options(loaded)).clusters
-        rows = _rows_from_scores(grid, scanned, coverage, _cluster_tile_scores(clusters, grid), threshold, on_row)
+        tile_scores = _cluster_tile_scores(clusters, grid)
+        rows = _rows_from_scores(grid, scanned | (tile_scores > 0), coverage, tile_scores, threshold, on_row)
         detector, engine = "mc", "mc"
     else:
         rows = _paper_rows(loaded.model, image, grid, scanned, coverage, threshold, engine, on_row)

@@ -27,6 +27,7 @@ from mccscan.mcdetect import CANDIDATE_SNR, detect, find_candidates
 from mccscan.evaluate import phantom_clusters
 from mccscan.metrics import ImageClusters, cluster_froc, operating_point
 from mccscan.models import MCNet, MCNetConfig
+from mccscan.tiling import breast_mask
 from mccscan.weights import card_path, load_model, save_weights
 
 TRAIN_SEEDS = range(200_000, 201_000)  # the first `train_phantoms` of them
@@ -87,7 +88,7 @@ def validation_clusters(model: MCNet, seeds, size: str, mc_floor: float, progres
     out = []
     for seed in tqdm(list(seeds), desc="scanning", unit="img", disable=not progress):
         ph = make_phantom(int(seed), size=size)
-        found = detect(model, ph.image, ph.breast_mask, mc_floor=mc_floor)
+        found = detect(model, ph.image, breast_mask(ph.image), mc_floor=mc_floor)  # the mask a scan computes
         out.append(phantom_clusters(ph, [(c.x, c.y, c.score) for c in found.clusters]))
     return out
 
@@ -170,5 +171,5 @@ def choose_operating_point(weights: str | Path, val_phantoms: int = 20, *, progr
                        "sensitivity_at_fp": {f: v["value"] for f, v in froc["sensitivity_at_fp"].items()}}}}
     atomic_write_text(card_path(weights), json.dumps(card, indent=2) + "\n")
     print(f"operating point: cluster score ≥ {threshold:.3f} (validation: "
-          + ", ".join(f"{v['value']:.2f} at {f} FP/image" for f, v in froc["sensitivity_at_fp"].items()) + ")")
+          + ", ".join(f"{v['value']} at {f} FP/image" for f, v in froc["sensitivity_at_fp"].items()) + ")")
     return card

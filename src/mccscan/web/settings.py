@@ -29,8 +29,8 @@ class Settings:
     def hosts_for(bind_address: str) -> tuple[str, ...]:
         """The Host names to accept for a bind address: loopback names for a loopback bind,
         the address itself otherwise, any name for 0.0.0.0 / :: (a proxy must check them)."""
-        if bind_address in ("", "0.0.0.0", "::"):
-            return ("*",)
+        if bind_address in ("", "0.0.0.0") or ":" in bind_address:
+            return ("*",)  # any interface, or IPv6 (Starlette cannot match a bracketed Host)
         try:
             loopback = ipaddress.ip_address(bind_address).is_loopback
         except ValueError:  # a host name

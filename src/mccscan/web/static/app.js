@@ -300,7 +300,7 @@ function openScan(id, timings) {
 function updateDownloads() {
   if (!state.scan || !state.finished) return;
   const id = state.scan.id;
-  // the page shows the paper's style, so the download is drawn the same way
+  // the tiles on the page are the paper's style, so the download draws them the same way
   const params = new URLSearchParams({ style: "paper", threshold: $("threshold").value,
                                        normal_color: $("normal-color").value });
   if ($("mcc-mode").value === "tint") params.set("mcc_color", $("mcc-color").value);
