@@ -29,13 +29,13 @@ def main() -> None:
     args = parser.parse_args()
     runs = {name: path for name, path in DETECTORS.items()}
     runs.update(dict(w.split("=", 1) for w in args.weights))
-    seeds = EVAL_PHANTOM_SEEDS[:args.phantoms]
     results = {}
     for name, path in runs.items():
-        results[name] = evaluate_on_phantoms(load_model(path), seeds, n_bootstrap=args.bootstrap, progress=True)
+        results[name] = evaluate_on_phantoms(load_model(path), args.phantoms, n_bootstrap=args.bootstrap,
+                                             progress=True)
         brief = {k: v for k, v in results[name].items() if k not in ("thresholds", "sensitivity", "fp_per_image")}
         print(f"{name}: {json.dumps(brief)}", flush=True)
-    plot_cluster_frocs(results, args.out, f"FROC on {len(seeds)} unseen phantoms "
+    plot_cluster_frocs(results, args.out, f"FROC on {args.phantoms} unseen phantoms "
                                           f"({next(iter(results.values()))['clusters']} clusters)")
     print("\n| detector | " + " | ".join(f"sens. at {f} FP/img (95% CI)" for f in FROC_FP_RATES)
           + " | isolated sites → cluster | FP/img at its operating point | scan s |")

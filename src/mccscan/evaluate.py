@@ -58,21 +58,20 @@ def evaluate_on_dataset(loaded: LoadedModel, data_dir: str | Path, out_dir: str 
     if not isinstance(model, (MCCNet, MCNet)):
         summary["froc"] = summary["cluster_froc"] = {"skipped": "whole-mammogram scans need the paper's kind of "
                                                                 "network or the cluster detector"}
-        atomic_write_text(out_dir / "evaluation.json", json.dumps(summary, indent=1) + "\n")
-        return {**summary, "probabilities": prob, "labels": labels}
-    try:
-        truths, images = [], []
-        for image_id, ann in dataset.split_images(split, pixel_spacing_mm=pixel_spacing_mm):
+    else:
+        try:
+            truths, images = [], []
+            for image_id, ann in dataset.split_images(split, pixel_spacing_mm=pixel_spacing_mm):
+                if dense:
+                    truths.append(truth_image(model, image_id, ann))
+                images.append(annotated_clusters(ann, scan_image(ann.image, loaded).clusters, image_id))
+            summary["cluster_froc"] = cluster_froc(images, n_bootstrap=n_bootstrap, seed=seed)
+            summary["cluster_froc"]["isolated_sites"] = isolated_site_rate(images, default_threshold(loaded), 72.0)
+            summary["froc"] = froc(truths) if dense else {"skipped": "the dense map needs the paper's global-max net"}
             if dense:
-                truths.append(truth_image(model, image_id, ann))
-            images.append(annotated_clusters(ann, scan_image(ann.image, loaded).clusters, image_id))
-        summary["cluster_froc"] = cluster_froc(images, n_bootstrap=n_bootstrap, seed=seed)
-        summary["cluster_froc"]["isolated_sites"] = isolated_site_rate(images, default_threshold(loaded), 72.0)
-        summary["froc"] = froc(truths) if dense else {"skipped": "the dense map needs the paper's global-max net"}
-        if dense:
-            plot_froc(summary["froc"], out_dir / "froc.png")
-    except MccscanError as exc:  # the mammograms are not there or not readable
-        summary["froc"] = summary["cluster_froc"] = {"skipped": str(exc)}
+                plot_froc(summary["froc"], out_dir / "froc.png")
+        except MccscanError as exc:  # the mammograms are not there or not readable
+            summary["froc"] = summary["cluster_froc"] = {"skipped": str(exc)}
     atomic_write_text(out_dir / "evaluation.json", json.dumps(summary, indent=1) + "\n")
     return {**summary, "probabilities": prob, "labels": labels}
 
@@ -80,16 +79,24 @@ def evaluate_on_dataset(loaded: LoadedModel, data_dir: str | Path, out_dir: str 
 def annotated_clusters(ann: AnnotatedImage, detected: list, image_id: str) -> ImageClusters:
     """Detected clusters against an annotated mammogram's clusters (each region's box as its
     outline; regions formed from MC points where none is outlined), with its isolated MC sites."""
-    from mccscan.clusters import MATCH_MARGIN_MM, group_points
+    from mccscan.clusters import MATCH_MARGIN_MM
 
     regions = ann.clusters or mc_clusters(ann.mc_xy, ann.image.shape)
     outlines = [[(x0, y0), (x0 + m.shape[1], y0), (x0 + m.shape[1], y0 + m.shape[0]), (x0, y0 + m.shape[0])]
                 for (x0, y0), m in regions]
-    loose = np.array([p for p in ann.mc_xy.reshape(-1, 2) if not any(
-        x0 <= p[0] < x0 + m.shape[1] and y0 <= p[1] < y0 + m.shape[0] for (x0, y0), m in regions)]).reshape(-1, 2)
-    sites = np.array([loose[g].mean(0) for g in group_points(loose, 61.0)]).reshape(-1, 2)
+    loose = [p for p in ann.mc_xy.reshape(-1, 2) if not any(
+        x0 <= p[0] < x0 + m.shape[1] and y0 <= p[1] < y0 + m.shape[0] for (x0, y0), m in regions)]
     return ImageClusters(image_id, [(c.x, c.y, c.score) for c in detected], outlines,
-                         MATCH_MARGIN_MM / SCAN_PIXEL_SPACING_MM, sites)
+                         MATCH_MARGIN_MM / SCAN_PIXEL_SPACING_MM, isolated_sites(loose))
+
+
+def isolated_sites(xy) -> np.ndarray:
+    """MCs outside every cluster as stress-metric sites: a single MC, or a pair (closer than
+    61 px, as the phantom places them) as one site at its midpoint."""
+    from mccscan.clusters import group_points
+
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    return np.array([xy[g].mean(0) for g in group_points(xy, 61.0)]).reshape(-1, 2)
 
 
 # ---- image level on whole phantoms: every detector through the scan a user runs ------------
@@ -99,39 +106,53 @@ EVAL_PHANTOM_SEEDS = range(220_000, 220_050)  # 50 unseen phantoms: no training 
 
 def phantom_clusters(ph, detections: list[tuple[float, float, float]]) -> ImageClusters:
     """A phantom's detections (x, y, score) against its true cluster outlines, with its
-    isolated sites (a single MC, or a pair as one site at its midpoint) for the stress metric."""
-    from mccscan.clusters import MATCH_MARGIN_MM, group_points
+    isolated sites for the stress metric."""
+    from mccscan.clusters import MATCH_MARGIN_MM
 
-    isolated = np.array([(m.x, m.y) for m in ph.mcs if m.cluster_id is None]).reshape(-1, 2)
-    sites = np.array([isolated[g].mean(0) for g in group_points(isolated, 61.0)]).reshape(-1, 2)
     return ImageClusters(f"phantom-{ph.seed}", detections, [c.outline for c in ph.clusters],
-                         MATCH_MARGIN_MM / ph.pixel_spacing_mm, sites)
+                         MATCH_MARGIN_MM / ph.pixel_spacing_mm,
+                         isolated_sites([(m.x, m.y) for m in ph.mcs if m.cluster_id is None]))
 
 
-def evaluate_on_phantoms(loaded: LoadedModel, seeds=EVAL_PHANTOM_SEEDS, *, size: str = "large",
-                         n_bootstrap: int = 1000, progress: bool = False) -> dict:
-    """The cluster FROC (95% bootstrap CIs over images) of a detector on whole phantoms
-    scanned as `mccscan scan` does, every isolated MC and lookalike included; the stress
-    metric (isolated 1–2-MC sites that produce a cluster) at the weights' operating point."""
+def scan_phantoms(loaded: LoadedModel, seeds, *, size: str = "large",
+                  progress: bool = False) -> tuple[list[ImageClusters], list[float]]:
+    """One phantom per seed, scanned as `mccscan scan` does: its clusters against the truth,
+    and the scan's seconds."""
     from tqdm import tqdm
 
     from mccscan.datasets.phantom import make_phantom
 
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise InputError("evaluate on at least one phantom")
     images, seconds = [], []
-    for seed in tqdm(seeds, desc="phantoms", unit="img", disable=not progress):
-        ph = make_phantom(int(seed), size=size)
+    for seed in tqdm([int(s) for s in seeds], desc="phantoms", unit="img", disable=not progress):
+        ph = make_phantom(seed, size=size)
         result = scan_image(ph.image, loaded)
         seconds.append(result.elapsed_s)
         images.append(phantom_clusters(ph, [(c.x, c.y, c.score) for c in result.clusters]))
+    return images, seconds
+
+
+def evaluate_on_phantoms(loaded: LoadedModel, n_phantoms: int = len(EVAL_PHANTOM_SEEDS), *, n_bootstrap: int = 1000,
+                         out_dir: str | Path | None = None, progress: bool = False) -> dict:
+    """The cluster FROC (95% bootstrap CIs over images) of a detector on the first
+    `n_phantoms` unseen phantoms scanned as `mccscan scan` does, every isolated MC and
+    lookalike included; the stress metric (isolated 1–2-MC sites that produce a cluster)
+    and the found / false counts at the weights' operating point. With `out_dir`, also
+    OUT/evaluation.json."""
+    if not 1 <= n_phantoms <= len(EVAL_PHANTOM_SEEDS):
+        raise InputError(f"evaluate on 1–{len(EVAL_PHANTOM_SEEDS)} phantoms (those reserved for evaluation), "
+                         f"not {n_phantoms}")
+    seeds = EVAL_PHANTOM_SEEDS[:n_phantoms]
+    images, seconds = scan_phantoms(loaded, seeds, progress=progress)
     threshold = default_threshold(loaded)
     summary = cluster_froc(images, n_bootstrap=n_bootstrap)
     summary["operating_point"] = {"threshold": threshold, **dict(zip(("found", "false", "clusters"),
                                                                      cluster_counts(images, threshold)))}
-    summary["operating_point"]["fp_per_image"] = summary["operating_point"]["false"] / max(len(images), 1)
+    summary["operating_point"]["fp_per_image"] = summary["operating_point"]["false"] / len(images)
     summary["isolated_sites"] = isolated_site_rate(images, threshold, radius_px=72.0)
-    summary["seeds"] = [int(seeds[0]), int(seeds[-1])]
+    summary["seeds"] = [seeds[0], seeds[-1]]
     summary["scan_s_median"] = float(np.median(seconds))
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out_dir) / "evaluation.json", json.dumps(
+            {"model": loaded.name, "sha256": loaded.sha256, "cluster_froc": summary}, indent=1) + "\n")
     return summary

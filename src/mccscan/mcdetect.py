@@ -27,6 +27,7 @@ from mccscan.models import MCNet
 
 CANDIDATE_SNR = 3.5  # a speck this many noise units above its surroundings is worth a look
 WIDE_SIGMA_PX = 6.0  # the background the high-pass removes
+MC_FLOOR = 0.5  # candidates at P(MC) ≥ this are MCs that clusters are built from
 
 
 @dataclass
@@ -132,7 +133,7 @@ class Detection:
     candidates: int
 
 
-def detect(model: MCNet, image: np.ndarray, breast: np.ndarray, *, mc_floor: float = 0.5,
+def detect(model: MCNet, image: np.ndarray, breast: np.ndarray, *, mc_floor: float = MC_FLOOR,
            candidate_snr: float = CANDIDATE_SNR, pixel_spacing_mm: float = 0.07) -> Detection:
     """MCs and clusters of a 70 µm image."""
     cands = find_candidates(image, breast, patch_px=model.config.patch_px, snr=candidate_snr)

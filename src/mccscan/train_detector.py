@@ -23,11 +23,10 @@ from tqdm import tqdm
 
 from mccscan.atomic import atomic_write_text
 from mccscan.datasets.phantom import Phantom, make_phantom
-from mccscan.mcdetect import CANDIDATE_SNR, detect, find_candidates
-from mccscan.evaluate import phantom_clusters
-from mccscan.metrics import ImageClusters, cluster_froc, operating_point
+from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, find_candidates
+from mccscan.evaluate import scan_phantoms
+from mccscan.metrics import cluster_froc, operating_point
 from mccscan.models import MCNet, MCNetConfig
-from mccscan.tiling import breast_mask
 from mccscan.weights import card_path, load_model, save_weights
 
 TRAIN_SEEDS = range(200_000, 201_000)  # the first `train_phantoms` of them
@@ -81,16 +80,6 @@ def dihedral(batch: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th of the 8 rotations/mirrors of (N, 1, H, W)."""
     out = torch.rot90(batch, k % 4, dims=(-2, -1))
     return out.flip(-1) if k >= 4 else out
-
-
-def validation_clusters(model: MCNet, seeds, size: str, mc_floor: float, progress: bool) -> list[ImageClusters]:
-    """Detected clusters against the truth on whole phantoms (one per seed)."""
-    out = []
-    for seed in tqdm(list(seeds), desc="scanning", unit="img", disable=not progress):
-        ph = make_phantom(int(seed), size=size)
-        found = detect(model, ph.image, breast_mask(ph.image), mc_floor=mc_floor)  # the mask a scan computes
-        out.append(phantom_clusters(ph, [(c.x, c.y, c.score) for c in found.clusters]))
-    return out
 
 
 def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTrainConfig(), *,
@@ -160,12 +149,11 @@ def choose_operating_point(weights: str | Path, val_phantoms: int = 20, *, progr
     """Scan the validation phantoms whole with these weights and store, in their card, the
     cluster score with the highest sensitivity at ≤ MAX_FP_PER_IMAGE false clusters per image."""
     loaded = load_model(weights)
-    mc_floor = 0.5
-    val = validation_clusters(loaded.model, VAL_SEEDS[:val_phantoms], "large", mc_floor, progress)
+    val, _ = scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], progress=progress)  # the scan a user runs
     froc = cluster_froc(val, n_bootstrap=0)
     threshold = operating_point(froc, MAX_FP_PER_IMAGE)
     card = {**loaded.card, "operating_point": {
-        "mc_floor": mc_floor, "candidate_snr": CANDIDATE_SNR, "cluster_threshold": threshold,
+        "mc_floor": MC_FLOOR, "candidate_snr": CANDIDATE_SNR, "cluster_threshold": threshold,
         "max_fp_per_image": MAX_FP_PER_IMAGE, "chosen_by": command,
         "validation": {"images": froc["images"], "clusters": froc["clusters"],
                        "sensitivity_at_fp": {f: v["value"] for f, v in froc["sensitivity_at_fp"].items()}}}}
