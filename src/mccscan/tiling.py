@@ -28,18 +28,32 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[np.argmax(between) + 1])  # class 0 is everything up to this edge
 
 
-def breast_mask(image: np.ndarray, downsample: int = 4) -> np.ndarray:
+FILM_STRIP_MM = 5.0  # film borders narrower than twice this are cut off the breast
+EDGE_DETAIL_MM = 1.0  # fine detail of the skin line kept after the opening
+
+
+def breast_mask(image: np.ndarray, downsample: int = 4, pixel_spacing_mm: float = 0.07) -> np.ndarray:
     """Breast region: above a fraction of Otsu's threshold, largest component, holes filled.
 
-    Labels, markers and scanner noise outside the largest component are dropped; a uniform
-    image (all black, all white) has no breast. Work is done on a `downsample`-times
-    smaller image and the mask brought back to full size.
+    Labels, markers and scanner noise outside the largest component are dropped. Bright
+    film-border strips and rulers that touch the breast are cut off by an opening with a
+    disk of `FILM_STRIP_MM` (strips up to twice that wide vanish; the breast, wider
+    everywhere, keeps its shape, and its skin line is restored to `EDGE_DETAIL_MM`).
+    A uniform image (all black, all white) has no breast. Work is done on a
+    `downsample`-times smaller image and the mask brought back to full size.
     """
+    if pixel_spacing_mm <= 0:
+        raise ValueError(f"pixel_spacing_mm must be positive, got {pixel_spacing_mm}")
     small = image[::downsample, ::downsample]
     if small.size == 0 or float(small.max()) - float(small.min()) < 1 / 255:
         return np.zeros(image.shape, bool)  # uniform: blank, or nothing that stands out as a breast
     threshold = 0.35 * otsu_threshold(small)
     fg = small > max(threshold, 1e-3)
+    small_px_mm = pixel_spacing_mm * downsample
+    strip_px = FILM_STRIP_MM / small_px_mm
+    core = ndimage.distance_transform_edt(fg) > strip_px  # centres of disks that fit inside
+    opened = ndimage.distance_transform_edt(~core) <= strip_px  # the union of those disks
+    fg &= ndimage.distance_transform_edt(~opened) <= EDGE_DETAIL_MM / small_px_mm
     labels, n = ndimage.label(fg)
     if n == 0:
         return np.zeros(image.shape, bool)
