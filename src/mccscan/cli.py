@@ -79,10 +79,14 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_train_detector(args) -> int:
+    from mccscan.datasets.folder import image_files
     from mccscan.train_detector import DetectorTrainConfig, choose_operating_point, train_detector
 
+    tissue = tuple(str(p) for p in image_files(args.tissue))
     config = DetectorTrainConfig(train_phantoms=args.train_phantoms, val_phantoms=args.val_phantoms,
-                                 negatives_per_image=args.negatives, epochs=args.epochs, seed=args.seed)
+                                 negatives_per_image=args.negatives, epochs=args.epochs, seed=args.seed,
+                                 acquisition=not args.no_acquisition, tissue=tissue,
+                                 tissue_spacing_mm=args.tissue_spacing, tissue_draws=args.tissue_draws)
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.recalibrate:
         card = choose_operating_point(Path(args.out) / "mc.pt", args.val_phantoms, progress=sys.stderr.isatty(),
@@ -366,6 +370,14 @@ def _args_train_detector(p) -> None:
                    help="candidates that are no MC, per training phantom")
     p.add_argument("--epochs", type=int, default=DetectorTrainConfig.epochs, help="epochs")
     p.add_argument("--seed", type=int, default=DetectorTrainConfig.seed, help="seeds sampling and weights")
+    p.add_argument("--tissue", nargs="+", default=[], metavar="PATH",
+                   help="real mammograms (files or folders) to insert phantom clusters into and train on too")
+    p.add_argument("--tissue-spacing", type=float, default=None, metavar="MM",
+                   help="pixel spacing of the --tissue images when their files carry none (CBIS-DDSM: 0.05)")
+    p.add_argument("--tissue-draws", type=int, default=DetectorTrainConfig.tissue_draws,
+                   help="insertions (1–3 clusters each) per real mammogram")
+    p.add_argument("--no-acquisition", action="store_true",
+                   help="train on images as drawn, without random pixel size, detector and contrast curve")
     p.add_argument("--recalibrate", action="store_true",
                    help="no training: choose OUT/mc.pt's operating point again on the validation phantoms")
 
@@ -520,7 +532,7 @@ COMMANDS = {
                              _cmd_build_dataset),
     "train": Command("train (the paper's protocol) on a built dataset or on phantoms", _args_train, _cmd_train),
     "train-detector": Command("train the two-stage cluster detector (MC candidates → CNN → ≥ 3 MCs in 1 cm²) "
-                              "on phantoms", _args_train_detector, _cmd_train_detector),
+                              "on phantoms and, with --tissue, real mammograms with inserted clusters", _args_train_detector, _cmd_train_detector),
     "evaluate": Command("patch metrics with 95% CIs, calibration and FROC on a built dataset", _args_evaluate,
                         _cmd_evaluate),
     "tune": Command("Hyperband search over the paper's Table 2 space (Optuna)", _args_tune, _cmd_tune),

@@ -1,7 +1,10 @@
-"""Train the two-stage cluster detector on phantoms: `mccscan train-detector`.
+"""Train the two-stage cluster detector: `mccscan train-detector`.
 
-Reads top to bottom: draw phantoms (exact MC truth), find their candidate specks as a
-scan does, label each candidate MC or not (within an MC's radius + 2 px of its centre),
+Reads top to bottom: draw phantoms (exact MC truth) and, with `--tissue`, put phantom
+clusters into real mammograms (exact truth on real tissue: every other speck there is a
+negative); pass each through a random acquisition (pixel size 50–200 µm, digital or film,
+contrast curve); find the candidate specks as a scan does, label each candidate MC or not
+(within an MC's radius + 2 px of its centre),
 train `MCNet` on the candidate patches (8 dihedral copies, BCE, Adam), keep the epoch
 with the best validation loss, then scan the validation phantoms whole and choose the
 operating point: the cluster score with the highest sensitivity at ≤ 0.5 false clusters
@@ -22,7 +25,10 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mccscan.atomic import atomic_write_text
-from mccscan.datasets.phantom import Phantom, make_phantom
+from mccscan.datasets.acquisition import acquire, draw_acquisition
+from mccscan.datasets.phantom import insert_clusters, make_phantom
+from mccscan.io import load_for_scan
+from mccscan.tiling import breast_mask
 from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, find_candidates
 from mccscan.evaluate import scan_phantoms
 from mccscan.metrics import cluster_froc, operating_point
@@ -44,36 +50,61 @@ class DetectorTrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     size: str = "small"  # phantom size for training (the evaluation uses "large")
+    acquisition: bool = True  # random pixel size, detector and contrast curve per image
+    tissue: tuple[str, ...] = ()  # real mammograms to insert phantom clusters into
+    tissue_spacing_mm: float | None = None  # their pixel spacing when the files lack one
+    tissue_draws: int = 4  # insertions (1–3 clusters each) per real mammogram
 
 
-def candidate_labels(ph: Phantom, xy: np.ndarray) -> np.ndarray:
+def candidate_labels(mc_xy: np.ndarray, mc_radius_px: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """1 where a candidate lies within an MC's radius + 2 px (at least 3 px) of its centre."""
     from scipy.spatial import cKDTree
 
-    if not ph.mcs or not len(xy):
+    if not len(mc_xy) or not len(xy):
         return np.zeros(len(xy), np.uint8)
-    centres = np.array([(m.x, m.y) for m in ph.mcs])
-    reach = np.maximum(3.0, np.array([m.radius_px for m in ph.mcs]) + 2.0)
-    dist, nearest = cKDTree(centres).query(xy)
+    reach = np.maximum(3.0, np.asarray(mc_radius_px) + 2.0)
+    dist, nearest = cKDTree(mc_xy).query(xy)
     return (dist <= reach[nearest]).astype(np.uint8)
 
 
+def candidate_samples(image: np.ndarray, breast: np.ndarray, mcs: list, config: DetectorTrainConfig,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate patches of one image as a scan finds them, after a random acquisition when
+    the config asks: every MC, the brightest non-MCs and as many at random."""
+    if config.acquisition:
+        image = acquire(image, breast, draw_acquisition(rng), rng)
+    cands = find_candidates(image, breast, max_candidates=20_000)
+    y = candidate_labels(np.array([(m.x, m.y) for m in mcs]).reshape(-1, 2),
+                         np.array([m.radius_px for m in mcs]), cands.xy)
+    neg = np.flatnonzero(y == 0)
+    half = config.negatives_per_image // 2
+    brightest = neg[:half]  # candidates come brightest first
+    rest = neg[half:]
+    sampled = rng.choice(rest, min(len(rest), half), replace=False) if len(rest) else rest
+    keep = np.sort(np.concatenate([np.flatnonzero(y == 1), brightest, sampled]))
+    return cands.patches[keep], y[keep]
+
+
 def phantom_samples(seeds, config: DetectorTrainConfig, rng: np.random.Generator, progress: bool):
-    """Candidate patches and labels of one phantom per seed (all MCs, sampled non-MCs)."""
-    patches, labels = [], []
+    """Candidate patches and labels of one phantom per seed."""
+    parts = []
     for seed in tqdm(list(seeds), desc="phantoms", unit="img", disable=not progress):
         ph = make_phantom(int(seed), size=config.size, n_clusters=int(rng.integers(1, 5)))
-        cands = find_candidates(ph.image, ph.breast_mask, max_candidates=20_000)
-        y = candidate_labels(ph, cands.xy)
-        neg = np.flatnonzero(y == 0)
-        half = config.negatives_per_image // 2
-        brightest = neg[:half]  # candidates come brightest first
-        rest = neg[half:]
-        sampled = rng.choice(rest, min(len(rest), half), replace=False) if len(rest) else rest
-        keep = np.sort(np.concatenate([np.flatnonzero(y == 1), brightest, sampled]))
-        patches.append(cands.patches[keep])
-        labels.append(y[keep])
-    return np.concatenate(patches), np.concatenate(labels)
+        parts.append(candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, rng))
+    return tuple(np.concatenate(a) for a in zip(*parts))
+
+
+def tissue_samples(config: DetectorTrainConfig, rng: np.random.Generator, progress: bool):
+    """Candidate patches and labels of real mammograms with phantom clusters inserted,
+    `tissue_draws` times each: the tissue's own specks are the negatives."""
+    parts = []
+    for path in tqdm(list(config.tissue), desc="tissue", unit="img", disable=not progress):
+        image = load_for_scan(path, pixel_spacing_mm=config.tissue_spacing_mm).image
+        breast = breast_mask(image)
+        for _ in range(config.tissue_draws):
+            inserted, mcs, _ = insert_clusters(image, breast, rng, int(rng.integers(1, 4)))
+            parts.append(candidate_samples(inserted, breast, mcs, config, rng))
+    return tuple(np.concatenate(a) for a in zip(*parts))
 
 
 def dihedral(batch: torch.Tensor, k: int) -> torch.Tensor:
@@ -92,6 +123,11 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     # data: candidate patches of training and validation phantoms
     start = time.perf_counter()
     train_x, train_y = phantom_samples(TRAIN_SEEDS[:config.train_phantoms], config, rng, progress)
+    if config.tissue:
+        tissue_x, tissue_y = tissue_samples(config, rng, progress)
+        print(f"{len(tissue_y)} candidates ({int(tissue_y.sum())} MCs) from {len(config.tissue)} real mammograms",
+              flush=True)
+        train_x, train_y = np.concatenate([train_x, tissue_x]), np.concatenate([train_y, tissue_y])
     val_x, val_y = phantom_samples(VAL_SEEDS[:config.val_phantoms], config, rng, progress)
     print(f"{len(train_y)} training candidates ({int(train_y.sum())} MCs), {len(val_y)} validation "
           f"({int(val_y.sum())} MCs) in {time.perf_counter() - start:.0f} s", flush=True)
@@ -134,8 +170,11 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     card = json.loads(card_path(out_dir / "mc.pt").read_text())
     card.update({
         "detector": "mc", "command": command, "train_config": asdict(config),
-        "trained_on": "synthetic phantom (mccscan.datasets.phantom), not patient data",
+        "trained_on": "synthetic phantom (mccscan.datasets.phantom)" + (
+            f" and {len(config.tissue)} real mammograms with phantom clusters inserted" if config.tissue else
+            ", not patient data"),
         "data": {"train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.start + config.train_phantoms - 1],
+                 "tissue": [Path(t).name for t in config.tissue],
                  "val_seeds": [VAL_SEEDS.start, VAL_SEEDS.start + config.val_phantoms - 1],
                  "train_candidates": len(train_y), "train_mcs": int(train_y.sum())},
         "history": history,

@@ -33,11 +33,25 @@ def _number(row: dict, key: str, default: float | None = None) -> float:
     return float(value)
 
 
+def image_files(paths) -> list[Path]:
+    """The mammograms among `paths`: files as given, folders searched recursively."""
+    found = []
+    for given in map(Path, paths):
+        if not given.exists():
+            raise MissingDataError(f"{given}: no such file or folder")
+        inside = sorted(p for p in given.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) \
+            if given.is_dir() else [given]
+        if not inside:
+            raise MissingDataError(f"{given}: no mammogram ({', '.join(IMAGE_SUFFIXES)}) in it")
+        found += inside
+    return found
+
+
 def read_folder(root: str | Path, annotations: str = "annotations.csv") -> DatasetIndex:
     root = Path(root)
     if not root.is_dir():
         raise MissingDataError(f"{root}: not a folder")
-    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images = image_files([root])
     index = DatasetIndex("folder", root, [])
     by_name = {p.relative_to(root).as_posix(): p for p in images}
     rows: dict[str, list[tuple[int, dict]]] = {}

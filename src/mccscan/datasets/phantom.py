@@ -4,11 +4,15 @@ Real mammograms cannot ship with the project, so this module draws INbreast-like
 (70 µm pixels, 2560×3328 or 3328×4084, CC/MLO, left/right) from the standard models:
 - breast outline on black, skin line, thickness falloff toward the edge, pectoral
   muscle on MLO;
-- parenchyma from power-law noise (power spectrum ∝ 1/f^β, β ∈ [2.5, 3.5]) mixed with a
-  smooth fatty/dense field, ducts converging to the nipple, vessels across the breast;
-- microcalcifications 0.1–1 mm, each a sum of 1–3 anisotropic Gaussians, in clusters of
-  3–30 within about 1 cm², plus negatives a detector must not fire on: isolated single
-  and paired MCs, bright noise pixels and vessel crossings;
+- parenchyma from power-law noise (power spectrum ∝ 1/f^β) mixed with a smooth
+  fatty/dense field, ducts converging to the nipple, vessels across the breast, Cooper's
+  ligaments and fibrous strands; its texture statistics (β, MC-band energy, specks per
+  cm², intensity histogram) are matched to digitised film (`benchmarks/realism.py`);
+- microcalcifications 0.1–1 mm, punctate, amorphous, pleomorphic or fine linear, in
+  clusters of 3–40 spread over up to 1 cm² (grouped, linear or segmental), with contrast
+  down to the noise floor; plus what a detector must not call a cluster: isolated single
+  and paired MCs, bright noise pixels, vessel crossings, and benign calcifications
+  (coarse/popcorn over 1 mm, rim, vascular tracks, skin calcifications at the skin line);
 - detector blur, signal-dependent quantum noise, 14-bit (DICOM) and 8-bit (PNG) output.
 Same seed → same image and ground truth.
 """
@@ -16,7 +20,7 @@ Same seed → same image and ground truth.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +55,14 @@ class Cluster:
 
 
 @dataclass
+class Lookalike:
+    x: float  # centre, px
+    y: float
+    radius_px: float
+    kind: str  # one of LOOKALIKES: benign, never part of a cluster
+
+
+@dataclass
 class Phantom:
     image: np.ndarray  # float32 in [0, 1], 70 µm pixels, background exactly 0
     breast_mask: np.ndarray  # bool, True inside the breast
@@ -60,6 +72,7 @@ class Phantom:
     laterality: str
     seed: int
     pixel_spacing_mm: float = PIXEL_SPACING_MM
+    lookalikes: list[Lookalike] = field(default_factory=list)
 
     def ground_truth(self) -> dict:
         """Every MC and cluster, JSON-ready; coordinates in pixels of this image."""
@@ -70,6 +83,7 @@ class Phantom:
             "pixel_spacing_mm": self.pixel_spacing_mm,
             "clusters": [asdict(c) for c in self.clusters],
             "microcalcifications": [asdict(m) for m in self.mcs],
+            "lookalikes": [asdict(b) for b in self.lookalikes],
         }
 
     def to_uint8(self) -> np.ndarray:
@@ -150,8 +164,26 @@ def _add_gaussian_blob(image: np.ndarray, x: float, y: float, sx: float, sy: flo
     image[y0:y1, x0:x1] += amp * np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
 
 
-def _add_mc(image, rng, x, y, diameter_px, contrast):
-    """One MC: a sum of 1–3 anisotropic Gaussians with random orientation."""
+MORPHOLOGIES = ("punctate", "amorphous", "pleomorphic", "linear")  # BI-RADS suspicious MC forms
+LAYOUTS = ("grouped", "linear", "segmental")  # BI-RADS distributions within 1 cm²
+LOOKALIKES = ("coarse", "rim", "vascular", "skin")  # benign calcifications no cluster is made of
+
+
+def _add_mc(image, rng, x, y, diameter_px, contrast, morphology="pleomorphic", heading=0.0):
+    """One MC of the given morphology: punctate is one round dot, amorphous a faint hazy one,
+    pleomorphic 1–3 irregular blobs, linear an elongated streak along `heading` (radians)."""
+    if morphology == "punctate":
+        sigma = max(0.45, diameter_px / 2.6)
+        _add_gaussian_blob(image, x, y, sigma, sigma * rng.uniform(0.8, 1.0), rng.uniform(0, np.pi), contrast)
+        return
+    if morphology == "amorphous":
+        sigma = max(0.8, diameter_px / 2.0)
+        _add_gaussian_blob(image, x, y, sigma, sigma * rng.uniform(0.7, 1.0), rng.uniform(0, np.pi), contrast)
+        return
+    if morphology == "linear":
+        sigma = max(0.45, diameter_px / 4.0)
+        _add_gaussian_blob(image, x, y, sigma * rng.uniform(2.0, 3.5), sigma, heading + rng.normal(0, 0.2), contrast)
+        return
     for _ in range(rng.integers(1, 4)):
         sigma = max(0.45, diameter_px / 2.6 * rng.uniform(0.6, 1.0))
         aspect = rng.uniform(1.0, 2.2)
@@ -160,43 +192,132 @@ def _add_mc(image, rng, x, y, diameter_px, contrast):
                            rng.uniform(0, np.pi), contrast * rng.uniform(0.7, 1.0))
 
 
-def _cluster_shape(rng) -> tuple[int, float, float]:
-    """How many MCs a cluster has, its aspect ratio and its larger semi-axis (px)."""
-    n = int(round(np.exp(rng.uniform(np.log(3), np.log(30)))))
-    aspect = rng.uniform(0.5, 1.0)
-    # compact groups, as MCCs are, yet with room for n MCs at least 5 px apart
-    r1 = max(rng.uniform(1.0, 3.5) / PIXEL_SPACING_MM, np.sqrt(n * 60 / (np.pi * aspect)))
-    return n, aspect, r1
-
-
-def _draw_cluster(image, rng, cx, cy, n, aspect, r1, cid) -> tuple[list[Microcalcification], Cluster]:
-    """Add n MCs inside an ellipse centred at (cx, cy) px; the outline is the ellipse + 8 px."""
-    mm = 1 / PIXEL_SPACING_MM
-    r2, phi = r1 * aspect, rng.uniform(0, np.pi)
-    base_d = rng.uniform(0.15, 0.55) * mm
-    base_c = np.exp(rng.uniform(np.log(0.06), np.log(0.25)))
-    pts: list[tuple[float, float]] = []
-    for _ in range(200 * n):
-        if len(pts) == n:
+def _cluster_layout(rng, n: int, extent_px: float, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (n, 2) px of n MCs at least 5 px apart and the local heading of each, laid
+    out as a grouped ellipse, a line, or a branching segment, all within `extent_px` of 0."""
+    if layout == "grouped":
+        aspect, phi = rng.uniform(0.5, 1.0), rng.uniform(0, np.pi)
+        r1 = max(extent_px, np.sqrt(n * 60 / (np.pi * aspect)))
+        u, v = rng.uniform(-1, 1, (2, 200 * n))
+        inside = u * u + v * v <= 1
+        u, v = u[inside] * r1, v[inside] * r1 * aspect
+        proposals = np.stack([u * np.cos(phi) - v * np.sin(phi), u * np.sin(phi) + v * np.cos(phi)], 1)
+        headings = np.full(len(proposals), phi)
+    else:  # linear: one gently curved line; segmental: a trunk with 1–3 branches
+        n_branch = 1 if layout == "linear" else int(rng.integers(2, 5))
+        start = np.zeros(2)
+        paths = []
+        heading = rng.uniform(0, 2 * np.pi)
+        for b in range(n_branch):
+            origin = start if b == 0 else paths[0][rng.integers(len(paths[0]))]
+            direction = heading + (0 if b == 0 else rng.choice([-1, 1]) * rng.uniform(0.3, 0.8))
+            length = 2 * extent_px * (1 if b == 0 else rng.uniform(0.3, 0.6))
+            curve = _smooth_curve(rng, origin, (np.cos(direction), np.sin(direction)), length, 1.0, 0.02)
+            paths.append(curve)
+        pts = np.concatenate(paths)
+        pts -= pts.mean(0)
+        pts *= min(1.0, extent_px / max(np.abs(pts).max(), 1e-6))
+        steps = np.gradient(pts, axis=0)
+        pick = rng.permutation(len(pts))
+        proposals = pts[pick] + rng.normal(0, 2.0, (len(pts), 2))  # a little off the line
+        headings = np.arctan2(steps[pick, 1], steps[pick, 0])
+    chosen = []
+    for k in range(len(proposals)):
+        if len(chosen) == n:
             break
-        u, v = rng.uniform(-1, 1, 2)
-        if u * u + v * v > 1:
-            continue
-        px = cx + r1 * u * np.cos(phi) - r2 * v * np.sin(phi)
-        py = cy + r1 * u * np.sin(phi) + r2 * v * np.cos(phi)
-        if all(np.hypot(px - qx, py - qy) > 5 for qx, qy in pts):
-            pts.append((px, py))
+        if all(np.hypot(*(proposals[k] - proposals[j])) > 5 for j in chosen):
+            chosen.append(k)
+    return proposals[chosen], headings[chosen]
+
+
+def _draw_cluster(image, rng, cx, cy, cid) -> tuple[list[Microcalcification], Cluster]:
+    """Add a cluster of 3–40 MCs around (cx, cy) px: one morphology and one layout, spread
+    over up to 1 cm², contrast from the noise floor up. The outline is the hull + 8 px."""
+    from mccscan.clusters import hull_outline
+
+    mm = 1 / PIXEL_SPACING_MM
+    n = int(round(np.exp(rng.uniform(np.log(3), np.log(40)))))
+    layout = LAYOUTS[rng.choice(3, p=[0.6, 0.2, 0.2])]
+    morphology = MORPHOLOGIES[rng.integers(4)]
+    offsets, headings = _cluster_layout(rng, n, rng.uniform(1.0, 5.0) * mm, layout)
+    base_d = rng.uniform(0.15, 0.55) * mm * (0.6 if morphology == "linear" else 1.0)
+    base_c = np.exp(rng.uniform(np.log(0.03), np.log(0.25))) * (0.6 if morphology == "amorphous" else 1.0)
     mcs = []
-    for px, py in pts:
+    for (dx, dy), heading in zip(offsets, headings):
+        px, py = cx + dx, cy + dy
         d = float(np.clip(base_d * rng.uniform(0.6, 1.6), 0.1 * mm, 1.0 * mm))
         c = float(base_c * rng.uniform(0.6, 1.4))
-        _add_mc(image, rng, px, py, d, c)
-        mcs.append(Microcalcification(px, py, d / 2, c, cid, "cluster"))
-    t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
-    m1, m2 = r1 + 8, r2 + 8
-    outline = [(float(cx + m1 * np.cos(a) * np.cos(phi) - m2 * np.sin(a) * np.sin(phi)),
-                float(cy + m1 * np.cos(a) * np.sin(phi) + m2 * np.sin(a) * np.cos(phi))) for a in t]
-    return mcs, Cluster(cid, float(cx), float(cy), float(r1), outline, len(pts))
+        _add_mc(image, rng, px, py, d, c, morphology, heading)
+        mcs.append(Microcalcification(float(px), float(py), d / 2, c, cid, "cluster"))
+    xy = np.array([(m.x, m.y) for m in mcs])
+    radius = float(np.hypot(*(xy - (cx, cy)).T).max())
+    outline = [(float(x), float(y)) for x, y in hull_outline(xy, 8.0)]
+    return mcs, Cluster(cid, float(cx), float(cy), radius, outline, len(mcs))
+
+
+def _add_ring(image, x, y, radius_px, width_px, amp, arc=(0.0, 2 * np.pi)):
+    """A thin bright ring (or arc): an eggshell/rim calcification or a lucent-centred skin one."""
+    r = int(np.ceil(radius_px + 4 * width_px)) + 1
+    x0, x1 = max(0, int(x) - r), min(image.shape[1], int(x) + r + 2)
+    y0, y1 = max(0, int(y) - r), min(image.shape[0], int(y) + r + 2)
+    if x0 >= x1 or y0 >= y1:
+        return
+    gx = np.arange(x0, x1, dtype=np.float32)[None, :] - x
+    gy = np.arange(y0, y1, dtype=np.float32)[:, None] - y
+    angle = np.mod(np.arctan2(gy, gx) - arc[0], 2 * np.pi)
+    on_arc = angle <= (arc[1] - arc[0])
+    image[y0:y1, x0:x1] += amp * on_arc * np.exp(-0.5 * ((np.hypot(gx, gy) - radius_px) / width_px) ** 2)
+
+
+def _draw_lookalikes(image, rng, safe, skin_band, vessel_paths) -> list[Lookalike]:
+    """Benign calcifications a detector must not call a cluster: coarse/popcorn (> 1 mm),
+    rim (eggshell), vascular tracks (tram lines of specks along a vessel) and small
+    lucent-centred skin calcifications at the skin line."""
+    mm = 1 / PIXEL_SPACING_MM
+    found: list[Lookalike] = []
+    ys, xs = np.nonzero(safe[::8, ::8])
+    for _ in range(rng.integers(0, 3) if len(xs) else 0):  # coarse / popcorn
+        k = rng.integers(len(xs))
+        x, y = xs[k] * 8.0, ys[k] * 8.0
+        size = rng.uniform(1.2, 4.0) * mm
+        for _ in range(rng.integers(1, 6)):
+            dx, dy = rng.normal(0, size / 4, 2)
+            sigma = rng.uniform(0.15, 0.3) * size
+            _add_gaussian_blob(image, x + dx, y + dy, sigma, sigma * rng.uniform(0.6, 1), rng.uniform(0, np.pi),
+                               rng.uniform(0.12, 0.35))
+        found.append(Lookalike(x, y, size / 2, "coarse"))
+    if len(xs) and rng.random() < 0.4:  # rim
+        k = rng.integers(len(xs))
+        x, y, radius = xs[k] * 8.0, ys[k] * 8.0, rng.uniform(1.0, 3.5) * mm
+        start = rng.uniform(0, 2 * np.pi)
+        _add_ring(image, x, y, radius, rng.uniform(1.0, 2.0), rng.uniform(0.06, 0.18),
+                  (start, start + rng.uniform(np.pi, 2 * np.pi)))
+        found.append(Lookalike(x, y, radius, "rim"))
+    if vessel_paths and rng.random() < 0.5:  # vascular: specks on both walls of a vessel
+        path = vessel_paths[rng.integers(len(vessel_paths))]
+        a = rng.integers(len(path))
+        segment = path[a:a + int(rng.uniform(1.0, 4.0) * mm)]
+        if len(segment) > 2:
+            steps = np.gradient(segment, axis=0)
+            normal = np.stack([-steps[:, 1], steps[:, 0]], 1) / (np.hypot(*steps.T)[:, None] + 1e-9)
+            half_width = rng.uniform(0.4, 0.8) * mm
+            amp = rng.uniform(0.05, 0.2)
+            for i in range(0, len(segment), int(rng.integers(3, 9))):
+                for side in (-1, 1):
+                    if rng.random() < 0.7:
+                        px, py = segment[i] + side * half_width * normal[i]
+                        _add_gaussian_blob(image, px, py, rng.uniform(1.2, 2.5), rng.uniform(0.5, 0.9),
+                                           np.arctan2(steps[i, 1], steps[i, 0]), amp * rng.uniform(0.6, 1.2))
+            cx, cy = segment.mean(0)
+            found.append(Lookalike(float(cx), float(cy), float(len(segment) / 2), "vascular"))
+    ys, xs = np.nonzero(skin_band[::4, ::4])
+    for _ in range(rng.integers(0, 5) if len(xs) else 0):  # skin: lucent-centred rings at the skin line
+        k = rng.integers(len(xs))
+        x, y = xs[k] * 4.0, ys[k] * 4.0
+        radius = rng.uniform(0.25, 0.7) * mm
+        _add_ring(image, x, y, radius, max(0.8, radius / 3), rng.uniform(0.05, 0.15))
+        found.append(Lookalike(x, y, radius, "skin"))
+    return found
 
 
 def insert_clusters(image: np.ndarray, breast: np.ndarray, rng: np.random.Generator,
@@ -215,7 +336,6 @@ def insert_clusters(image: np.ndarray, breast: np.ndarray, rng: np.random.Genera
     for cid in range(n_clusters):
         if len(xs) == 0:
             break
-        n, aspect, r1 = _cluster_shape(rng)
         for _ in range(100):
             k = rng.integers(len(xs))
             cx, cy = xs[k] * 8 + rng.uniform(0, 8), ys[k] * 8 + rng.uniform(0, 8)
@@ -223,7 +343,7 @@ def insert_clusters(image: np.ndarray, breast: np.ndarray, rng: np.random.Genera
                 break
         else:
             break
-        cluster_mcs, cluster = _draw_cluster(canvas, rng, cx, cy, n, aspect, r1, cid)
+        cluster_mcs, cluster = _draw_cluster(canvas, rng, cx, cy, cid)
         mcs += cluster_mcs
         clusters.append(cluster)
     canvas = ndimage.gaussian_filter(canvas, 0.6, truncate=3.0)
@@ -310,7 +430,7 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
                             rng.uniform(0.3, 0.9) * breast.a / _COARSE, 0.5, 0.08)
         _splat(ducts, pts, rng.uniform(0.5, 1.0))
     ducts = ndimage.gaussian_filter(ducts, 0.7)
-    smooth = 0.30 + 0.30 * dense + 0.05 * np.clip(ducts, 0, 1.5) * (0.5 + dense)
+    smooth = 0.42 + 0.36 * dense + 0.05 * np.clip(ducts, 0, 1.5) * (0.5 + dense)
     smooth = _upsample(smooth, shape)
     dense_full = _upsample(dense, shape)
 
@@ -319,7 +439,7 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
     y = np.arange(rows, dtype=np.float32)[:, None]
     rho = _upsample(rho_c, shape)  # ρ is smooth: bilinear from the coarse grid is exact enough
     mask = rho < 1
-    beta = rng.uniform(2.5, 3.5)
+    beta = rng.uniform(2.0, 2.8)  # with the dense field: β ≈ 2.6–3.4, as measured on film
     texture = power_law_noise(shape, beta, rng)
     image = smooth + (0.025 + 0.05 * dense_full) * texture
     muscle = breast.muscle(x, y) & mask
@@ -329,13 +449,28 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
         image += weight * (0.56 + 0.025 * texture - image)
 
     # vessels: long thin bright curves; where two cross they form a bright spot
-    vessels = np.zeros(shape, np.float32)
+    vessels, vessel_paths = np.zeros(shape, np.float32), []
     for _ in range(rng.integers(3, 9)):
         start = (rng.uniform(0.05, 0.5) * breast.a, breast.cy + rng.uniform(-0.8, 0.8) * breast.b)
         angle = rng.uniform(-0.6, 0.6) + (np.pi if rng.random() < 0.3 else 0)
         pts = _smooth_curve(rng, start, (np.cos(angle), np.sin(angle)), rng.uniform(0.4, 1.2) * breast.a, 1.0, 0.03)
         _splat(vessels, pts, rng.uniform(0.6, 1.2))
+        vessel_paths.append(pts)
     image += ndimage.gaussian_filter(vessels, rng.uniform(1.3, 2.0)) * rng.uniform(0.35, 0.6)
+
+    # Cooper's ligaments and fine fibrous strands: thin arcs, densest near the skin and
+    # in the glandular tissue, a source of the specks and crossings a detector must reject
+    strands = np.zeros(shape, np.float32)
+    for _ in range(rng.integers(60, 160)):
+        sy_, sx_ = rng.uniform(0, rows), rng.uniform(0, cols) * 0.95
+        if rho[int(sy_), int(sx_)] >= 0.97:
+            continue
+        angle = rng.uniform(0, 2 * np.pi)
+        pts = _smooth_curve(rng, (sx_, sy_), (np.cos(angle), np.sin(angle)), rng.uniform(3, 25) / PIXEL_SPACING_MM,
+                            1.0, rng.uniform(0.03, 0.1))
+        _splat(strands, pts, rng.uniform(0.5, 1.0))
+    strand_blur = rng.uniform(0.7, 1.2)
+    image += ndimage.gaussian_filter(strands, strand_blur) * strand_blur * rng.uniform(0.06, 0.16) * (0.4 + dense_full)
 
     # --- microcalcifications: clusters and isolated distractors ----------------------
     mcs: list[Microcalcification] = []
@@ -353,11 +488,10 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
         return None
 
     for cid in range(n_clusters):
-        shape_ = _cluster_shape(rng)
-        spot = free_spot(shape_[2] + 15 * mm)
+        spot = free_spot(5 * mm + 15 * mm)
         if spot is None:
             break
-        cluster_mcs, cluster = _draw_cluster(image, rng, *spot, *shape_, cid)
+        cluster_mcs, cluster = _draw_cluster(image, rng, *spot, cid)
         mcs += cluster_mcs
         clusters.append(cluster)
         placed.append((spot[0], spot[1], cluster.radius_px))
@@ -381,6 +515,9 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
                 mcs.append(Microcalcification(px, py, d / 2, c, None, kind))
             placed.append((sx, sy, 0.0))
 
+    skin_band = mask & (rho > 0.96)
+    lookalikes = _draw_lookalikes(image, rng, safe, skin_band, vessel_paths)
+
     # bright noise: isolated hot pixels that blur into tiny dots
     n_hot = rng.integers(10, 40)
     hy, hx = rng.integers(0, rows, n_hot), rng.integers(0, cols, n_hot)
@@ -390,7 +527,7 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
     edge = np.clip((1 - rho) / 0.10, 0, 1)
     image *= 0.45 + 0.55 * np.sqrt(edge)
     image += 0.10 * np.exp(-(((1 - rho) * breast.a / (1.2 * mm)) ** 2))  # skin line
-    image = ndimage.gaussian_filter(image, rng.uniform(0.5, 0.7), truncate=3.0)  # detector blur
+    image = ndimage.gaussian_filter(image, rng.uniform(0.8, 1.1), truncate=3.0)  # detector / film blur
     quantum = rng.uniform(0.006, 0.012)
     image += quantum * np.sqrt(np.clip(image, 0, None)) * rng.standard_normal(shape, dtype=np.float32)
     image = np.where(mask, np.clip(image, 0.02, None), 0).astype(np.float32)
@@ -400,10 +537,12 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
         image, mask = image[:, ::-1].copy(), mask[:, ::-1].copy()
         for m in mcs:
             m.x = cols - 1 - m.x
+        for b in lookalikes:
+            b.x = cols - 1 - b.x
         for c in clusters:
             c.x = cols - 1 - c.x
             c.outline = [(cols - 1 - px, py) for px, py in c.outline]
-    return Phantom(image, mask, mcs, clusters, view, laterality, seed)
+    return Phantom(image, mask, mcs, clusters, view, laterality, seed, lookalikes=lookalikes)
 
 
 def write_inbreast(root: str | Path, seeds, *, size: str | tuple[int, int] = "small",
