@@ -112,8 +112,9 @@ def test_truth_image_maps_each_phantom_cluster_to_the_windows_around_it(small_ph
     for cluster, hits in zip(ph.clusters, truth.hit_maps):
         i, j = np.nonzero(hits)
         assert len(i) > 0
-        assert (j * 16 <= cluster.x).all() and (cluster.x <= j * 16 + 144).all()
-        assert (i * 16 <= cluster.y).all() and (cluster.y <= i * 16 + 144).all()
+        xs, ys = np.array(cluster.outline).T  # every hit window overlaps the cluster's outline
+        assert (j * 16 <= xs.max()).all() and (xs.min() <= j * 16 + 144).all()
+        assert (i * 16 <= ys.max()).all() and (ys.min() <= i * 16 + 144).all()
     result = froc([truth])
     assert result["clusters"] == 2 and len(result["sensitivity"]) == len(result["thresholds"])
 

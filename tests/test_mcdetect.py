@@ -4,7 +4,7 @@ import numpy as np
 
 from mccscan.clusters import MATCH_MARGIN_MM
 from mccscan.datasets.phantom import make_phantom
-from mccscan.mcdetect import detect, find_candidates
+from mccscan.mcdetect import detect, find_candidates, normalised_highpass
 from mccscan.metrics import compare_clusters
 from mccscan.weights import DETECTORS, load_model
 
@@ -27,3 +27,17 @@ def test_shipped_detector_finds_the_phantoms_clusters_and_not_its_isolated_mcs(s
         comparison = compare_clusters(reported, [c.outline for c in ph.clusters], MATCH_MARGIN_MM / 0.07)
         assert all(comparison.found) and comparison.false_reported <= 1, comparison.summary()
         assert all(c.n_mcs >= 3 for c in found.clusters)
+
+
+def test_a_specks_snr_does_not_depend_on_the_tissue_around_it_or_the_contrast_curve():
+    rng = np.random.default_rng(1)
+    image = np.empty((600, 600), np.float32)
+    image[:, :300], image[:, 300:] = 0.2, 0.7  # fatty and dense halves …
+    image += np.sqrt(image) * 0.02 * rng.standard_normal(image.shape).astype(np.float32)  # … with quantum noise
+    for x in (150, 450):
+        image[299:302, x - 1:x + 2] += 0.1 * np.sqrt(image[299:302, x - 1:x + 2])  # the same speck in each, in noise units
+    breast = np.ones(image.shape, bool)
+    for curve in (lambda v: v, lambda v: np.clip(v, 0, 1) ** 0.5):
+        hp = normalised_highpass(curve(image), breast)
+        fatty, dense = hp[300, 150], hp[300, 450]
+        assert fatty > 3 and dense > 3 and 0.7 < fatty / dense < 1.4

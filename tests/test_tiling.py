@@ -29,3 +29,19 @@ def test_tile_grid_covers_the_image_with_padding():
     assert tiles[2, 3, -1, -1] == 0  # padding
     coverage = grid.coverage(np.ones((300, 500), bool))
     assert coverage[0, 0] == 1 and coverage[2, 3] == pytest.approx((12 * 68) / 144 ** 2)
+
+
+def test_breast_mask_cuts_off_film_border_strips_touching_the_breast(small_phantom):
+    image = small_phantom.image.copy()
+    image[:45, :] = np.linspace(0.8, 0.4, 45)[:, None]  # a 3 mm bright film border along the top …
+    image[-50:, :] = 0.6  # … and the bottom, both running into the breast at the chest wall
+    mask = breast_mask(image)
+    truth = small_phantom.breast_mask
+    assert not mask[:45, 200:].any() and not mask[-50:, 200:].any()
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.95
+
+
+def test_breast_mask_validates_the_spacing():
+    with pytest.raises(ValueError, match="pixel_spacing_mm"):
+        breast_mask(np.zeros((10, 10), np.float32), pixel_spacing_mm=0)

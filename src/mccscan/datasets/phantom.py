@@ -430,7 +430,7 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
                             rng.uniform(0.3, 0.9) * breast.a / _COARSE, 0.5, 0.08)
         _splat(ducts, pts, rng.uniform(0.5, 1.0))
     ducts = ndimage.gaussian_filter(ducts, 0.7)
-    smooth = 0.42 + 0.36 * dense + 0.05 * np.clip(ducts, 0, 1.5) * (0.5 + dense)
+    smooth = 0.45 + 0.50 * dense + 0.05 * np.clip(ducts, 0, 1.5) * (0.5 + dense)
     smooth = _upsample(smooth, shape)
     dense_full = _upsample(dense, shape)
 
@@ -439,9 +439,9 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
     y = np.arange(rows, dtype=np.float32)[:, None]
     rho = _upsample(rho_c, shape)  # ρ is smooth: bilinear from the coarse grid is exact enough
     mask = rho < 1
-    beta = rng.uniform(2.0, 2.8)  # with the dense field: β ≈ 2.6–3.4, as measured on film
+    beta = rng.uniform(2.1, 2.7)  # with the dense field: β ≈ 2.6–3.4, as measured on film
     texture = power_law_noise(shape, beta, rng)
-    image = smooth + (0.025 + 0.05 * dense_full) * texture
+    image = smooth + (0.022 + 0.045 * dense_full) * texture
     muscle = breast.muscle(x, y) & mask
     if muscle.any():  # pectoral muscle: bright, fibrous, with a soft edge
         weight = ndimage.uniform_filter(muscle.astype(np.float32)[::_COARSE, ::_COARSE], 5)
@@ -480,15 +480,19 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
     safe = (rho < 0.82) & ~muscle
     placed: list[tuple[float, float, float]] = []  # (x, y, keep-out radius)
 
-    def free_spot(keep_out):
+    def free_spot(keep_out, where=safe):
         for _ in range(200):
             px, py = rng.uniform(0, cols), rng.uniform(0, rows)
-            if safe[int(py), int(px)] and all(np.hypot(px - qx, py - qy) > keep_out + r for qx, qy, r in placed):
+            if where[int(py), int(px)] and all(np.hypot(px - qx, py - qy) > keep_out + r for qx, qy, r in placed):
                 return px, py
         return None
 
+    # a cluster spreads up to 5 mm from its centre: keep its centre 6 mm inside the skin
+    inside_coarse = ndimage.distance_transform_edt(np.pad(rho_c < 1, 1))[1:-1, 1:-1] * _COARSE > 6 * mm
+    cluster_safe = safe & _upsample(inside_coarse.astype(np.float32), shape).astype(bool)
+
     for cid in range(n_clusters):
-        spot = free_spot(5 * mm + 15 * mm)
+        spot = free_spot(5 * mm + 15 * mm, cluster_safe)
         if spot is None:
             break
         cluster_mcs, cluster = _draw_cluster(image, rng, *spot, cid)
@@ -528,7 +532,7 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
     image *= 0.45 + 0.55 * np.sqrt(edge)
     image += 0.10 * np.exp(-(((1 - rho) * breast.a / (1.2 * mm)) ** 2))  # skin line
     image = ndimage.gaussian_filter(image, rng.uniform(0.8, 1.1), truncate=3.0)  # detector / film blur
-    quantum = rng.uniform(0.006, 0.012)
+    quantum = rng.uniform(0.004, 0.009)
     image += quantum * np.sqrt(np.clip(image, 0, None)) * rng.standard_normal(shape, dtype=np.float32)
     image = np.where(mask, np.clip(image, 0.02, None), 0).astype(np.float32)
     image /= max(float(image.max()), 1e-6)
