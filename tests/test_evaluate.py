@@ -144,6 +144,22 @@ def test_evaluate_the_cluster_detector_on_unseen_phantoms(tmp_path, capsys):
     froc = json.loads((tmp_path / "evaluation.json").read_text())["cluster_froc"]
     assert froc["images"] == 2 and froc["seeds"] == [220000, 220001]
     assert froc["isolated_sites"]["sites"] > 0 and froc["operating_point"]["threshold"] < 1
+    assert froc["lookalike_sites"]["sites"] > 0 and froc["pixel_spacing_mm"] == 0.07
+
+
+def test_phantoms_delivered_at_another_pixel_size_are_scanned_as_such_files(tmp_path, capsys):
+    import json
+
+    from mccscan.cli import main
+
+    assert main(["evaluate", "--detector", "mc", "--phantoms", "1", "--bootstrap", "0", "--pixel-spacing", "0.14",
+                 "--out", str(tmp_path)]) == 0
+    assert "delivered at 0.14 mm" in capsys.readouterr().out
+    froc = json.loads((tmp_path / "evaluation.json").read_text())["cluster_froc"]
+    assert froc["pixel_spacing_mm"] == 0.14 and froc["images"] == 1
+    too_coarse = ["evaluate", "--detector", "mc", "--phantoms", "1", "--pixel-spacing", "5", "--out", str(tmp_path)]
+    assert main(too_coarse) == 2
+    assert "outside 0.02–1.0 mm" in capsys.readouterr().err
 
 
 def test_cluster_froc_on_a_tiny_set_with_a_known_answer():
@@ -161,6 +177,11 @@ def test_cluster_froc_on_a_tiny_set_with_a_known_answer():
     stress = isolated_site_rate([a, b], 0.65, radius_px=72)
     assert stress == {"sites": 1, "with_a_cluster": 1, "fraction": 1.0}
     assert isolated_site_rate([a, b], 0.75, radius_px=72)["with_a_cluster"] == 0
+    c = ImageClusters("c", [(500, 500, 0.7)], [square], 10, lookalike_sites=np.array([(520, 500), (2000, 0)]))
+    assert isolated_site_rate([c], 0.65, radius_px=72, kind="lookalike") == {"sites": 2, "with_a_cluster": 1,
+                                                                             "fraction": 0.5}
+    with pytest.raises(ValueError, match="kind"):
+        isolated_site_rate([c], 0.65, radius_px=72, kind="vascular")
 
 
 def test_cluster_froc_writes_valid_json_even_with_nothing_to_find():

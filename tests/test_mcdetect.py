@@ -33,7 +33,7 @@ def test_a_specks_snr_does_not_depend_on_the_tissue_around_it_or_the_contrast_cu
     rng = np.random.default_rng(1)
     image = np.empty((600, 600), np.float32)
     image[:, :300], image[:, 300:] = 0.2, 0.7  # fatty and dense halves …
-    image += np.sqrt(image) * 0.02 * rng.standard_normal(image.shape).astype(np.float32)  # … with quantum noise
+    image += np.sqrt(image) * 0.02 * rng.standard_normal(image.shape).astype(np.float32)  # quantum noise
     for x in (150, 450):
         image[299:302, x - 1:x + 2] += 0.1 * np.sqrt(image[299:302, x - 1:x + 2])  # the same speck in each, in noise units
     breast = np.ones(image.shape, bool)

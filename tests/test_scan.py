@@ -123,3 +123,38 @@ def test_result_round_trips_through_json(small_phantom, random_model):
     result = scan_image(small_phantom.image, random_model)
     again = ScanResult.from_dict(json.loads(result.to_json()))
     assert again.to_json() == result.to_json()
+
+
+def test_same_clusters_from_16_bit_dicom_8_bit_windowed_png_gamma_lut_and_a_burned_in_label(tmp_path):
+    """Whatever the bit depth, window or contrast curve an export used, the clusters are the same."""
+    from PIL import Image
+
+    from mccscan.datasets.phantom import make_phantom
+    from mccscan.io import write_dicom
+    from mccscan.weights import load_detector
+
+    ph = make_phantom(230_002, size="small", n_clusters=3)  # a seed no training uses
+    image, breast = ph.image, ph.breast_mask
+    lo, hi = np.percentile(image[breast], [0.5, 99.5])
+    labelled = image.copy()
+    labelled[40:120, -300:-60] = 1.0  # a burned-in view label at full white …
+    labelled[60:64, -200:-180] = 0.0
+    files = {
+        "dicom16": write_dicom(tmp_path / "a.dcm", np.round(image * 65535).astype(np.uint16), bits_stored=16,
+                               pixel_spacing_mm=0.07),
+        "png8_window": tmp_path / "b.png",
+        "gamma": write_dicom(tmp_path / "c.dcm", np.round(image ** 0.6 * 65535).astype(np.uint16), bits_stored=16,
+                             pixel_spacing_mm=0.07),
+        "label": write_dicom(tmp_path / "d.dcm", np.round(labelled * 4095).astype(np.uint16), bits_stored=12,
+                             pixel_spacing_mm=0.07),
+    }
+    Image.fromarray(np.round(np.clip((image - lo) / (hi - lo), 0, 1) * breast * 255).astype(np.uint8)).save(
+        files["png8_window"])
+    loaded = load_detector("mc")
+    found = {name: scan_file(path, loaded)[0].findings for name, path in files.items()}
+    reference = found["dicom16"]
+    assert len(reference) >= 2
+    for name, clusters in found.items():
+        assert len(clusters) == len(reference), (name, [(c.x, c.y, c.score) for c in clusters])
+        for c in clusters:  # each one where the reference has one (within 2 mm)
+            assert min(np.hypot(c.x - r.x, c.y - r.y) for r in reference) < 2 / 0.07, name

@@ -151,13 +151,17 @@ def _cmd_reproduce(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from mccscan.evaluate import EVAL_PHANTOM_SEEDS, evaluate_on_dataset, evaluate_on_phantoms
+    from mccscan.io import SCAN_PIXEL_SPACING_MM
     from mccscan.weights import load_detector
 
     loaded = load_detector(args.detector, args.weights)
     if args.data is None:  # whole unseen phantoms
+        spacing = args.pixel_spacing or SCAN_PIXEL_SPACING_MM
         result = {"cluster_froc": evaluate_on_phantoms(loaded, args.phantoms, n_bootstrap=args.bootstrap,
-                                                       out_dir=args.out, progress=sys.stderr.isatty())}
-        print(f"{args.phantoms} unseen phantoms (seeds {EVAL_PHANTOM_SEEDS.start}–), model {loaded.name}:")
+                                                       pixel_spacing_mm=spacing, out_dir=args.out,
+                                                       progress=sys.stderr.isatty())}
+        print(f"{args.phantoms} unseen phantoms (seeds {EVAL_PHANTOM_SEEDS.start}–) delivered at {spacing} mm, "
+              f"model {loaded.name}:")
     else:
         result = evaluate_on_dataset(loaded, args.data, args.out, split=args.split, n_bootstrap=args.bootstrap,
                                      pixel_spacing_mm=args.pixel_spacing)
@@ -184,8 +188,9 @@ def _cmd_evaluate(args) -> int:
         print(f"  cluster FROC on {cf['images']} whole mammograms, {cf['clusters']} clusters (centre within 5 mm of "
               "the outline): " + ", ".join(f"{_number(v['value'])} at {f}" for f, v in cf["sensitivity_at_fp"].items())
               + " FP/image")
-        iso = cf["isolated_sites"]
-        print(f"  isolated 1–2-MC sites that produce a cluster: {iso['with_a_cluster']}/{iso['sites']}")
+        for key, what in (("isolated_sites", "isolated 1–2-MC sites"), ("lookalike_sites", "benign lookalikes")):
+            if key in cf:
+                print(f"  {what} that produce a cluster: {cf[key]['with_a_cluster']}/{cf[key]['sites']}")
     print(f"→ {args.out}/evaluation.json")
     return 0
 
@@ -394,7 +399,9 @@ def _args_evaluate(p) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="which split to evaluate")
     p.add_argument("--out", default="mccscan-eval", help="folder for evaluation.json and the plots")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    p.add_argument("--pixel-spacing", type=float, help="mm; to re-read a CBIS-DDSM source for the FROC")
+    p.add_argument("--pixel-spacing", type=float,
+                   help="mm; with --data, to re-read a CBIS-DDSM source for the FROC; without, deliver the phantoms "
+                        "at this pixel size (e.g. 0.14) and scan them as files of that spacing")
 
 
 def _args_tune(p) -> None:
@@ -433,7 +440,9 @@ def _args_reproduce(p) -> None:
     p.add_argument("--tune-max-epochs", type=int, help="Hyperband's largest budget (default: 27)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training")
     p.add_argument("--seed", type=int, default=0, help="seeds the data split and every model")
-    p.add_argument("--pixel-spacing", type=float, help="mm; to re-read a CBIS-DDSM source for the FROC")
+    p.add_argument("--pixel-spacing", type=float,
+                   help="mm; with --data, to re-read a CBIS-DDSM source for the FROC; without, deliver the phantoms "
+                        "at this pixel size (e.g. 0.14) and scan them as files of that spacing")
     p.add_argument("--phantom-images", type=int, default=6, help="without --data: phantom mammograms to build")
 
 
@@ -532,7 +541,8 @@ COMMANDS = {
                              _cmd_build_dataset),
     "train": Command("train (the paper's protocol) on a built dataset or on phantoms", _args_train, _cmd_train),
     "train-detector": Command("train the two-stage cluster detector (MC candidates → CNN → ≥ 3 MCs in 1 cm²) "
-                              "on phantoms and, with --tissue, real mammograms with inserted clusters", _args_train_detector, _cmd_train_detector),
+                              "on phantoms and, with --tissue, real mammograms with inserted clusters",
+                              _args_train_detector, _cmd_train_detector),
     "evaluate": Command("patch metrics with 95% CIs, calibration and FROC on a built dataset", _args_evaluate,
                         _cmd_evaluate),
     "tune": Command("Hyperband search over the paper's Table 2 space (Optuna)", _args_tune, _cmd_tune),

@@ -14,7 +14,7 @@ from mccscan.errors import InputError, MccscanError
 from mccscan.metrics import (ImageClusters, TruthImage, cluster_counts, cluster_froc, cluster_hit_map, froc,
                              isolated_site_rate, mc_clusters, patch_evaluation)
 from mccscan.atomic import atomic_write_text
-from mccscan.io import SCAN_PIXEL_SPACING_MM
+from mccscan.io import PIXEL_SPACING_RANGE_MM, SCAN_PIXEL_SPACING_MM
 from mccscan.models import MCCNet, MCNet
 from mccscan.patches import AnnotatedImage
 from mccscan.plots import plot_calibration, plot_froc
@@ -111,45 +111,57 @@ def phantom_clusters(ph, detections: list[tuple[float, float, float]]) -> ImageC
 
     return ImageClusters(f"phantom-{ph.seed}", detections, [c.outline for c in ph.clusters],
                          MATCH_MARGIN_MM / ph.pixel_spacing_mm,
-                         isolated_sites([(m.x, m.y) for m in ph.mcs if m.cluster_id is None]))
+                         isolated_sites([(m.x, m.y) for m in ph.mcs if m.cluster_id is None]),
+                         np.array([(b.x, b.y) for b in ph.lookalikes]).reshape(-1, 2))
 
 
-def scan_phantoms(loaded: LoadedModel, seeds, *, size: str = "large",
+def scan_phantoms(loaded: LoadedModel, seeds, *, size: str = "large", pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM,
                   progress: bool = False) -> tuple[list[ImageClusters], list[float]]:
     """One phantom per seed, scanned as `mccscan scan` does: its clusters against the truth,
-    and the scan's seconds."""
+    and the scan's seconds. With another `pixel_spacing_mm`, each phantom is delivered on
+    that pixel grid (integrated onto it, or interpolated when finer) and brought back to
+    70 µm as a file of that spacing would be."""
     from tqdm import tqdm
 
+    from mccscan.datasets.acquisition import Acquisition, acquire
     from mccscan.datasets.phantom import make_phantom
 
     images, seconds = [], []
     for seed in tqdm([int(s) for s in seeds], desc="phantoms", unit="img", disable=not progress):
         ph = make_phantom(seed, size=size)
-        result = scan_image(ph.image, loaded)
+        image = ph.image if pixel_spacing_mm == SCAN_PIXEL_SPACING_MM else acquire(
+            ph.image, ph.breast_mask, Acquisition(pixel_spacing_mm=pixel_spacing_mm), np.random.default_rng(seed))
+        result = scan_image(image, loaded)
         seconds.append(result.elapsed_s)
         images.append(phantom_clusters(ph, [(c.x, c.y, c.score) for c in result.clusters]))
     return images, seconds
 
 
 def evaluate_on_phantoms(loaded: LoadedModel, n_phantoms: int = len(EVAL_PHANTOM_SEEDS), *, n_bootstrap: int = 1000,
-                         out_dir: str | Path | None = None, progress: bool = False) -> dict:
+                         pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM, out_dir: str | Path | None = None,
+                         progress: bool = False) -> dict:
     """The cluster FROC (95% bootstrap CIs over images) of a detector on the first
-    `n_phantoms` unseen phantoms scanned as `mccscan scan` does, every isolated MC and
-    lookalike included; the stress metric (isolated 1–2-MC sites that produce a cluster)
-    and the found / false counts at the weights' operating point. With `out_dir`, also
-    OUT/evaluation.json."""
+    `n_phantoms` unseen phantoms scanned as `mccscan scan` does (delivered at
+    `pixel_spacing_mm`), every isolated MC and lookalike included; the stress metrics
+    (isolated 1–2-MC sites and benign lookalikes that produce a cluster) and the found /
+    false counts at the weights' operating point. With `out_dir`, also OUT/evaluation.json."""
     if not 1 <= n_phantoms <= len(EVAL_PHANTOM_SEEDS):
         raise InputError(f"evaluate on 1–{len(EVAL_PHANTOM_SEEDS)} phantoms (those reserved for evaluation), "
                          f"not {n_phantoms}")
+    low, high = PIXEL_SPACING_RANGE_MM
+    if not low <= pixel_spacing_mm <= high:
+        raise InputError(f"pixel spacing {pixel_spacing_mm} mm is outside {low}–{high} mm")
     seeds = EVAL_PHANTOM_SEEDS[:n_phantoms]
-    images, seconds = scan_phantoms(loaded, seeds, progress=progress)
+    images, seconds = scan_phantoms(loaded, seeds, pixel_spacing_mm=pixel_spacing_mm, progress=progress)
     threshold = default_threshold(loaded)
     summary = cluster_froc(images, n_bootstrap=n_bootstrap)
     summary["operating_point"] = {"threshold": threshold, **dict(zip(("found", "false", "clusters"),
                                                                      cluster_counts(images, threshold)))}
     summary["operating_point"]["fp_per_image"] = summary["operating_point"]["false"] / len(images)
     summary["isolated_sites"] = isolated_site_rate(images, threshold, radius_px=72.0)
+    summary["lookalike_sites"] = isolated_site_rate(images, threshold, radius_px=72.0, kind="lookalike")
     summary["seeds"] = [seeds[0], seeds[-1]]
+    summary["pixel_spacing_mm"] = pixel_spacing_mm
     summary["scan_s_median"] = float(np.median(seconds))
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

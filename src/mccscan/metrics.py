@@ -218,6 +218,7 @@ class ImageClusters:
     truth: list[list[tuple[float, float]]]  # outline polygon of each true cluster, px
     margin_px: float
     isolated_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # 1–2-MC sites, for the stress metric
+    lookalike_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # benign calcifications, likewise
     hits: np.ndarray = field(init=False)  # (n, n_truth) bool
 
     def __post_init__(self):
@@ -287,14 +288,18 @@ def operating_point(froc_result: dict, max_fp_per_image: float) -> float:
     return float(min(ok)) if ok else ABOVE_ANY_SCORE
 
 
-def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px: float) -> dict:
-    """The stress metric: the share of isolated 1–2-MC sites with a detected cluster (one
-    that matches no true cluster) centred within `radius_px` of them."""
+def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px: float,
+                       kind: str = "isolated") -> dict:
+    """The stress metric: the share of isolated 1–2-MC sites (kind "isolated") or benign
+    lookalike calcifications ("lookalike") with a detected cluster (one that matches no
+    true cluster) centred within `radius_px` of them."""
+    if kind not in ("isolated", "lookalike"):
+        raise ValueError(f"kind must be 'isolated' or 'lookalike', not {kind!r}")
     sites = flagged = 0
     for im in images:
         keep = (im.detections[:, 2] >= threshold) & ~im.hits.any(1)
         false_xy = im.detections[keep, :2]
-        for x, y in im.isolated_sites:
+        for x, y in getattr(im, f"{kind}_sites"):
             sites += 1
             near = np.hypot(false_xy[:, 0] - x, false_xy[:, 1] - y) <= radius_px
             flagged += bool(near.any())

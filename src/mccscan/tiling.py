@@ -33,7 +33,8 @@ EDGE_DETAIL_MM = 1.0  # fine detail of the skin line kept after the opening
 
 
 def breast_mask(image: np.ndarray, downsample: int = 4, pixel_spacing_mm: float = 0.07) -> np.ndarray:
-    """Breast region: above a fraction of Otsu's threshold, largest component, holes filled.
+    """Breast region: above a fraction of Otsu's threshold (on intensities scaled by their
+    99.5th percentile), largest component, holes filled.
 
     Labels, markers and scanner noise outside the largest component are dropped. Bright
     film-border strips and rulers that touch the breast are cut off by an opening with a
@@ -47,6 +48,10 @@ def breast_mask(image: np.ndarray, downsample: int = 4, pixel_spacing_mm: float 
     small = image[::downsample, ::downsample]
     if small.size == 0 or float(small.max()) - float(small.min()) < 1 / 255:
         return np.zeros(image.shape, bool)  # uniform: blank, or nothing that stands out as a breast
+    # a robust scale: a few saturated pixels (a burned-in label, a marker) must not squeeze
+    # the breast into the bottom bins of Otsu's histogram
+    scale = float(np.percentile(small, 99.5)) or float(small.max())
+    small = np.minimum(small / np.float32(scale), 1)
     threshold = 0.35 * otsu_threshold(small)
     fg = small > max(threshold, 1e-3)
     small_px_mm = pixel_spacing_mm * downsample
