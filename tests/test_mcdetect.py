@@ -35,7 +35,7 @@ def test_a_specks_snr_does_not_depend_on_the_tissue_around_it_or_the_contrast_cu
     image[:, :300], image[:, 300:] = 0.2, 0.7  # fatty and dense halves …
     image += np.sqrt(image) * 0.02 * rng.standard_normal(image.shape).astype(np.float32)  # quantum noise
     for x in (150, 450):
-        image[299:302, x - 1:x + 2] += 0.1 * np.sqrt(image[299:302, x - 1:x + 2])  # the same speck in each, in noise units
+        image[299:302, x - 1:x + 2] += 0.1 * np.sqrt(image[299:302, x - 1:x + 2])  # 5 noise units in each
     breast = np.ones(image.shape, bool)
     for curve in (lambda v: v, lambda v: np.clip(v, 0, 1) ** 0.5):
         hp = normalised_highpass(curve(image), breast)
