@@ -81,7 +81,7 @@ def test_sixteen_uploads_and_thirty_two_downloads_stay_under_1_5_gb(server, tmp_
     with ThreadPoolExecutor(2 * CONCURRENT) as pool:
         answers = list(pool.map(download, jobs))
     downloaded_s = time.perf_counter() - start
-    assert all(status == 200 and size > 1000 for status, size in answers)
+    assert all(status == 200 and size > 1000 for status, size in answers), answers
     peak = peak_rss_mb(pid)
     print(f"\n16 uploads of a 3328×4084 DICOM scanned in {scanned_s:.1f} s (peak RSS {after_scans:.0f} MB); "
           f"16 overlays + 16 heatmaps in {downloaded_s:.1f} s; server peak RSS {peak:.0f} MB")
