@@ -15,3 +15,21 @@ def test_train_detector_writes_weights_and_an_operating_point(tmp_path):
     assert type(loaded.model).__name__ == "MCNet" and loaded.sha256 == card["sha256"]
     saved = json.loads((tmp_path / "mc.json").read_text())
     assert saved["data"]["train_mcs"] > 0 and len(saved["history"]) == 1
+
+
+def test_train_detector_inserts_clusters_into_given_mammograms(tmp_path, capsys):
+    from mccscan.cli import main
+    from mccscan.datasets.phantom import make_phantom
+
+    tissue = tmp_path / "tissue"
+    make_phantom(7, size=(1400, 1100), n_clusters=0).write(tissue, stem="normal", formats=("dcm",))
+    out = tmp_path / "run"
+    assert main(["train-detector", "--out", str(out), "--train-phantoms", "1", "--val-phantoms", "1", "--epochs", "1",
+                 "--negatives", "100", "--tissue", str(tissue), "--tissue-draws", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "from 1 real mammograms" in printed
+    card = json.loads((out / "mc.json").read_text())
+    assert card["data"]["tissue"] == ["normal.dcm"] and "1 real mammograms" in card["trained_on"]
+    assert card["train_config"]["tissue_draws"] == 2 and card["train_config"]["acquisition"] is True
+    assert main(["train-detector", "--out", str(out), "--tissue", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such file or folder" in capsys.readouterr().err
