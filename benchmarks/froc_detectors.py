@@ -1,6 +1,7 @@
 """Every detector on the same 50 unseen phantoms (3328×4084, seeds never trained on), each
 scanned as `mccscan scan` does: cluster FROC with 95% bootstrap CIs over images, the
-stress metric (isolated 1–2-MC sites that produce a cluster), and the scan time.
+stress metrics (isolated 1–2-MC sites and benign lookalike calcifications that produce a
+cluster), and the scan time.
 
     python benchmarks/froc_detectors.py [NAME=WEIGHTS.pt ...] [--phantoms 50] [--out docs/froc-detectors.png]
 
@@ -38,14 +39,15 @@ def main() -> None:
     plot_cluster_frocs(results, args.out, f"FROC on {args.phantoms} unseen phantoms "
                                           f"({next(iter(results.values()))['clusters']} clusters)")
     print("\n| detector | " + " | ".join(f"sens. at {f} FP/img (95% CI)" for f in FROC_FP_RATES)
-          + " | isolated sites → cluster | FP/img at its operating point | scan s |")
-    print("|---|" + "---|" * (len(FROC_FP_RATES) + 3))
+          + " | isolated sites → cluster | lookalikes → cluster | FP/img at its operating point | scan s |")
+    print("|---|" + "---|" * (len(FROC_FP_RATES) + 4))
     for name, r in results.items():
         cells = [f"{r['sensitivity_at_fp'][str(f)]['value']:.2f} ({r['sensitivity_at_fp'][str(f)]['ci95'][0]:.2f}–"
                  f"{r['sensitivity_at_fp'][str(f)]['ci95'][1]:.2f})" for f in FROC_FP_RATES]
-        iso, op = r["isolated_sites"], r["operating_point"]
+        iso, benign, op = r["isolated_sites"], r["lookalike_sites"], r["operating_point"]
         print(f"| {name} | " + " | ".join(cells) + f" | {iso['with_a_cluster']}/{iso['sites']} "
-              f"({iso['fraction']:.1%}) | {op['fp_per_image']:.2f} (sens. {op['found']}/{op['clusters']}) | "
+              f"({iso['fraction']:.1%}) | {benign['with_a_cluster']}/{benign['sites']} ({benign['fraction']:.1%}) | "
+              f"{op['fp_per_image']:.2f} (sens. {op['found']}/{op['clusters']}) | "
               f"{r['scan_s_median']:.2f} |")
     Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
 
