@@ -41,3 +41,13 @@ def test_specks_and_histogram_respond_to_what_they_measure():
 def test_measure_names_a_breast_too_small_to_measure():
     with pytest.raises(ValueError, match="inside the breast"):
         measure(np.zeros((300, 300), np.float32), np.ones((300, 300), bool))
+
+
+def test_realism_figure_with_phantom_crops_only(tmp_path):
+    from mccscan.plots import plot_realism
+
+    rng = np.random.default_rng(0)
+    stats = {"real": [{"beta": 3.0, "specks_per_cm2": 4.0}, {"beta": 3.2, "specks_per_cm2": 5.0}],
+             "phantom": [{"beta": 3.1, "specks_per_cm2": 6.0}]}
+    out = plot_realism({"phantom": [rng.random((64, 64))]}, stats, tmp_path / "realism.png")
+    assert out.stat().st_size > 5000

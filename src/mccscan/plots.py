@@ -177,18 +177,18 @@ def plot_cluster_frocs(results: dict[str, dict], out_png: str | Path, title: str
     return save_figure(fig, out_png)
 
 
-def plot_realism(crops: dict[str, list[np.ndarray]], stats: dict[str, list[dict]], out_png: str | Path) -> Path:
-    """Realism at a glance: a row of 2 cm crops per group ({"real": [...], "phantom": [...]},
-    each crop windowed to its own 1–99 % range), then one strip per statistic with every
-    image's value and the real images' range shaded."""
+def plot_realism(crops: dict[str, list[np.ndarray]], stats: dict[str, list[dict]], out_png: str | Path,
+                 reference: str = "real") -> Path:
+    """Realism at a glance: a row of crops per group in `crops` (each windowed to its own
+    1–99 % range), then one strip per statistic with every image's value per group of
+    `stats` and the `reference` group's range shaded."""
     plt = pyplot()
-    groups = list(crops)
-    n_crops = max(len(c) for c in crops.values())
-    keys = list(next(iter(stats.values()))[0])
-    fig = plt.figure(figsize=(2.0 * max(n_crops, len(keys)), 2.0 * len(groups) + 2.4), dpi=110)
-    grid = fig.add_gridspec(len(groups) + 1, max(n_crops, len(keys)), height_ratios=[1] * len(groups) + [1.2])
-    for g, group in enumerate(groups):
-        for k, crop in enumerate(crops[group]):
+    keys = list(stats[reference][0])
+    n_cols = max([len(c) for c in crops.values()] + [len(keys)])
+    fig = plt.figure(figsize=(2.0 * n_cols, 2.0 * len(crops) + 2.4), dpi=110)
+    grid = fig.add_gridspec(len(crops) + 1, n_cols, height_ratios=[1] * len(crops) + [1.2])
+    for g, (group, images) in enumerate(crops.items()):
+        for k, crop in enumerate(images):
             ax = fig.add_subplot(grid[g, k])
             lo, hi = np.percentile(crop, [1, 99])
             ax.imshow(np.clip((crop - lo) / max(hi - lo, 1e-6), 0, 1), cmap="gray", vmin=0, vmax=1)
@@ -196,12 +196,12 @@ def plot_realism(crops: dict[str, list[np.ndarray]], stats: dict[str, list[dict]
             if k == 0:
                 ax.set_ylabel(group)
     for k, key in enumerate(keys):
-        ax = fig.add_subplot(grid[len(groups), k])
-        real = [s[key] for s in stats[groups[0]]]
+        ax = fig.add_subplot(grid[len(crops), k])
+        real = [s[key] for s in stats[reference]]
         ax.axhspan(min(real), max(real), color="tab:blue", alpha=0.15)
-        for g, group in enumerate(groups):
+        for g, group in enumerate(stats):
             values = [s[key] for s in stats[group]]
             ax.plot(np.full(len(values), g) + np.linspace(-0.15, 0.15, len(values)), values, "o", ms=3)
-        ax.set_xticks(range(len(groups)), groups, fontsize=7)
+        ax.set_xticks(range(len(stats)), list(stats), fontsize=7)
         ax.set_title(key, fontsize=8)
     return save_figure(fig, out_png)
