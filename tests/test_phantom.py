@@ -74,3 +74,18 @@ def test_write_png_dicom_and_ground_truth(tmp_path, small_phantom):
     truth = json.loads(paths["json"].read_text())
     assert truth["synthetic"] is True and len(truth["clusters"]) == 2
     assert len(truth["microcalcifications"]) == len(small_phantom.mcs)
+
+
+def test_benign_lookalikes_are_drawn_apart_from_the_mcs():
+    from mccscan.datasets.phantom import LOOKALIKES
+
+    kinds = set()
+    for seed in range(6):
+        ph = make_phantom(seed, size=(1400, 1200), n_clusters=1)
+        kinds |= {b.kind for b in ph.lookalikes}
+        for b in ph.lookalikes:
+            assert b.kind in LOOKALIKES and ph.breast_mask[int(b.y), int(b.x)]
+            if b.kind == "coarse":
+                assert 2 * b.radius_px * 0.07 > 1.0  # coarse calcifications are over 1 mm
+        assert len(ph.ground_truth()["lookalikes"]) == len(ph.lookalikes)
+    assert kinds >= {"coarse", "skin"}

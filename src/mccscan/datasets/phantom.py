@@ -295,8 +295,12 @@ def _draw_lookalikes(image, rng, safe, skin_band, vessel_paths) -> list[Lookalik
         found.append(Lookalike(x, y, radius, "rim"))
     if vessel_paths and rng.random() < 0.5:  # vascular: specks on both walls of a vessel
         path = vessel_paths[rng.integers(len(vessel_paths))]
-        a = rng.integers(len(path))
-        segment = path[a:a + int(rng.uniform(1.0, 4.0) * mm)]
+        rows, cols = safe.shape
+        inside = safe[np.clip(path[:, 1].astype(int), 0, rows - 1), np.clip(path[:, 0].astype(int), 0, cols - 1)]
+        starts = np.flatnonzero(inside)
+        a = starts[rng.integers(len(starts))] if len(starts) else 0
+        run = inside[a:a + int(rng.uniform(1.0, 4.0) * mm)]
+        segment = path[a:a + (int(np.argmin(run)) if not run.all() else len(run))]  # up to where it leaves
         if len(segment) > 2:
             steps = np.gradient(segment, axis=0)
             normal = np.stack([-steps[:, 1], steps[:, 0]], 1) / (np.hypot(*steps.T)[:, None] + 1e-9)
