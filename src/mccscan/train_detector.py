@@ -4,11 +4,10 @@ Reads top to bottom: draw phantoms (exact MC truth) and, with `--tissue`, put ph
 clusters into real mammograms (exact truth on real tissue: every other speck there is a
 negative); pass each through a random acquisition (pixel size 50–200 µm, digital or film,
 contrast curve); find the candidate specks as a scan does, label each candidate MC or not
-(within an MC's radius + 2 px of its centre),
-train `MCNet` on the candidate patches (8 dihedral copies, BCE, Adam), keep the epoch
-with the best validation loss, then scan the validation phantoms whole and choose the
-operating point: the cluster score with the highest sensitivity at ≤ 0.5 false clusters
-per image. Weights, the operating point and the card land in OUT/ (mc.pt + mc.json).
+(within an MC's radius + 2 px of its centre), train `MCNet` on the candidate patches
+(8 dihedral copies, BCE, Adam), keep the epoch with the best validation loss, then scan
+the validation phantoms whole and choose the operating point: the cluster score with the
+highest sensitivity at ≤ 0.5 false clusters per image. Weights, the operating point and the card land in OUT/ (mc.pt + mc.json).
 Seeds never overlap the evaluation phantoms (`evaluate.EVAL_PHANTOM_SEEDS`).
 """
 
