@@ -27,14 +27,14 @@ import numpy as np
 
 from mccscan.clusters import MATCH_MARGIN_MM
 from mccscan.datasets.phantom import insert_clusters
+from mccscan.evaluate import cluster_contrast
 from mccscan.io import SCAN_PIXEL_SPACING_MM, load_for_scan
-from mccscan.metrics import FROC_FP_RATES, ImageClusters, cluster_counts, cluster_froc
+from mccscan.metrics import FROC_FP_RATES, ImageClusters, cluster_counts, cluster_froc, found_by_contrast
 from mccscan.scan import default_threshold, scan_image
 from mccscan.tiling import breast_mask
 from mccscan.weights import DETECTORS, load_detector, load_model
 
 DDSM_PIXEL_SPACING_MM = 0.05
-FAINT_CONTRAST = 0.05  # clusters whose median MC contrast is below this are near the noise floor
 
 
 def main() -> None:
@@ -64,24 +64,25 @@ def main() -> None:
             raw.append(len(findings))
             rows, cols = image.shape
             at_edge += sum(min(c.x, c.y, cols - 1 - c.x, rows - 1 - c.y) < edge_px for c in findings)
-        inserted, contrast = [], []  # contrast: each inserted cluster's median MC contrast
+        inserted = []
         for k, image in enumerate(images):
             breast = breast_mask(image)
             for draw in range(args.inserts):
                 tissue, mcs, clusters = insert_clusters(image, breast, np.random.default_rng((k, draw)), 2)
                 found = scan_image(tissue, loaded).clusters
                 inserted.append(ImageClusters(f"{paths[k].name}-{draw}", [(c.x, c.y, c.score) for c in found],
-                                              [c.outline for c in clusters], margin_px))
-                contrast += [np.median([m.contrast for m in mcs if m.cluster_id == c.id]) for c in clusters]
+                                              [c.outline for c in clusters], margin_px,
+                                              truth_contrast=cluster_contrast(mcs, clusters)))
         froc = cluster_froc(inserted, n_bootstrap=args.bootstrap)
         found, false, total = cluster_counts(inserted, threshold)
-        hit = np.concatenate([(im.hits & (im.detections[:, 2:3] >= threshold)).any(0) for im in inserted])
-        faint = np.array(contrast) < FAINT_CONTRAST
+        split = found_by_contrast(inserted, threshold)
+        visible, faint = split["visible"], split["faint"]
         at = " / ".join(f"{v['value']:.2f} ({v['ci95'][0]:.2f}–{v['ci95'][1]:.2f})"
                         for v in froc["sensitivity_at_fp"].values())
         print(f"| {name} | {np.mean(raw):.2f} ({min(raw)}–{max(raw)}; {at_edge} of {sum(raw)}) | {at} | "
-              f"{found}/{total} found ({hit[~faint].sum()}/{(~faint).sum()} at MC contrast ≥ {FAINT_CONTRAST}, "
-              f"{hit[faint].sum()}/{faint.sum()} fainter), {false / len(inserted):.2f} FP/image "
+              f"{found}/{total} found ({visible['found']}/{visible['clusters']} at MC contrast ≥ "
+              f"{split['faint_below']}, {faint['found']}/{faint['clusters']} fainter), "
+              f"{false / len(inserted):.2f} FP/image "
               f"(score ≥ {threshold:.3f}) |", flush=True)
 
 

@@ -140,7 +140,8 @@ def test_evaluate_the_cluster_detector_on_unseen_phantoms(tmp_path, capsys):
     from mccscan.cli import main
 
     assert main(["evaluate", "--detector", "mc", "--phantoms", "2", "--bootstrap", "20", "--out", str(tmp_path)]) == 0
-    assert "2 unseen phantoms" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 unseen phantoms" in printed and "at median MC contrast ≥ 0.05" in printed
     froc = json.loads((tmp_path / "evaluation.json").read_text())["cluster_froc"]
     assert froc["images"] == 2 and froc["seeds"] == [220000, 220001]
     assert froc["isolated_sites"]["sites"] > 0 and froc["operating_point"]["threshold"] < 1
@@ -204,3 +205,17 @@ def test_evaluate_skips_whole_mammogram_scans_for_a_baseline(tmp_path, built_dat
     result = evaluate_on_dataset(LoadedModel(build_model("lenet5").eval(), "lenet5", "", {}), built_dataset, tmp_path,
                                  n_bootstrap=10)
     assert "skipped" in result["cluster_froc"] and result["patch_level"]["n"] > 0
+
+
+def test_found_clusters_split_by_contrast():
+    from mccscan.metrics import ImageClusters, found_by_contrast
+
+    square = [(0, 0), (100, 0), (100, 100), (0, 100)]
+    far = [(1000, 1000), (1100, 1000), (1100, 1100), (1000, 1100)]
+    im = ImageClusters("a", [(50, 50, 0.9), (1050, 1050, 0.4)], [square, far], 10,
+                       truth_contrast=np.array([0.12, 0.03]))
+    assert found_by_contrast([im], 0.5) == {"faint_below": 0.05, "visible": {"found": 1, "clusters": 1},
+                                            "faint": {"found": 0, "clusters": 1}}
+    assert found_by_contrast([im], 0.3)["faint"]["found"] == 1
+    with pytest.raises(ValueError, match="contrast"):
+        found_by_contrast([ImageClusters("b", [], [square], 10)], 0.5)

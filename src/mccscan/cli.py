@@ -188,6 +188,12 @@ def _cmd_evaluate(args) -> int:
         print(f"  cluster FROC on {cf['images']} whole mammograms, {cf['clusters']} clusters (centre within 5 mm of "
               "the outline): " + ", ".join(f"{_number(v['value'])} at {f}" for f, v in cf["sensitivity_at_fp"].items())
               + " FP/image")
+        op = cf.get("operating_point", {})
+        if "by_contrast" in op:
+            by = op["by_contrast"]
+            print(f"  at the operating point (score ≥ {op['threshold']:.3f}): {op['found']}/{op['clusters']} found "
+                  f"({by['visible']['found']}/{by['visible']['clusters']} at median MC contrast ≥ {by['faint_below']}, "
+                  f"{by['faint']['found']}/{by['faint']['clusters']} fainter), {op['fp_per_image']:.2f} false per image")
         for key, what in (("isolated_sites", "isolated 1–2-MC sites"), ("lookalike_sites", "benign lookalikes")):
             if key in cf:
                 print(f"  {what} that produce a cluster: {cf[key]['with_a_cluster']}/{cf[key]['sites']}")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from mccscan.dataset_dir import PatchDataset
 from mccscan.errors import InputError, MccscanError
-from mccscan.metrics import (ImageClusters, TruthImage, cluster_counts, cluster_froc, cluster_hit_map, froc,
-                             isolated_site_rate, mc_clusters, patch_evaluation)
+from mccscan.metrics import (ImageClusters, TruthImage, cluster_counts, cluster_froc, cluster_hit_map,
+                             found_by_contrast, froc, isolated_site_rate, mc_clusters, patch_evaluation)
 from mccscan.atomic import atomic_write_text
 from mccscan.io import PIXEL_SPACING_RANGE_MM, SCAN_PIXEL_SPACING_MM
 from mccscan.models import MCCNet, MCNet
@@ -112,7 +112,13 @@ def phantom_clusters(ph, detections: list[tuple[float, float, float]]) -> ImageC
     return ImageClusters(f"phantom-{ph.seed}", detections, [c.outline for c in ph.clusters],
                          MATCH_MARGIN_MM / ph.pixel_spacing_mm,
                          isolated_sites([(m.x, m.y) for m in ph.mcs if m.cluster_id is None]),
-                         np.array([(b.x, b.y) for b in ph.lookalikes]).reshape(-1, 2))
+                         np.array([(b.x, b.y) for b in ph.lookalikes]).reshape(-1, 2),
+                         cluster_contrast(ph.mcs, ph.clusters))
+
+
+def cluster_contrast(mcs, clusters) -> np.ndarray:
+    """The median contrast of each synthetic cluster's MCs."""
+    return np.array([np.median([m.contrast for m in mcs if m.cluster_id == c.id]) for c in clusters])
 
 
 def scan_phantoms(loaded: LoadedModel, seeds, *, size: str = "large", pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM,
@@ -158,6 +164,7 @@ def evaluate_on_phantoms(loaded: LoadedModel, n_phantoms: int = len(EVAL_PHANTOM
     summary["operating_point"] = {"threshold": threshold, **dict(zip(("found", "false", "clusters"),
                                                                      cluster_counts(images, threshold)))}
     summary["operating_point"]["fp_per_image"] = summary["operating_point"]["false"] / len(images)
+    summary["operating_point"]["by_contrast"] = found_by_contrast(images, threshold)
     summary["isolated_sites"] = isolated_site_rate(images, threshold, radius_px=72.0)
     summary["lookalike_sites"] = isolated_site_rate(images, threshold, radius_px=72.0, kind="lookalike")
     summary["seeds"] = [seeds[0], seeds[-1]]

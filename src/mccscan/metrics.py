@@ -219,6 +219,7 @@ class ImageClusters:
     margin_px: float
     isolated_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # 1–2-MC sites, for the stress metric
     lookalike_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # benign calcifications, likewise
+    truth_contrast: np.ndarray | None = None  # median MC contrast of each true cluster, when known (synthetic)
     hits: np.ndarray = field(init=False)  # (n, n_truth) bool
 
     def __post_init__(self):
@@ -243,6 +244,21 @@ def cluster_counts(images: list[ImageClusters], threshold: float) -> tuple[int, 
     found = sum(int((best >= threshold).sum()) for best, _ in parts)
     false = sum(int((fp >= threshold).sum()) for _, fp in parts)
     return found, false, sum(len(im.truth) for im in images)
+
+
+FAINT_CONTRAST = 0.05  # a synthetic cluster whose median MC contrast is below this sits near the noise floor
+
+
+def found_by_contrast(images: list[ImageClusters], threshold: float, faint_below: float = FAINT_CONTRAST) -> dict:
+    """True clusters found at a score threshold, split into clearly visible ones and those
+    near the noise floor by their median MC contrast (`truth_contrast`, synthetic truth)."""
+    if any(im.truth_contrast is None or len(im.truth_contrast) != len(im.truth) for im in images):
+        raise ValueError("every image needs the contrast of each of its true clusters")
+    found = np.concatenate([_found_and_false(im)[0] >= threshold for im in images] + [np.zeros(0, bool)])
+    faint = np.concatenate([np.asarray(im.truth_contrast) < faint_below for im in images] + [np.zeros(0, bool)])
+    return {"faint_below": faint_below,
+            "visible": {"found": int(found[~faint].sum()), "clusters": int((~faint).sum())},
+            "faint": {"found": int(found[faint].sum()), "clusters": int(faint.sum())}}
 
 
 def _froc_curve(parts: list[tuple[np.ndarray, np.ndarray]], thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,9 @@ contrast curve); find the candidate specks as a scan does, label each candidate 
 (within an MC's radius + 2 px of its centre), train `MCNet` on the candidate patches
 (8 dihedral copies, BCE, Adam), keep the epoch with the best validation loss, then scan
 the validation phantoms whole and choose the operating point: the cluster score with the
-highest sensitivity at ≤ 0.5 false clusters per image. Weights, the operating point and the card land in OUT/ (mc.pt + mc.json).
-Seeds never overlap the evaluation phantoms (`evaluate.EVAL_PHANTOM_SEEDS`).
+highest sensitivity at ≤ 0.5 false clusters per image. Weights, the operating point and
+the card land in OUT/ (mc.pt + mc.json). Seeds never overlap the evaluation phantoms
+(`evaluate.EVAL_PHANTOM_SEEDS`).
 """
 
 from __future__ import annotations
