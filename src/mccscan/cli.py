@@ -192,8 +192,9 @@ def _cmd_evaluate(args) -> int:
         if "by_contrast" in op:
             by = op["by_contrast"]
             print(f"  at the operating point (score ≥ {op['threshold']:.3f}): {op['found']}/{op['clusters']} found "
-                  f"({by['visible']['found']}/{by['visible']['clusters']} at median MC contrast ≥ {by['faint_below']}, "
-                  f"{by['faint']['found']}/{by['faint']['clusters']} fainter), {op['fp_per_image']:.2f} false per image")
+                  f"({by['visible']['found']}/{by['visible']['clusters']} at median MC contrast ≥ "
+                  f"{by['faint_below']}, {by['faint']['found']}/{by['faint']['clusters']} fainter), "
+                  f"{op['fp_per_image']:.2f} false per image")
         for key, what in (("isolated_sites", "isolated 1–2-MC sites"), ("lookalike_sites", "benign lookalikes")):
             if key in cf:
                 print(f"  {what} that produce a cluster: {cf[key]['with_a_cluster']}/{cf[key]['sites']}")
