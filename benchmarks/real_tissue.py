@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mccscan.clusters import MATCH_MARGIN_MM
+from mccscan.datasets.cbis_ddsm import DDSM_PIXEL_SPACING_MM
 from mccscan.datasets.phantom import insert_clusters
 from mccscan.evaluate import cluster_contrast
 from mccscan.io import SCAN_PIXEL_SPACING_MM, load_for_scan
@@ -34,7 +35,6 @@ from mccscan.scan import default_threshold, scan_image
 from mccscan.tiling import breast_mask
 from mccscan.weights import DETECTORS, load_detector, load_model
 
-DDSM_PIXEL_SPACING_MM = 0.05
 
 
 def main() -> None:
@@ -46,6 +46,8 @@ def main() -> None:
                         help="weights files to measure (default: the shipped detectors)")
     args = parser.parse_args()
     paths = sorted(args.root.rglob("*.dcm"))
+    if not paths:
+        parser.error(f"{args.root}: no DICOM in it (fetch the films as the docstring says)")
     images = [load_for_scan(p, pixel_spacing_mm=DDSM_PIXEL_SPACING_MM).image for p in paths]
     print(f"{len(paths)} mammograms from {args.root}, read at {DDSM_PIXEL_SPACING_MM} mm → 70 µm "
           f"({images[0].shape[1]}×{images[0].shape[0]} px for the first)")

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mccscan.datasets.cbis_ddsm import DDSM_PIXEL_SPACING_MM
 from mccscan.datasets.phantom import make_phantom
 from mccscan.io import load_for_scan
 from mccscan.plots import plot_realism
 from mccscan.realism import ROI_PX, inner_breast, measure, roi_corners
 from mccscan.tiling import breast_mask
 
-DDSM_PIXEL_SPACING_MM = 0.05
 PHANTOM_SEEDS = range(240_000, 240_100)  # used by no training and no evaluation
 
 
@@ -45,7 +45,10 @@ def main() -> None:
     args = parser.parse_args()
     groups = {"real": [], "phantom": []}
     crops = {"real": [], "phantom": []}
-    for path in sorted(args.root.rglob("*.dcm")):
+    paths = sorted(args.root.rglob("*.dcm"))
+    if not paths:
+        parser.error(f"{args.root}: no DICOM in it (fetch the films as the docstring says)")
+    for path in paths:
         image = load_for_scan(path, pixel_spacing_mm=DDSM_PIXEL_SPACING_MM).image
         breast = breast_mask(image)
         groups["real"].append(measure(image, breast).to_dict())

@@ -24,12 +24,35 @@ def test_every_pixel_size_keeps_the_geometry(spacing_mm):
     assert np.array_equal(out[~breast], image[~breast])
 
 
-def test_film_and_contrast_curve_change_the_breast_within_range():
-    image, breast = _speck_image()
-    film = Acquisition(film=True, noise=0.01, gamma=0.7, s_curve=6, dust=20, scratches=1)
+def test_film_grain_dust_and_scratches_stay_on_the_breast():
+    image = np.full((600, 500), 0.5, np.float32)
+    breast = np.zeros(image.shape, bool)
+    breast[50:550, 30:470] = True
+    film = Acquisition(film=True, noise=0.01, dust=40, scratches=3)
     out = acquire(image, breast, film, np.random.default_rng(0))
-    assert 0 <= out.min() and out.max() <= 1
-    assert not np.allclose(out[breast], image[breast])
+    assert 0.005 < out[100:500, 100:400].std() < 0.05  # grain on a flat field
+    assert (out[breast] > 0.6).sum() >= 20  # dust specks and scratches, far above the grain
+    assert np.array_equal(out[~breast], image[~breast])
+    everywhere = np.ones(image.shape, bool)
+    scratched = acquire(image, everywhere, Acquisition(film=True, scratches=10), np.random.default_rng(1))
+    edges = (scratched[0], scratched[-1], scratched[:, 0], scratched[:, -1])
+    on_edges = sum(int((edge > 0.52).sum()) for edge in edges)
+    assert on_edges < 60  # a scratch crosses the image edge; it is not piled up along it
+
+
+def test_gamma_and_film_curve_keep_the_range_and_the_order():
+    ramp = np.tile(np.linspace(0, 1, 256, dtype=np.float32), (64, 1))
+    breast = np.ones(ramp.shape, bool)
+    for acquisition in (Acquisition(gamma=0.6), Acquisition(gamma=1.6), Acquisition(s_curve=6)):
+        out = acquire(ramp, breast, acquisition, np.random.default_rng(0))
+        assert out[0, 0] == pytest.approx(0, abs=1e-6) and out[0, -1] == pytest.approx(1, abs=1e-6)
+        assert np.all(np.diff(out[0]) >= 0) and not np.allclose(out, ramp)
+
+
+def test_acquire_rejects_a_bad_pixel_size():
+    with pytest.raises(ValueError, match="positive"):
+        acquire(np.zeros((10, 10), np.float32), np.ones((10, 10), bool), Acquisition(pixel_spacing_mm=0),
+                np.random.default_rng(0))
 
 
 def test_drawn_acquisitions_cover_film_digital_and_every_pixel_size():

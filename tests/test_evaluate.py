@@ -158,9 +158,10 @@ def test_phantoms_delivered_at_another_pixel_size_are_scanned_as_such_files(tmp_
     assert "delivered at 0.14 mm" in capsys.readouterr().out
     froc = json.loads((tmp_path / "evaluation.json").read_text())["cluster_froc"]
     assert froc["pixel_spacing_mm"] == 0.14 and froc["images"] == 1
-    too_coarse = ["evaluate", "--detector", "mc", "--phantoms", "1", "--pixel-spacing", "5", "--out", str(tmp_path)]
-    assert main(too_coarse) == 2
-    assert "outside 0.02–1.0 mm" in capsys.readouterr().err
+    for spacing in ("5", "0"):
+        bad = ["evaluate", "--detector", "mc", "--phantoms", "1", "--pixel-spacing", spacing, "--out", str(tmp_path)]
+        assert main(bad) == 2
+        assert "outside 0.02–1.0 mm" in capsys.readouterr().err
 
 
 def test_cluster_froc_on_a_tiny_set_with_a_known_answer():

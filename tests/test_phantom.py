@@ -76,7 +76,7 @@ def test_write_png_dicom_and_ground_truth(tmp_path, small_phantom):
     assert len(truth["microcalcifications"]) == len(small_phantom.mcs)
 
 
-def test_benign_lookalikes_are_drawn_apart_from_the_mcs():
+def test_benign_lookalikes_lie_in_the_breast_and_coarse_ones_exceed_1_mm():
     from mccscan.datasets.phantom import LOOKALIKES
 
     kinds = set()

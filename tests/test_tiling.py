@@ -34,10 +34,10 @@ def test_tile_grid_covers_the_image_with_padding():
 def test_breast_mask_cuts_off_film_border_strips_touching_the_breast(small_phantom):
     image = small_phantom.image.copy()
     image[:45, :] = np.linspace(0.8, 0.4, 45)[:, None]  # a 3 mm bright film border along the top …
-    image[-50:, :] = 0.6  # … and the bottom, both running into the breast at the chest wall
+    image[-100:, :] = 0.6  # … and a 7 mm one along the bottom, both running into the breast at the chest wall
     mask = breast_mask(image)
     truth = small_phantom.breast_mask
-    assert not mask[:45, 200:].any() and not mask[-50:, 200:].any()
+    assert not mask[:45, 200:].any() and not mask[-100:, 200:].any()
     iou = (mask & truth).sum() / (mask | truth).sum()
     assert iou > 0.95
 
@@ -45,3 +45,10 @@ def test_breast_mask_cuts_off_film_border_strips_touching_the_breast(small_phant
 def test_breast_mask_validates_the_spacing():
     with pytest.raises(ValueError, match="pixel_spacing_mm"):
         breast_mask(np.zeros((10, 10), np.float32), pixel_spacing_mm=0)
+
+
+def test_a_breast_too_small_for_the_opening_is_kept():
+    image = np.zeros((400, 400), np.float32)
+    image[180:280, 150:250] = 0.5  # 7 mm across: no 1 cm disk fits, nothing to cut off either
+    mask = breast_mask(image)
+    assert mask[200:260, 170:230].all() and not mask[:100].any()

@@ -27,9 +27,12 @@ def test_train_detector_inserts_clusters_into_given_mammograms(tmp_path, capsys)
     assert main(["train-detector", "--out", str(out), "--train-phantoms", "1", "--val-phantoms", "1", "--epochs", "1",
                  "--negatives", "100", "--tissue", str(tissue), "--tissue-draws", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "from 1 real mammograms" in printed
+    tissue_line = next(line for line in printed.splitlines() if "from 1 real mammograms" in line)
+    assert int(tissue_line.split("(")[1].split()[0]) > 0  # inserted MCs found as candidates
     card = json.loads((out / "mc.json").read_text())
     assert card["data"]["tissue"] == ["normal.dcm"] and "1 real mammograms" in card["trained_on"]
     assert card["train_config"]["tissue_draws"] == 2 and card["train_config"]["acquisition"] is True
     assert main(["train-detector", "--out", str(out), "--tissue", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such file or folder" in capsys.readouterr().err
+    assert main(["train-detector", "--out", str(out), "--tissue", str(tissue), "--tissue-draws", "0"]) == 2
+    assert "1 draw per mammogram" in capsys.readouterr().err

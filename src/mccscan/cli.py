@@ -79,13 +79,11 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_train_detector(args) -> int:
-    from mccscan.datasets.folder import image_files
     from mccscan.train_detector import DetectorTrainConfig, choose_operating_point, train_detector
 
-    tissue = tuple(str(p) for p in image_files(args.tissue))
     config = DetectorTrainConfig(train_phantoms=args.train_phantoms, val_phantoms=args.val_phantoms,
                                  negatives_per_image=args.negatives, epochs=args.epochs, seed=args.seed,
-                                 acquisition=not args.no_acquisition, tissue=tissue,
+                                 acquisition=not args.no_acquisition, tissue=tuple(args.tissue),
                                  tissue_spacing_mm=args.tissue_spacing, tissue_draws=args.tissue_draws)
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.recalibrate:
@@ -156,7 +154,7 @@ def _cmd_evaluate(args) -> int:
 
     loaded = load_detector(args.detector, args.weights)
     if args.data is None:  # whole unseen phantoms
-        spacing = args.pixel_spacing or SCAN_PIXEL_SPACING_MM
+        spacing = SCAN_PIXEL_SPACING_MM if args.pixel_spacing is None else args.pixel_spacing
         result = {"cluster_froc": evaluate_on_phantoms(loaded, args.phantoms, n_bootstrap=args.bootstrap,
                                                        pixel_spacing_mm=spacing, out_dir=args.out,
                                                        progress=sys.stderr.isatty())}
@@ -447,9 +445,7 @@ def _args_reproduce(p) -> None:
     p.add_argument("--tune-max-epochs", type=int, help="Hyperband's largest budget (default: 27)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training")
     p.add_argument("--seed", type=int, default=0, help="seeds the data split and every model")
-    p.add_argument("--pixel-spacing", type=float,
-                   help="mm; with --data, to re-read a CBIS-DDSM source for the FROC; without, deliver the phantoms "
-                        "at this pixel size (e.g. 0.14) and scan them as files of that spacing")
+    p.add_argument("--pixel-spacing", type=float, help="mm; to re-read a CBIS-DDSM source for the FROC")
     p.add_argument("--phantom-images", type=int, default=6, help="without --data: phantom mammograms to build")
 
 

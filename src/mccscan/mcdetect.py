@@ -2,7 +2,7 @@
 then group the MCs by the clinical rule (≥ 3 within 1 cm², `mccscan.clusters`).
 
 1. Candidates: the image is high-passed (a 3×3 mean minus a wide blur), divided by its
-   noise (the robust spread of the high-pass inside the breast), and every local maximum
+   local noise (the robust spread of the high-pass in each 4.5 mm block of breast), and every local maximum
    above `CANDIDATE_SNR` is a candidate speck; at most `max_candidates`, brightest first.
 2. Each candidate's 27×27 patch of that normalised image goes through `MCNet` → P(MC).
 3. MCs at P ≥ `mc_floor` are grouped; a group with ≥ 3 MCs in some 1 cm² square is a
@@ -56,8 +56,10 @@ NOISE_BLOCK_PX = 64  # the noise is measured per 4.5 mm block: it varies with de
 def normalised_highpass(image: np.ndarray, breast: np.ndarray, strip_rows: int = 1024) -> np.ndarray:
     """A 3×3 mean minus a wide (σ ≈ 6 px) blur, divided by its local robust spread
     (1.4826 × the median |high-pass| of each 64 px block of breast, bilinear between
-    blocks). Local, so a speck's SNR does not depend on how bright or dense the tissue
-    around it is, nor on the contrast curve (gamma, film LUT) the image went through.
+    blocks; never below a quarter of the whole breast's, so a smooth patch does not turn
+    its faint noise into specks). Local, so a speck's SNR does not depend on how bright or
+    dense the tissue around it is, nor on the contrast curve (gamma, film LUT) the image
+    went through.
     The wide blur is taken at quarter resolution (a smooth background needs no more) and
     pooling does the rest; computed in strips of `strip_rows`, so the temporaries stay small."""
     rows, cols = image.shape

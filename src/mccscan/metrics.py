@@ -315,7 +315,7 @@ def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px:
     for im in images:
         keep = (im.detections[:, 2] >= threshold) & ~im.hits.any(1)
         false_xy = im.detections[keep, :2]
-        for x, y in getattr(im, f"{kind}_sites"):
+        for x, y in {"isolated": im.isolated_sites, "lookalike": im.lookalike_sites}[kind]:
             sites += 1
             near = np.hypot(false_xy[:, 0] - x, false_xy[:, 1] - y) <= radius_px
             flagged += bool(near.any())

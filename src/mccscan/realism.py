@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+PIXEL_SPACING_MM = 0.07  # what the scan sees; every statistic is taken there
 ROI_PX = 256  # 17.9 mm squares
 SLOPE_BAND_CYCLES_PER_MM = (0.15, 1.0)
 MC_BAND_CYCLES_PER_PX = (1 / 14, 1 / 2)
@@ -36,10 +37,10 @@ class Realism:
         return {k: round(v, 4) for k, v in asdict(self).items()}
 
 
-def inner_breast(breast: np.ndarray, pixel_spacing_mm: float = 0.07) -> np.ndarray:
-    """The breast eroded by `INNER_MARGIN_MM` (computed at 1/8 resolution)."""
+def inner_breast(breast: np.ndarray) -> np.ndarray:
+    """The breast of a 70 µm image eroded by `INNER_MARGIN_MM` (computed at 1/8 resolution)."""
     small = breast[::8, ::8]
-    inner = ndimage.distance_transform_edt(np.pad(small, 1))[1:-1, 1:-1] > INNER_MARGIN_MM / (8 * pixel_spacing_mm)
+    inner = ndimage.distance_transform_edt(np.pad(small, 1))[1:-1, 1:-1] > INNER_MARGIN_MM / (8 * PIXEL_SPACING_MM)
     full = np.repeat(np.repeat(inner, 8, 0), 8, 1)
     return full[:breast.shape[0], :breast.shape[1]]
 
@@ -50,7 +51,7 @@ def roi_corners(region: np.ndarray, roi_px: int = ROI_PX, max_rois: int = 64) ->
     corners = []
     for r in range(0, rows - roi_px + 1, roi_px):
         for c in range(0, cols - roi_px + 1, roi_px):
-            if region[r:r + roi_px:16, c:c + roi_px:16].all() and region[r + roi_px - 1, c + roi_px - 1]:
+            if region[r:r + roi_px:8, c:c + roi_px:8].all() and region[r + roi_px - 1, c + roi_px - 1]:
                 corners.append((r, c))
     step = max(1, len(corners) // max_rois)
     return corners[::step][:max_rois]
@@ -80,25 +81,25 @@ def spectral_slope(freq: np.ndarray, power: np.ndarray, band: tuple[float, float
     return float(-np.polyfit(np.log(freq[inside]), np.log(power[inside]), 1)[0])
 
 
-def measure(image: np.ndarray, breast: np.ndarray, pixel_spacing_mm: float = 0.07) -> Realism:
-    """The four statistics of one 70 µm mammogram with its breast mask."""
+def measure(image: np.ndarray, breast: np.ndarray) -> Realism:
+    """The four statistics of one mammogram at the scan's 70 µm with its breast mask."""
     from mccscan.mcdetect import find_candidates
 
     if image.shape != breast.shape:
         raise ValueError(f"image {image.shape} and breast mask {breast.shape} differ in shape")
-    inner = inner_breast(breast, pixel_spacing_mm)
+    inner = inner_breast(breast)
     corners = roi_corners(inner)
     if not corners:
         raise ValueError(f"no {ROI_PX}×{ROI_PX} px square lies {INNER_MARGIN_MM} mm inside the breast")
     spectra = [radial_power(image[r:r + ROI_PX, c:c + ROI_PX].astype(np.float64)) for r, c in corners]
     freq = spectra[0][0]
     power = np.mean([p for _, p in spectra], axis=0)
-    beta = spectral_slope(freq / pixel_spacing_mm, power, SLOPE_BAND_CYCLES_PER_MM)
+    beta = spectral_slope(freq / PIXEL_SPACING_MM, power, SLOPE_BAND_CYCLES_PER_MM)
     band = (freq >= MC_BAND_CYCLES_PER_PX[0]) & (freq <= MC_BAND_CYCLES_PER_PX[1])
     weights = freq  # radial average → ring area ∝ f
     fraction = float((power[band] * weights[band]).sum() / (power * weights).sum())
     specks = len(find_candidates(image, inner, max_candidates=10**7).snr)
-    area_cm2 = inner.sum() * (pixel_spacing_mm / 10) ** 2
+    area_cm2 = inner.sum() * (PIXEL_SPACING_MM / 10) ** 2
     values = image[::2, ::2][inner[::2, ::2]]
     p5, p50, p95 = np.percentile(values, [5, 50, 95])
     return Realism(beta, float(np.log10(fraction)), specks / area_cm2, float(p50), float(p95 - p5))

@@ -38,9 +38,10 @@ def breast_mask(image: np.ndarray, downsample: int = 4, pixel_spacing_mm: float 
 
     Labels, markers and scanner noise outside the largest component are dropped. Bright
     film-border strips and rulers that touch the breast are cut off by an opening with a
-    disk of `FILM_STRIP_MM` (strips up to twice that wide vanish; the breast, wider
-    everywhere, keeps its shape, and its skin line is restored to `EDGE_DETAIL_MM`).
-    A uniform image (all black, all white) has no breast. Work is done on a
+    disk of `FILM_STRIP_MM` (strips up to twice that wide vanish, along the image edge
+    too; the breast, wider everywhere, keeps its shape, and its skin line is restored to
+    `EDGE_DETAIL_MM`); a region too small to survive the opening is kept as it is. A
+    uniform image (all black, all white) has no breast. Work is done on a
     `downsample`-times smaller image and the mask brought back to full size.
     """
     if pixel_spacing_mm <= 0:
@@ -56,9 +57,11 @@ def breast_mask(image: np.ndarray, downsample: int = 4, pixel_spacing_mm: float 
     fg = small > max(threshold, 1e-3)
     small_px_mm = pixel_spacing_mm * downsample
     strip_px = FILM_STRIP_MM / small_px_mm
-    core = ndimage.distance_transform_edt(fg) > strip_px  # centres of disks that fit inside
-    opened = ndimage.distance_transform_edt(~core) <= strip_px  # the union of those disks
-    fg &= ndimage.distance_transform_edt(~opened) <= EDGE_DETAIL_MM / small_px_mm
+    inside = ndimage.distance_transform_edt(np.pad(fg, 1))[1:-1, 1:-1]  # beyond the image is background
+    core = inside > strip_px  # centres of disks that fit inside
+    if core.any():
+        opened = ndimage.distance_transform_edt(~core) <= strip_px  # the union of those disks
+        fg &= ndimage.distance_transform_edt(~opened) <= EDGE_DETAIL_MM / small_px_mm
     labels, n = ndimage.label(fg)
     if n == 0:
         return np.zeros(image.shape, bool)

@@ -26,6 +26,8 @@ from tqdm import tqdm
 
 from mccscan.atomic import atomic_write_text
 from mccscan.datasets.acquisition import acquire, draw_acquisition
+from mccscan.datasets.folder import image_files
+from mccscan.errors import InputError
 from mccscan.datasets.phantom import insert_clusters, make_phantom
 from mccscan.io import load_for_scan
 from mccscan.tiling import breast_mask
@@ -51,7 +53,7 @@ class DetectorTrainConfig:
     seed: int = 0
     size: str = "small"  # phantom size for training (the evaluation uses "large")
     acquisition: bool = True  # random pixel size, detector and contrast curve per image
-    tissue: tuple[str, ...] = ()  # real mammograms to insert phantom clusters into
+    tissue: tuple[str, ...] = ()  # real mammograms (files or folders) to insert phantom clusters into
     tissue_spacing_mm: float | None = None  # their pixel spacing when the files lack one
     tissue_draws: int = 4  # insertions (1–3 clusters each) per real mammogram
 
@@ -94,11 +96,11 @@ def phantom_samples(seeds, config: DetectorTrainConfig, rng: np.random.Generator
     return tuple(np.concatenate(a) for a in zip(*parts))
 
 
-def tissue_samples(config: DetectorTrainConfig, rng: np.random.Generator, progress: bool):
+def tissue_samples(paths: list[Path], config: DetectorTrainConfig, rng: np.random.Generator, progress: bool):
     """Candidate patches and labels of real mammograms with phantom clusters inserted,
     `tissue_draws` times each: the tissue's own specks are the negatives."""
     parts = []
-    for path in tqdm(list(config.tissue), desc="tissue", unit="img", disable=not progress):
+    for path in tqdm(paths, desc="tissue", unit="img", disable=not progress):
         image = load_for_scan(path, pixel_spacing_mm=config.tissue_spacing_mm).image
         breast = breast_mask(image)
         for _ in range(config.tissue_draws):
@@ -115,6 +117,11 @@ def dihedral(batch: torch.Tensor, k: int) -> torch.Tensor:
 
 def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTrainConfig(), *,
                    progress: bool = True, command: str = "") -> dict:
+    too_few = min(config.train_phantoms, config.val_phantoms, config.epochs) < 1
+    if too_few or (config.tissue and config.tissue_draws < 1):
+        raise InputError("train-detector needs at least 1 training and 1 validation phantom, 1 epoch and, with "
+                         "--tissue, 1 draw per mammogram")
+    tissue_files = image_files(config.tissue)  # a missing folder fails now, not after the phantoms
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
@@ -124,8 +131,8 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     start = time.perf_counter()
     train_x, train_y = phantom_samples(TRAIN_SEEDS[:config.train_phantoms], config, rng, progress)
     if config.tissue:
-        tissue_x, tissue_y = tissue_samples(config, rng, progress)
-        print(f"{len(tissue_y)} candidates ({int(tissue_y.sum())} MCs) from {len(config.tissue)} real mammograms",
+        tissue_x, tissue_y = tissue_samples(tissue_files, config, rng, progress)
+        print(f"{len(tissue_y)} candidates ({int(tissue_y.sum())} MCs) from {len(tissue_files)} real mammograms",
               flush=True)
         train_x, train_y = np.concatenate([train_x, tissue_x]), np.concatenate([train_y, tissue_y])
     val_x, val_y = phantom_samples(VAL_SEEDS[:config.val_phantoms], config, rng, progress)
@@ -171,10 +178,10 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     card.update({
         "detector": "mc", "command": command, "train_config": asdict(config),
         "trained_on": "synthetic phantom (mccscan.datasets.phantom)" + (
-            f" and {len(config.tissue)} real mammograms with phantom clusters inserted" if config.tissue else
+            f" and {len(tissue_files)} real mammograms with phantom clusters inserted" if config.tissue else
             ", not patient data"),
         "data": {"train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.start + config.train_phantoms - 1],
-                 "tissue": [Path(t).name for t in config.tissue],
+                 "tissue": [p.name for p in tissue_files],
                  "val_seeds": [VAL_SEEDS.start, VAL_SEEDS.start + config.val_phantoms - 1],
                  "train_candidates": len(train_y), "train_mcs": int(train_y.sum())},
         "history": history,

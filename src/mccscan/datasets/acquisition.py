@@ -53,6 +53,8 @@ def acquire(image: np.ndarray, breast: np.ndarray, acquisition: Acquisition, rng
     if image.shape != breast.shape:
         raise ValueError(f"image {image.shape} and breast mask {breast.shape} differ in shape")
     spacing = acquisition.pixel_spacing_mm
+    if not spacing > 0:
+        raise ValueError(f"pixel_spacing_mm must be positive, got {spacing}")
     out = image.astype(np.float32, copy=True)
     if abs(spacing - SCAN_PIXEL_SPACING_MM) > 1e-9:
         native = resample_to_spacing(out, (SCAN_PIXEL_SPACING_MM,) * 2, spacing)
@@ -60,12 +62,13 @@ def acquire(image: np.ndarray, breast: np.ndarray, acquisition: Acquisition, rng
         out = _fit(out, image.shape)
     if acquisition.blur_px > 0:
         out = ndimage.gaussian_filter(out, acquisition.blur_px, truncate=3.0)
-    noise = rng.standard_normal(out.shape, dtype=np.float32)
-    if acquisition.film:  # grain: clumps a few pixels wide, strongest in the mid-tones
-        noise = ndimage.gaussian_filter(noise, 0.8) * 2.5
-        out += acquisition.noise * noise * (0.5 + 2 * out * (1 - out))
-    else:
-        out += acquisition.noise * noise * np.sqrt(np.clip(out, 0, None))
+    if acquisition.noise > 0:
+        noise = rng.standard_normal(out.shape, dtype=np.float32)
+        if acquisition.film:  # grain: clumps a few pixels wide, strongest in the mid-tones
+            noise = ndimage.gaussian_filter(noise, 0.8) * 2.5
+            out += acquisition.noise * noise * (0.5 + 2 * out * (1 - out))
+        else:
+            out += acquisition.noise * noise * np.sqrt(np.clip(out, 0, None))
     rows, cols = out.shape
     for _ in range(acquisition.dust):
         y, x = rng.integers(0, rows), rng.integers(0, cols)
@@ -74,9 +77,9 @@ def acquire(image: np.ndarray, breast: np.ndarray, acquisition: Acquisition, rng
         x0, y0 = rng.uniform(0, cols), rng.uniform(0, rows)
         angle, length = rng.uniform(0, np.pi), rng.uniform(200, 2000)
         t = np.arange(int(length))
-        xs = np.clip((x0 + t * np.cos(angle)).astype(int), 0, cols - 1)
-        ys = np.clip((y0 + t * np.sin(angle)).astype(int), 0, rows - 1)
-        out[ys, xs] += rng.uniform(0.03, 0.15)
+        xs, ys = (x0 + t * np.cos(angle)).astype(int), (y0 + t * np.sin(angle)).astype(int)
+        on = (xs >= 0) & (xs < cols) & (ys >= 0) & (ys < rows)  # the part that lies on the image
+        out[ys[on], xs[on]] += rng.uniform(0.03, 0.15)
     out = np.clip(out, 0, 1) ** np.float32(acquisition.gamma)
     if acquisition.s_curve > 0:  # a film's characteristic curve, rescaled to [0, 1]
         k = acquisition.s_curve

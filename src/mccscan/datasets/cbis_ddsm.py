@@ -46,6 +46,9 @@ def _dicom_shape(path: Path) -> tuple[int, int] | None:
         return None
 
 
+DDSM_PIXEL_SPACING_MM = 0.05  # the Lumisys scanners' (Howtek 0.0435, DBA 0.042); used for the films here
+
+
 def read_cbis_ddsm(root: str | Path, pixel_spacing_mm: float | None) -> DatasetIndex:
     root = Path(root)
     if pixel_spacing_mm is None or not pixel_spacing_mm > 0:

@@ -193,8 +193,10 @@ def _add_mc(image, rng, x, y, diameter_px, contrast, morphology="pleomorphic", h
 
 
 def _cluster_layout(rng, n: int, extent_px: float, layout: str) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (n, 2) px of n MCs at least 5 px apart and the local heading of each, laid
-    out as a grouped ellipse, a line, or a branching segment, all within `extent_px` of 0."""
+    """Offsets (k, 2) px of up to n MCs at least 5 px apart and the local heading of each,
+    laid out as a grouped ellipse, a line, or a branching segment, within about `extent_px`
+    of 0 (each axis is bounded by it; a branched one can reach √2 times). A short line holds
+    fewer than n: k is what fits."""
     if layout == "grouped":
         aspect, phi = rng.uniform(0.5, 1.0), rng.uniform(0, np.pi)
         r1 = max(extent_px, np.sqrt(n * 60 / (np.pi * aspect)))
@@ -491,7 +493,7 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
                 return px, py
         return None
 
-    # a cluster spreads up to 5 mm from its centre: keep its centre 6 mm inside the skin
+    # a cluster spreads about 5 mm from its centre (a branched one up to 7): keep its centre 6 mm inside the skin
     inside_coarse = ndimage.distance_transform_edt(np.pad(rho_c < 1, 1))[1:-1, 1:-1] * _COARSE > 6 * mm
     cluster_safe = safe & _upsample(inside_coarse.astype(np.float32), shape).astype(bool)
 
