@@ -150,18 +150,27 @@ def _splat(canvas: np.ndarray, pts: np.ndarray, weight: float) -> None:
     np.add.at(canvas, (yi[ok], xi[ok]), weight)
 
 
-def _add_gaussian_blob(image: np.ndarray, x: float, y: float, sx: float, sy: float, theta: float, amp: float):
-    """Add an anisotropic Gaussian (sigmas sx, sy px, orientation theta) in a local window."""
-    r = int(np.ceil(3.5 * max(sx, sy))) + 1
-    x0, x1 = max(0, int(x) - r), min(image.shape[1], int(x) + r + 2)
-    y0, y1 = max(0, int(y) - r), min(image.shape[0], int(y) + r + 2)
+def _local_window(shape: tuple[int, int], x: float, y: float, r: int):
+    """The window of radius r around (x, y) clipped to the image: its slices and the
+    offsets (gx row vector, gy column vector) of its pixels from (x, y); None if empty."""
+    x0, x1 = max(0, int(x) - r), min(shape[1], int(x) + r + 2)
+    y0, y1 = max(0, int(y) - r), min(shape[0], int(y) + r + 2)
     if x0 >= x1 or y0 >= y1:
-        return
+        return None
     gx = np.arange(x0, x1, dtype=np.float32)[None, :] - x
     gy = np.arange(y0, y1, dtype=np.float32)[:, None] - y
+    return (slice(y0, y1), slice(x0, x1)), gx, gy
+
+
+def _add_gaussian_blob(image: np.ndarray, x: float, y: float, sx: float, sy: float, theta: float, amp: float):
+    """Add an anisotropic Gaussian (sigmas sx, sy px, orientation theta) in a local window."""
+    window = _local_window(image.shape, x, y, int(np.ceil(3.5 * max(sx, sy))) + 1)
+    if window is None:
+        return
+    region, gx, gy = window
     c, s = np.cos(theta), np.sin(theta)
     u, v = c * gx + s * gy, -s * gx + c * gy
-    image[y0:y1, x0:x1] += amp * np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
+    image[region] += amp * np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
 
 
 MORPHOLOGIES = ("punctate", "amorphous", "pleomorphic", "linear")  # BI-RADS suspicious MC forms
@@ -253,22 +262,18 @@ def _draw_cluster(image, rng, cx, cy, cid) -> tuple[list[Microcalcification], Cl
         mcs.append(Microcalcification(float(px), float(py), d / 2, c, cid, "cluster"))
     xy = np.array([(m.x, m.y) for m in mcs])
     radius = float(np.hypot(*(xy - (cx, cy)).T).max())
-    outline = [(float(x), float(y)) for x, y in hull_outline(xy, 8.0)]
-    return mcs, Cluster(cid, float(cx), float(cy), radius, outline, len(mcs))
+    return mcs, Cluster(cid, float(cx), float(cy), radius, hull_outline(xy, 8.0), len(mcs))
 
 
 def _add_ring(image, x, y, radius_px, width_px, amp, arc=(0.0, 2 * np.pi)):
     """A thin bright ring (or arc): an eggshell/rim calcification or a lucent-centred skin one."""
-    r = int(np.ceil(radius_px + 4 * width_px)) + 1
-    x0, x1 = max(0, int(x) - r), min(image.shape[1], int(x) + r + 2)
-    y0, y1 = max(0, int(y) - r), min(image.shape[0], int(y) + r + 2)
-    if x0 >= x1 or y0 >= y1:
+    window = _local_window(image.shape, x, y, int(np.ceil(radius_px + 4 * width_px)) + 1)
+    if window is None:
         return
-    gx = np.arange(x0, x1, dtype=np.float32)[None, :] - x
-    gy = np.arange(y0, y1, dtype=np.float32)[:, None] - y
+    region, gx, gy = window
     angle = np.mod(np.arctan2(gy, gx) - arc[0], 2 * np.pi)
     on_arc = angle <= (arc[1] - arc[0])
-    image[y0:y1, x0:x1] += amp * on_arc * np.exp(-0.5 * ((np.hypot(gx, gy) - radius_px) / width_px) ** 2)
+    image[region] += amp * on_arc * np.exp(-0.5 * ((np.hypot(gx, gy) - radius_px) / width_px) ** 2)
 
 
 def _draw_lookalikes(image, rng, safe, skin_band, vessel_paths) -> list[Lookalike]:
