@@ -72,6 +72,34 @@ def test_dicom_monochrome1_is_inverted_and_imager_spacing_is_used(tmp_path):
     assert m.image[0, 0] == pytest.approx(1) and m.image[-1, -1] == pytest.approx(0)
 
 
+@pytest.mark.parametrize("photometric, sign", [("MONOCHROME2", 1), ("MONOCHROME1", 1), ("MONOCHROME2", -1)])
+def test_raw_for_processing_dicom_reads_like_the_processed_image(tmp_path, photometric, sign):
+    """Raw detector output (linear in exposure) is log-transformed and oriented by its
+    PixelIntensityRelationshipSign, so dense tissue is bright whatever the photometric says."""
+    import pydicom
+
+    density = np.linspace(0, 1, 60 * 50, dtype=np.float32).reshape(60, 50)  # 0 = fat, 1 = dense
+    exposure = 60000 * np.exp(-3 * density)  # Beer–Lambert: dense tissue lets fewer X-rays through
+    stored = exposure if sign == 1 else 65535 - exposure  # sign −1: high values where X-rays were stopped
+    write_dicom(tmp_path / "raw.dcm", np.round(stored).astype(np.uint16), photometric=photometric)
+    ds = pydicom.dcmread(tmp_path / "raw.dcm")
+    ds.PresentationIntentType, ds.PixelIntensityRelationship = "FOR PROCESSING", "LIN" if sign == 1 else "LOG"
+    ds.PixelIntensityRelationshipSign = sign
+    ds.save_as(tmp_path / "raw.dcm")
+    image = read_mammogram(tmp_path / "raw.dcm").image
+    if sign == 1:  # log-transformed: linear in density again
+        np.testing.assert_allclose(image, density, atol=2e-3)
+    else:  # LOG already; only the orientation is read
+        assert image[0, 0] == pytest.approx(0) and image[-1, -1] == pytest.approx(1)
+        assert np.all(np.diff(image.ravel()) >= -1e-6)
+
+
+def test_laterality_and_view_come_from_the_header(tmp_path):
+    write_dicom(tmp_path / "a.dcm", np.ones((32, 32), np.uint16), laterality="R", view="MLO")
+    m = read_mammogram(tmp_path / "a.dcm")
+    assert (m.laterality, m.view) == ("R", "MLO")
+
+
 def test_rle_compressed_dicom_decodes(tmp_path):
     import pydicom
     from pydicom.uid import RLELossless

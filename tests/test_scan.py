@@ -160,3 +160,56 @@ def test_same_clusters_from_16_bit_dicom_8_bit_windowed_png_gamma_lut_and_a_burn
         assert len(clusters) == len(reference), (name, [(c.x, c.y, c.score) for c in clusters])
         for c in clusters:  # each one where the reference has one (within 2 mm)
             assert min(np.hypot(c.x - r.x, c.y - r.y) for r in reference) < 2 / 0.07, name
+
+
+def _compressed_copies(source, folder):
+    """The same DICOM in every compressed transfer syntax a scanner sends: pydicom's encoders
+    (RLE, JPEG-LS, JPEG 2000) and dcmtk's dcmcjpeg for JPEG Lossless, which pydicom cannot write."""
+    import subprocess
+
+    import pydicom
+    from pydicom import uid
+
+    copies = {}
+    for syntax, options in [(uid.RLELossless, {}), (uid.JPEGLSLossless, {}), (uid.JPEG2000Lossless, {}),
+                            (uid.JPEGLSNearLossless, {"jls_error": 2}), (uid.JPEG2000, {"j2k_cr": [10]})]:
+        ds = pydicom.dcmread(source)
+        ds.compress(syntax, **options)
+        copies[syntax.name] = folder / f"{syntax.name.split()[0]}-{len(copies)}.dcm"
+        ds.save_as(copies[syntax.name])
+    for name, flags in [("JPEG Lossless SV1", ["+e1"]), ("JPEG Lossless process 14", ["+el", "+sv", "6"])]:
+        copies[name] = folder / f"jpeg-lossless-{len(copies)}.dcm"
+        subprocess.run(["dcmcjpeg", *flags, str(source), str(copies[name])], check=True, capture_output=True)
+    return copies
+
+
+def test_every_compressed_transfer_syntax_gives_the_same_clusters(tmp_path):
+    """A phantom stored by a scanner in any compressed syntax: lossless ones decode to the same
+    pixels, and every one (lossy JPEG 2000 at 10:1 and near-lossless JPEG-LS included) gives
+    the clusters of the uncompressed file."""
+    import pydicom
+    from pydicom import uid
+
+    from mccscan.datasets.phantom import make_phantom
+    from mccscan.io import read_mammogram, write_dicom
+    from mccscan.weights import load_detector
+
+    ph = make_phantom(230_003, size="small", n_clusters=3)
+    source = write_dicom(tmp_path / "plain.dcm", np.round(ph.image * 4095).astype(np.uint16), bits_stored=12,
+                         pixel_spacing_mm=0.07)
+    copies = _compressed_copies(source, tmp_path)
+    loaded = load_detector("mc")
+    reference = scan_file(source, loaded)[0].findings
+    plain = read_mammogram(source).image
+    assert len(reference) >= 2
+    lossy = {uid.JPEGLSNearLossless, uid.JPEG2000}
+    for name, path in copies.items():
+        syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        assert syntax.is_compressed, name
+        found = scan_file(path, loaded)[0].findings
+        if syntax not in lossy:  # the same pixels, so the very same clusters
+            assert np.array_equal(read_mammogram(path).image, plain), name
+            assert [c.to_dict() for c in found] == [c.to_dict() for c in reference], name
+        assert len(found) == len(reference), name
+        for c in found:
+            assert min(np.hypot(c.x - r.x, c.y - r.y) for r in reference) < 1 / 0.07, name

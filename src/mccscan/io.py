@@ -2,8 +2,15 @@
 
 Formats: PNG (8/16 bit), JPEG (EXIF orientation applied), TIFF (integer or float), PGM
 through Pillow; DICOM through pydicom (Modality LUT applied, MONOCHROME1 inverted, every
-transfer syntax pydicom has a decoder for here). The format is sniffed from the content,
-never trusted from the extension. Every failure raises `MammogramError` naming the file.
+transfer syntax pydicom has a decoder for here: uncompressed, RLE, JPEG Lossless, JPEG-LS,
+JPEG 2000 through the pylibjpeg plugins). The format is sniffed from the content, never
+trusted from the extension. Every failure raises `MammogramError` naming the file.
+
+DICOM intent: a "for processing" image whose values are linear in exposure
+(PixelIntensityRelationship LIN) is log-transformed, and its PixelIntensityRelationshipSign
+decides which way is dense, so raw detector output scans like the processed image. A VOI
+LUT or window is not applied: it only maps and clips values for display, and clipping
+saturates MCs in dense tissue, while the detector normalises contrast locally itself.
 
 Before a pixel is decoded the header is checked: the size both as stored and as it will
 be scanned at 70 µm (so a small file with a coarse spacing cannot grow past the limit
@@ -53,6 +60,8 @@ class Mammogram:
     path: str
     format: str  # "DICOM", "PNG", "JPEG", …
     warnings: list[str] = field(default_factory=list)  # what was fixed up while reading (non-finite pixels)
+    laterality: str = ""  # "L" or "R" from a DICOM header (ImageLaterality), "" when unknown
+    view: str = ""  # "CC", "MLO", … (ViewPosition), "" when unknown
 
 
 @dataclass
@@ -73,6 +82,8 @@ class _Header:
     spacing_problem: str | None  # a header spacing that could not be used, and why
     decode: Callable[[], tuple[np.ndarray, list[str]]]  # → (image in [0, 1], warnings)
     verify: Callable[[], None]  # a cheap integrity check without decoding
+    laterality: str = ""
+    view: str = ""
 
 
 def read_mammogram(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -98,7 +109,8 @@ def read_mammogram(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                                    f"{header.cols}×{header.rows} greyscale")
     if not np.isfinite(image).all():  # a decoder must never hand on NaN
         raise MammogramError(path, "decoded pixels are not finite")
-    return Mammogram(np.ascontiguousarray(image), header.spacing, str(path), header.format, notes)
+    return Mammogram(np.ascontiguousarray(image), header.spacing, str(path), header.format, notes,
+                     header.laterality, header.view)
 
 
 def probe_mammogram(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -292,8 +304,12 @@ def _dicom_header(path: Path) -> _Header:
     def decode() -> tuple[np.ndarray, list[str]]:
         from pydicom.pixels import apply_modality_lut
 
-        image, notes = _stretch(apply_modality_lut(ds.pixel_array, ds))
-        if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        values = apply_modality_lut(ds.pixel_array, ds)
+        raw = _linear_in_exposure(ds)
+        if raw:  # log of exposure: attenuation, as a processed image shows it
+            values = np.log(np.maximum(values.astype(np.float32), np.float32(1)))
+        image, notes = _stretch(values)
+        if _dense_is_dark(ds, raw):
             image = 1.0 - image
         return image, notes
 
@@ -303,7 +319,26 @@ def _dicom_header(path: Path) -> _Header:
             if len(ds.PixelData) < expected:
                 raise MammogramError(path, f"truncated DICOM pixel data ({len(ds.PixelData)} of {expected} bytes)")
 
-    return _Header("DICOM", rows, cols, spacing, problem, decode, verify)
+    laterality = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").strip().upper()
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    return _Header("DICOM", rows, cols, spacing, problem, decode, verify, laterality, view)
+
+
+def _linear_in_exposure(ds) -> bool:
+    """A "for processing" image whose values grow linearly with the X-ray exposure (raw
+    detector output): it needs a log to look like a mammogram."""
+    return (str(ds.get("PresentationIntentType", "")).upper() == "FOR PROCESSING"
+            and str(ds.get("PixelIntensityRelationship", "")).upper() == "LIN")
+
+
+def _dense_is_dark(ds, raw: bool) -> bool:
+    """Whether high values mean less tissue. For raw images PixelIntensityRelationshipSign
+    says it (+1: higher value, more X-rays reached the detector, so less tissue); otherwise
+    the photometric interpretation (MONOCHROME1: high values are shown dark)."""
+    sign = ds.get("PixelIntensityRelationshipSign")
+    if raw and sign is not None:
+        return int(sign) == 1
+    return ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1"
 
 
 def _check_decoder(path: Path, syntax) -> None:

@@ -70,6 +70,9 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
     detector: str = "paper"  # "mc": the two-stage cluster detector; "paper": the paper's net on tiles
     clusters: list[Cluster] = field(default_factory=list)  # every candidate cluster, highest score first
+    source_shape: tuple[int, int] | None = None  # rows, cols of the file as stored (None: not from a file)
+    laterality: str = ""  # from the DICOM header: "L", "R" or "" when unknown
+    view: str = ""  # from the DICOM header: "CC", "MLO", … or ""
 
     def relabel(self, threshold: float) -> "ScanResult":
         """Same scores with another threshold (no rescan)."""
@@ -100,7 +103,9 @@ class ScanResult:
         """Inverse of `to_dict` (e.g. a stored result.json)."""
         tiles = [Tile(**{**t, "peak": tuple(t["peak"]) if t.get("peak") else None}) for t in data["tiles"]]
         clusters = [Cluster.from_dict(c) for c in data.get("clusters", [])]
-        return cls(**{**data, "tiles": tiles, "clusters": clusters, "scan_shape": tuple(data["scan_shape"])})
+        source_shape = tuple(data["source_shape"]) if data.get("source_shape") else None
+        return cls(**{**data, "tiles": tiles, "clusters": clusters, "scan_shape": tuple(data["scan_shape"]),
+                      "source_shape": source_shape})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -366,6 +371,8 @@ def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = Non
                         source_pixel_spacing_mm=scan_img.pixel_spacing_mm,
                         spacing_assumed=scan_img.spacing_assumed, **kwargs)
     result.warnings += [f"{name}: {warning}" for warning in scan_img.source.warnings]
+    result.source_shape = tuple(scan_img.source.image.shape)
+    result.laterality, result.view = scan_img.source.laterality, scan_img.source.view
     if scan_img.spacing_assumed:
         result.warnings.append(f"{name}: no pixel spacing in the file; assumed 0.07 mm "
                                "(give --pixel-spacing if this is wrong)")
