@@ -203,6 +203,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_scan(args) -> int:
     from tqdm import tqdm
 
+    from mccscan.dicom_results import write_dicom_results
     from mccscan.render import output_stems, save_scan
     from mccscan.scan import scan_file
     from mccscan.weights import load_detector
@@ -220,6 +221,8 @@ def _cmd_scan(args) -> int:
                 print(f"warning: {warning}", file=sys.stderr)
             written = save_scan(result, image, args.out, stem=stem, style=args.style,
                                 normal_color=args.normal_color, mcc_color=args.mcc_color)
+            if args.dicom:
+                written.update(write_dicom_results(result, path, args.out, stem))
         except MccscanError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
@@ -229,7 +232,7 @@ def _cmd_scan(args) -> int:
             failures += 1
             continue
         print(f"{path}: {len(result.findings)} cluster(s) in {result.elapsed_s:.2f} s → {written['json']}, "
-              f"{written['clusters'].name}, {written['overlay'].name}, {written['preview'].name}")
+              + ", ".join(p.name for key, p in written.items() if key not in ("json", "csv")))
         print_findings(result)
     if failures:
         print(f"{failures} of {len(args.images)} files failed", file=sys.stderr)
@@ -472,6 +475,9 @@ def _args_scan(p) -> None:
     p.add_argument("--mcc-color", default=None, help="paper style: tint for MCC tiles (default: shown as they are)")
     p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
                    help="how tiles go through the model; all give the same scores")
+    p.add_argument("--dicom", action="store_true",
+                   help="also write NAME.sr.dcm (DICOM SR, TID 1500: the clusters) and NAME.pmap.dcm (parametric "
+                        "map of the cluster score) for DICOM inputs")
 
 
 def _args_demo(p) -> None:
