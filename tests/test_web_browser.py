@@ -6,7 +6,6 @@ which installs it), where a missing browser fails. Screenshots go to test-artifa
 
 import io
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import uvicorn
 from PIL import Image
 
 from mccscan.web.app import Settings, create_app
+from components import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("MCCSCAN_ARTIFACTS", "test-artifacts"))
@@ -28,12 +28,6 @@ if not CHROMIUM.exists():
     if os.environ.get("MCCSCAN_REQUIRE_BROWSER") == "1":
         raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
     pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(settings: Settings):

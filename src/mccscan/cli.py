@@ -10,12 +10,13 @@ import argparse
 import shlex
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mccscan import __version__
-from mccscan.errors import MccscanError
+from mccscan.errors import InputError, MccscanError
 
 HELP = argparse.ArgumentDefaultsHelpFormatter
 WEIGHTS_HELP = "weights .pt with its model card beside it (default: the shipped demo weights)"
@@ -209,14 +210,16 @@ def _cmd_scan(args) -> int:
     from mccscan.weights import load_detector
 
     loaded = load_detector(args.detector, args.weights)
+    if args.dicomweb:
+        return _scan_dicomweb(args, loaded)
+    if not args.images:
+        raise InputError("give mammogram files to scan, or --dicomweb URL with --study/--series/--instance")
     failures = 0
     for path, stem in zip(args.images, output_stems(args.images)):
         try:
             with tqdm(desc=Path(path).name, unit="row", leave=False, disable=not sys.stderr.isatty()) as bar:
-                result, image = scan_file(path, loaded, pixel_spacing_mm=args.pixel_spacing,
-                                          max_pixels=args.max_pixels, threshold=args.threshold,
-                                          min_breast_fraction=args.min_breast_fraction, engine=args.engine,
-                                          on_row=lambda tiles: bar.update(1))
+                result, image = scan_file(path, loaded, engine=args.engine, on_row=lambda tiles: bar.update(1),
+                                          **_scan_options(args))
             for warning in result.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
             written = save_scan(result, image, args.out, stem=stem, style=args.style,
@@ -237,6 +240,55 @@ def _cmd_scan(args) -> int:
     if failures:
         print(f"{failures} of {len(args.images)} files failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _scan_options(args) -> dict:
+    return dict(pixel_spacing_mm=args.pixel_spacing, max_pixels=args.max_pixels, threshold=args.threshold,
+                min_breast_fraction=args.min_breast_fraction)
+
+
+def _scan_dicomweb(args, loaded) -> int:
+    """scan --dicomweb: the MG images of a study/series/instance in a PACS, results beside
+    (and with --send, into the PACS)."""
+    from mccscan.dicomweb import connect, find_images, scan_remote_image
+
+    client = connect(args.dicomweb)
+    refs = find_images(client, study=args.study, series=args.series, instance=args.instance)
+    if not refs:
+        print(f"no MG image found at {args.dicomweb} for the UIDs given", file=sys.stderr)
+        return 1
+    failures = 0
+    for ref in refs:
+        try:
+            done = scan_remote_image(client, ref, loaded, args.out, send_back=args.send, **_scan_options(args))
+        except MccscanError as exc:
+            print(f"error: {ref.sop}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        sent = f"; stored SR {done.sent[0]} and map {done.sent[1]} in study {ref.study}" if done.sent else ""
+        print(f"{ref.sop}: {len(done.result.findings)} cluster(s) → {done.written['json']}, "
+              f"{done.written['sr'].name}, {done.written['pmap'].name}{sent}")
+        print_findings(done.result)
+    if failures:
+        print(f"{failures} of {len(refs)} images failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _cmd_watch(args) -> int:
+    from mccscan.dicomweb import watch
+    from mccscan.weights import load_detector
+
+    loaded = load_detector(args.detector, args.weights)
+    try:
+        counts = watch(args.dicomweb, loaded, args.out, send_back=not args.no_send, changes_url=args.changes_url,
+                       poll_s=args.poll, batch_size=args.batch_size, once=args.once,
+                       log=lambda line: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", flush=True),
+                       **_scan_options(args))
+    except KeyboardInterrupt:
+        print("stopped; a restart goes on from the last image handled", file=sys.stderr)
+        return 0
+    print(f"{counts.scanned} scanned, {counts.failed} failed, {counts.skipped} already handled")
+    return 0
 
 
 def _cmd_demo(args) -> int:
@@ -285,8 +337,6 @@ def print_findings(result) -> None:
 
 
 def _cmd_build_dataset(args) -> int:
-    import time
-
     from mccscan.builder import build_dataset, card_table
     from mccscan.datasets import read_source
     from mccscan.patches import LabelRule
@@ -453,22 +503,12 @@ def _args_reproduce(p) -> None:
 
 
 def _args_scan(p) -> None:
-    from mccscan.io import DEFAULT_MAX_PIXELS
     from mccscan.render import NORMAL_COLOR, STYLES
-    from mccscan.scan import DEFAULT_MIN_BREAST_FRACTION, ENGINES
-    from mccscan.weights import DEFAULT_DETECTOR, DETECTORS
+    from mccscan.scan import ENGINES
 
-    p.add_argument("images", nargs="+", help="mammogram files (PNG, JPEG, TIFF, PGM, DICOM; the content decides)")
+    p.add_argument("images", nargs="*", help="mammogram files (PNG, JPEG, TIFF, PGM, DICOM; the content decides)")
     p.add_argument("--out", default="mccscan-out", help="output folder; same-named inputs get distinct names")
-    p.add_argument("--pixel-spacing", type=float, help="pixel spacing in mm (overrides the file's; "
-                   "PNG/JPEG/TIFF without one are taken as 0.07)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help="refuse larger images, as stored or once resampled to 0.07 mm")
-    p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
-    p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
-    p.add_argument("--weights", help=WEIGHTS_HELP)
-    p.add_argument("--min-breast-fraction", type=float, default=DEFAULT_MIN_BREAST_FRACTION,
-                   help="scan a tile only if the breast covers this fraction of it")
+    _args_scan_common(p)
     p.add_argument("--style", choices=STYLES, default=STYLES[0],
                    help="overlay: outline frames MCC tiles in red; paper lightens normal tiles as the paper did")
     p.add_argument("--normal-color", default=NORMAL_COLOR, help="paper style: colour normal tiles are lightened to")
@@ -478,6 +518,44 @@ def _args_scan(p) -> None:
     p.add_argument("--dicom", action="store_true",
                    help="also write NAME.sr.dcm (DICOM SR, TID 1500: the clusters) and NAME.pmap.dcm (parametric "
                         "map of the cluster score) for DICOM inputs")
+    p.add_argument("--dicomweb", metavar="URL", help="scan images in a PACS instead of files: its DICOMweb root "
+                   "(e.g. http://pacs:8042/dicom-web); SR and map are always written")
+    p.add_argument("--study", help="with --dicomweb: Study Instance UID")
+    p.add_argument("--series", help="with --dicomweb: Series Instance UID")
+    p.add_argument("--instance", help="with --dicomweb: SOP Instance UID")
+    p.add_argument("--send", action="store_true", help="with --dicomweb: store the SR and map into the image's study")
+
+
+def _args_scan_common(p) -> None:
+    """Options of every command that scans: where results go, spacing, limits, detector."""
+    from mccscan.io import DEFAULT_MAX_PIXELS
+    from mccscan.scan import DEFAULT_MIN_BREAST_FRACTION
+    from mccscan.weights import DEFAULT_DETECTOR, DETECTORS
+
+    p.add_argument("--pixel-spacing", type=float, help="pixel spacing in mm (overrides the file's; "
+                   "PNG/JPEG/TIFF without one are taken as 0.07)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger images, as stored or once resampled to 0.07 mm")
+    p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
+    p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
+    p.add_argument("--weights", help=WEIGHTS_HELP)
+    p.add_argument("--min-breast-fraction", type=float, default=DEFAULT_MIN_BREAST_FRACTION,
+                   help="scan a tile only if the breast covers this fraction of it")
+
+
+def _args_watch(p) -> None:
+    from mccscan.dicomweb import DEFAULT_BATCH_SIZE, DEFAULT_POLL_S
+
+    p.add_argument("--dicomweb", metavar="URL", required=True, help="the PACS's DICOMweb root, e.g. "
+                   "http://pacs:8042/dicom-web")
+    p.add_argument("--changes-url", help="Orthanc's REST root, for its /changes feed (default: the DICOMweb URL "
+                   "without /dicom-web)")
+    p.add_argument("--out", default="mccscan-watch", help="results and the resumable state (watch-state.json)")
+    p.add_argument("--no-send", action="store_true", help="keep results local; do not store them in the PACS")
+    p.add_argument("--poll", type=float, default=DEFAULT_POLL_S, help="seconds between looks at the feed when idle")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="changes held at once")
+    p.add_argument("--once", action="store_true", help="handle what is new, then stop")
+    _args_scan_common(p)
 
 
 def _args_demo(p) -> None:
@@ -544,6 +622,8 @@ COMMANDS = {
     "info": Command("architectures, parameter counts, FLOPs per patch, this machine's peak", _args_info, _cmd_info),
     "phantom": Command("write synthetic mammograms (PNG + DICOM + ground-truth JSON)", _args_phantom, _cmd_phantom),
     "scan": Command("scan mammograms; write overlays, previews, JSON and CSV", _args_scan, _cmd_scan),
+    "watch": Command("follow a PACS (Orthanc) and scan each new MG image once, storing SR and map back",
+                     _args_watch, _cmd_watch),
     "demo": Command("make a phantom mammogram, scan it, compare with its true clusters", _args_demo, _cmd_demo),
     "serve": Command("the web app: drop a mammogram, watch it being scanned", _args_serve, _cmd_serve),
     "build-dataset": Command("turn a dataset on disk into labelled 144×144 patches", _args_build_dataset,
