@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from components import orthanc
 
 from mccscan.datasets.phantom import make_phantom
 from mccscan.paper import build_model
@@ -37,3 +38,10 @@ def random_model():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def pacs(tmp_path_factory):
+    """A real Orthanc with DICOMweb on loopback; yields its DICOMweb root URL."""
+    with orthanc(tmp_path_factory.mktemp("orthanc")) as url:
+        yield url

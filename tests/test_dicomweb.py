@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pydicom
 import pytest
-from components import orthanc
 
 from mccscan.cli import main
 from mccscan.dicom_results import clusters_from_sr, source_scale
@@ -17,12 +16,6 @@ from mccscan.scan import ScanResult
 from mccscan.weights import load_detector
 
 WAIT_S = 60  # longest wait for the watcher to handle an image
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory):
-    with orthanc(tmp_path_factory.mktemp("orthanc")) as url:
-        yield url
 
 
 def phantom_dicom(folder, small_phantom, name: str):
@@ -38,6 +31,7 @@ def store(url: str, *paths) -> list[pydicom.Dataset]:
 
 
 def modalities_in_study(url: str, study: str) -> list[str]:
+    """The modality of every instance of a study in the PACS, sorted."""
     return sorted(item["00080060"]["Value"][0] for item in connect(url).search_for_instances(study))
 
 

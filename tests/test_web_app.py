@@ -317,3 +317,29 @@ def test_non_latin1_file_names_download(client, phantom_files, tmp_path):
     for path in ("overlay.png", "result.json", "result.csv"):
         response = client.get(f"/api/scans/{scan_id}/{path}")
         assert response.status_code == 200 and "filename*=utf-8''" in response.headers["content-disposition"]
+
+
+def test_send_a_finished_dicom_scan_to_the_pacs(tmp_path, phantom_files, pacs):
+    from test_dicomweb import modalities_in_study
+
+    from mccscan.dicomweb import connect
+
+    with make_client(tmp_path / "data", pacs_url=pacs) as c:
+        assert c.get("/api/info").json()["pacs"] == pacs
+        scan_id, _ = scan(c, phantom_files["dcm"])
+        first = c.post(f"/api/scans/{scan_id}/pacs")
+        assert first.status_code == 200, first.text
+        sent = first.json()
+        assert sent["image_sent"]  # the PACS did not have the dropped image: it goes first
+        assert modalities_in_study(pacs, sent["study_instance_uid"]) == ["MG", "OT", "SR"]
+        sr = connect(pacs).search_for_instances(sent["study_instance_uid"], search_filters={"Modality": "SR"})
+        assert sr[0]["00080018"]["Value"][0] == sent["sr_sop_instance_uid"]
+        assert c.post(f"/api/scans/{scan_id}/pacs").json()["image_sent"] is False
+        png_id, _ = scan(c, phantom_files["png"])
+        refused = c.post(f"/api/scans/{png_id}/pacs")
+        assert refused.status_code == 409 and "not a DICOM image" in refused.json()["detail"]
+    with make_client(tmp_path / "data") as c:  # the same scan, a server with no PACS
+        assert c.post(f"/api/scans/{scan_id}/pacs").status_code == 409
+    with make_client(tmp_path / "data", pacs_url="http://127.0.0.1:9/dicom-web") as c:
+        down = c.post(f"/api/scans/{scan_id}/pacs")
+        assert down.status_code == 502 and "127.0.0.1:9" in down.json()["detail"]

@@ -102,6 +102,7 @@ def test_scan_in_the_browser(page, server, small_phantom, tmp_path):
     page.set_input_files("#file-input", str(dcm))
     page.wait_for_function("document.querySelector('#status').textContent.includes('scanned in')", timeout=30000)
     shot(page, "scan-done")
+    assert not page.is_visible("#send-pacs")  # this server has no PACS
     scans = httpx.get(f"{server}/api/scans").json()
     api = httpx.get(f"{server}/api/scans/{scans[0]['id']}").json()
     assert counters(page) == api["counts"]
@@ -211,3 +212,23 @@ def test_the_papers_view_shows_a_tiles_f2_and_where_it_looked(browser, paper_ser
     page.evaluate(f"showTile(state.tiles[{tile['row']} * state.scan.n_cols + {tile['col']}])")
     assert page.locator("#f2-bars > div").count() == 16 and page.is_visible("#peak")
     context.close()
+
+
+def test_send_to_pacs_from_the_page(browser, pacs, small_phantom, tmp_path_factory, tmp_path):
+    """With --pacs, a finished DICOM scan goes to the PACS at a click; the page says where."""
+    from test_dicomweb import modalities_in_study
+
+    for url in serve(Settings(data_dir=tmp_path_factory.mktemp("pacs-server"), pacs_url=pacs)):
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        page.wait_for_function("state.info && state.info.pacs")
+        dcm = small_phantom.write(tmp_path, stem="to-pacs", formats=("dcm",))["dcm"]
+        page.set_input_files("#file-input", str(dcm))
+        page.wait_for_function("document.querySelector('#status').textContent.includes('scanned in')", timeout=30000)
+        page.click("#send-pacs")
+        page.wait_for_function("document.querySelector('#pacs-status').textContent.includes('stored SR')",
+                               timeout=30000)
+        shot(page, "sent-to-pacs")
+        study = page.text_content("#pacs-status").split("study ")[1].split(" ")[0]
+        assert modalities_in_study(pacs, study) == ["MG", "OT", "SR"]
+        page.close()

@@ -367,7 +367,7 @@ def _cmd_serve(args) -> int:
     host, port = sock.getsockname()[:2]
     settings = Settings(data_dir=Path(args.data_dir), detector=args.detector, weights=args.weights,
                         workers=args.workers, max_upload_bytes=args.max_upload_mb * 2**20, max_pixels=args.max_pixels,
-                        threshold=args.threshold, allowed_hosts=Settings.hosts_for(args.host))
+                        threshold=args.threshold, allowed_hosts=Settings.hosts_for(args.host), pacs_url=args.pacs)
     app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     print(f"mccscan web app on http://{shown}:{port}/ (API reference: /docs); "
@@ -609,6 +609,8 @@ def _args_serve(p) -> None:
                    help="refuse larger images, as stored or once resampled to 0.07 mm")
     p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
     p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
+    p.add_argument("--pacs", metavar="URL", help="DICOMweb root (e.g. http://pacs:8042/dicom-web) that a finished "
+                   "DICOM scan can be sent to from the page: SR and parametric map, into the image's study")
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,23 @@ def send(client, paths: list[Path]) -> list[str]:
     return [ds.SOPInstanceUID for ds in datasets]
 
 
+def has_instance(client, sop: str) -> bool:
+    """Whether the PACS holds the instance (QIDO-RS)."""
+    return bool(_pacs_call(client, "QIDO-RS search", client.search_for_instances,
+                           search_filters={"SOPInstanceUID": sop}))
+
+
+def send_with_image(client, image: Path, results: list[Path]) -> tuple[list[str], bool]:
+    """Store results into the PACS, and the image they reference first when the PACS lacks
+    it (a file dropped in the web app). Returns (the results' SOP UIDs, whether the image was sent)."""
+    import pydicom
+
+    sop = pydicom.dcmread(image, stop_before_pixels=True).SOPInstanceUID
+    image_sent = not has_instance(client, sop)
+    sent = send(client, ([image] if image_sent else []) + list(results))
+    return sent[1:] if image_sent else sent, image_sent
+
+
 @dataclass
 class RemoteScan:
     ref: ImageRef

@@ -4,7 +4,7 @@ A thin FastAPI layer over `mccscan.scan.scan_file` (the CLI's scan function): up
 are checked cheaply (`probe_mammogram`), stored, and queued on a bounded worker pool
 (`mccscan.web.jobs`); progress streams as Server-Sent Events; results and history live
 in SQLite plus files (`mccscan.web.store`). Routes are in `routes/` (scans, viewer,
-pages) and reach the settings, store, pool and model through `deps`; `guards` checks
+pacs, pages) and reach the settings, store, pool and model through `deps`; `guards` checks
 the Host, the origin and the upload size first. The page is static HTML/JS in `static/`.
 The OpenAPI page at `/docs` is the API's reference.
 """
@@ -20,7 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from mccscan import __version__
 from mccscan.web.guards import SameOriginAndUploadLimit
 from mccscan.web.jobs import ScanJobs
-from mccscan.web.routes import pages, scans, viewer
+from mccscan.web.routes import pacs, pages, scans, viewer
 from mccscan.web.settings import Settings
 from mccscan.web.store import ScanStore
 from mccscan.weights import load_detector
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.store, app.state.jobs, app.state.model = settings, store, jobs, loaded
     app.add_middleware(SameOriginAndUploadLimit, max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
-    for module in (scans, viewer, pages):
+    for module in (scans, viewer, pacs, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app

@@ -31,10 +31,21 @@ class ServerInfo(BaseModel):
     max_upload_bytes: int
     max_pixels: int
     overlay: dict  # render.OVERLAY_STYLE: how the viewer tints tiles, as the downloaded overlay does
+    pacs: str | None = None  # the DICOMweb root finished scans can be sent to; None: no PACS configured
+
+
+class SentToPacs(BaseModel):
+    """What a "send to PACS" stored (STOW-RS) in the study of the scanned image."""
+
+    pacs: str
+    study_instance_uid: str
+    sr_sop_instance_uid: str
+    map_sop_instance_uid: str
+    image_sent: bool  # the image itself too, because the PACS did not have it
 
 
 class ErrorMessage(BaseModel):
     detail: str
 
 
-ERROR_RESPONSES = {code: {"model": ErrorMessage} for code in (400, 404, 409, 413, 415, 422, 503)}
+ERROR_RESPONSES = {code: {"model": ErrorMessage} for code in (400, 404, 409, 413, 415, 422, 502, 503)}

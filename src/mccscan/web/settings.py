@@ -22,6 +22,7 @@ class Settings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     threshold: float | None = None  # default: the operating point stored with the weights
     max_renders: int = 2  # overlays, heatmaps and JPEGs made at once (each holds a copy of an image)
+    pacs_url: str | None = None  # DICOMweb root that finished scans can be sent to (SR + parametric map)
     # Host headers answered; any other is refused (a DNS-rebinding page cannot reach the server)
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
 

@@ -7,6 +7,8 @@ Layout under the data directory:
     scans/<id>/image.npy      the 70 µm image as uint8, what the viewer and overlays use
     scans/<id>/result.json    the scan result, same schema as `mccscan scan`
     scans/<id>/result.csv     one line per tile
+    scans/<id>/result.sr.dcm  DICOM SR and parametric map, made when the scan is sent to a PACS
+    scans/<id>/result.pmap.dcm
     scans/<id>/image.jpg      the image for viewing, heatmap.png and overlay-<hash>.png: each made
                               once, on first request (`derived`)
 
@@ -98,7 +100,7 @@ class ScanStore:
         atomic_write_text(self.folder(scan_id) / "result.json", result.to_json() + "\n")
 
     def result_path(self, scan_id: str, suffix: str) -> Path:
-        """The stored result as "json" or "csv"."""
+        """The stored result as "json", "csv", "sr.dcm" or "pmap.dcm"."""
         return self.folder(scan_id) / f"result.{suffix}"
 
     def load_result(self, scan_id: str) -> dict | None:

@@ -33,7 +33,7 @@ def info(settings: SettingsDep, loaded: ModelDep) -> ServerInfo:
                              "trained_on": loaded.card.get("trained_on", "unknown")},
                       threshold=threshold, tile_size_px=PATCH_SIZE_PX,
                       heatmap_stride_px=HEATMAP_STRIDE_PX, max_upload_bytes=settings.max_upload_bytes,
-                      max_pixels=settings.max_pixels, overlay=OVERLAY_STYLE)
+                      max_pixels=settings.max_pixels, overlay=OVERLAY_STYLE, pacs=settings.pacs_url)
 
 
 def _image_u8(store: ScanStore, scan_id: str) -> np.ndarray:

@@ -283,6 +283,7 @@ function openScan(id, timings) {
     $("downloads").hidden = false;
     updateCounters();
     updateDownloads();
+    updatePacs();
     if (timings) timings.done = performance.now();
     refreshHistory();
   });
@@ -307,6 +308,30 @@ function updateDownloads() {
   $("dl-overlay").href = `/api/scans/${id}/overlay.png?${params}`;
   $("dl-json").href = `/api/scans/${id}/result.json`;
   $("dl-csv").href = `/api/scans/${id}/result.csv`;
+}
+
+// ---------- PACS ----------
+// The server sends the scan's DICOM SR and parametric map into the image's study (STOW-RS).
+function updatePacs() {
+  $("pacs-row").hidden = !(state.info && state.info.pacs && state.scan && state.finished);
+  $("pacs-status").textContent = "";
+}
+
+async function sendToPacs() {
+  const id = state.scan.id;
+  $("send-pacs").disabled = true;
+  $("pacs-status").textContent = `sending to ${state.info.pacs}…`;
+  try {
+    const response = await fetch(`/api/scans/${id}/pacs`, { method: "POST" });
+    const body = await response.json();
+    $("pacs-status").textContent = response.ok
+      ? `stored SR and map in study ${body.study_instance_uid}` + (body.image_sent ? " (with the image)" : "")
+      : `not sent: ${body.detail}`;
+  } catch (err) {
+    $("pacs-status").textContent = `not sent: ${err}`;
+  } finally {
+    $("send-pacs").disabled = false;
+  }
 }
 
 // ---------- upload ----------
@@ -413,6 +438,7 @@ $("show-heatmap").addEventListener("change", () => {
   img.src = `/api/scans/${state.scan.id}/heatmap.png`;
 });
 $("fit").addEventListener("click", fit);
+$("send-pacs").addEventListener("click", sendToPacs);
 window.addEventListener("resize", fit);
 document.addEventListener("keydown", (e) => {
   if (e.target.tagName === "INPUT") return;
