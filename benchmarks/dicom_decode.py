@@ -26,7 +26,8 @@ from mccscan.io import read_mammogram
 
 PYDICOM_SYNTAXES = [(uid.RLELossless, {}), (uid.JPEGLSLossless, {}), (uid.JPEGLSNearLossless, {"jls_error": 2}),
                     (uid.JPEG2000Lossless, {}), (uid.JPEG2000, {"j2k_cr": [10]})]
-DCMTK_SYNTAXES = [("JPEG Lossless SV1 (process 14)", ["+e1"]), ("JPEG Lossless (process 14, SV 6)", ["+el", "+sv", "6"])]
+DCMTK_SYNTAXES = [("JPEG Lossless SV1 (process 14)", ["+e1"]),
+                  ("JPEG Lossless (process 14, SV 6)", ["+el", "+sv", "6"])]
 
 
 def encode_all(source: Path, folder: Path) -> dict[str, Path]:
