@@ -291,6 +291,30 @@ def _cmd_watch(args) -> int:
     return 0
 
 
+def _cmd_batch(args) -> int:
+    from mccscan.batch import run_batch
+    from mccscan.database import create_engine, redacted
+    from mccscan.results_table import export_csv
+    from mccscan.weights import load_detector
+
+    db_url = args.db or str(Path(args.out) / "results.sqlite3")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    summary = run_batch(args.source, db_url, workers=args.workers, ray_address=args.ray_address,
+                        detector=args.detector, weights=args.weights, threshold=args.threshold,
+                        pixel_spacing_mm=args.pixel_spacing, max_pixels=args.max_pixels,
+                        progress=sys.stderr.isatty())
+    for failure in summary.failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    peaks = ", ".join(f"{w} {mb:.0f} MB" for w, mb in sorted(summary.peak_rss_mb.items())) or "–"
+    print(f"{summary.images} images: {summary.done} scanned, {summary.failed} failed, {summary.skipped} already "
+          f"done with these weights; {summary.images_per_s:.2f} images/s over {summary.elapsed_s:.1f} s; "
+          f"peak RSS per worker: {peaks}; results in {redacted(db_url)}")
+    if args.export:
+        loaded = load_detector(args.detector, args.weights)
+        print(f"table → {export_csv(create_engine(db_url), args.export, loaded.sha256)}")
+    return 1 if summary.failed else 0
+
+
 def _cmd_demo(args) -> int:
     from tqdm import tqdm
 
@@ -543,6 +567,18 @@ def _args_scan_common(p) -> None:
                    help="scan a tile only if the breast covers this fraction of it")
 
 
+def _args_batch(p) -> None:
+    p.add_argument("source", help="a folder (every image in it, found by content) or a CSV of paths")
+    p.add_argument("--db", help="results database: sqlite:///PATH or postgresql://user:pass@host/db "
+                   "(default: OUT/results.sqlite3)")
+    p.add_argument("--out", default="mccscan-batch", help="folder for the default SQLite database")
+    p.add_argument("--workers", type=int, default=1, help="scan workers (Ray actors, each holding the model)")
+    p.add_argument("--ray-address", help="a Ray cluster to run on (e.g. ray://head:10001 or auto); "
+                   "default: Ray started in this process")
+    p.add_argument("--export", metavar="CSV", help="write the results table for these weights to a CSV at the end")
+    _args_scan_common(p)
+
+
 def _args_watch(p) -> None:
     from mccscan.dicomweb import DEFAULT_BATCH_SIZE, DEFAULT_POLL_S
 
@@ -624,6 +660,8 @@ COMMANDS = {
     "info": Command("architectures, parameter counts, FLOPs per patch, this machine's peak", _args_info, _cmd_info),
     "phantom": Command("write synthetic mammograms (PNG + DICOM + ground-truth JSON)", _args_phantom, _cmd_phantom),
     "scan": Command("scan mammograms; write overlays, previews, JSON and CSV", _args_scan, _cmd_scan),
+    "batch": Command("scan a whole archive on Ray into SQLite or PostgreSQL; rerun to resume", _args_batch,
+                     _cmd_batch),
     "watch": Command("follow a PACS (Orthanc) and scan each new MG image once, storing SR and map back",
                      _args_watch, _cmd_watch),
     "demo": Command("make a phantom mammogram, scan it, compare with its true clusters", _args_demo, _cmd_demo),

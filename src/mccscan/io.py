@@ -403,6 +403,13 @@ class ScanImage:
     source: Mammogram
     pixel_spacing_mm: float  # spacing of the source file that was used (read or given)
     spacing_assumed: bool  # True when neither the file nor the user gave a spacing
+    source_shape: tuple[int, int]  # rows, cols of the file as stored
+
+    def without_source_pixels(self) -> "ScanImage":
+        """The same, less the full-resolution source pixels (what travels to another process)."""
+        from dataclasses import replace
+
+        return replace(self, source=replace(self.source, image=np.zeros((0, 0), np.float32)))
 
 
 def load_for_scan(path: str | Path, *, pixel_spacing_mm: float | None = None,
@@ -416,7 +423,7 @@ def load_for_scan(path: str | Path, *, pixel_spacing_mm: float | None = None,
     spacing = scan_spacing(path, pixel_spacing_mm, mammogram.pixel_spacing_mm)
     assumed = pixel_spacing_mm is None and mammogram.pixel_spacing_mm is None
     image = resample_to_spacing(mammogram.image, spacing)
-    return ScanImage(image, mammogram, float(np.mean(spacing)), assumed)
+    return ScanImage(image, mammogram, float(np.mean(spacing)), assumed, tuple(mammogram.image.shape))
 
 
 def write_dicom(path: str | Path, pixels: np.ndarray, *, bits_stored: int | None = None,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mccscan.errors import InputError
-from mccscan.io import DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, load_for_scan
+from mccscan.io import DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, ScanImage, load_for_scan
 from mccscan.clusters import Cluster
 from mccscan.mcdetect import detect
 from mccscan.models import MCCNet, MCNet
@@ -109,6 +109,10 @@ class ScanResult:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ScanResult":
+        return cls.from_dict(json.loads(text))
 
     def to_csv(self) -> str:
         buf = _io.StringIO()
@@ -349,6 +353,31 @@ def _tile_clusters(rows: list[list[Tile]], grid: TileGrid, floor: float = TILE_C
     return clusters
 
 
+def prepare_file(path, *, pixel_spacing_mm: float | None = None, max_pixels: int | None = None) -> ScanImage:
+    """Read a mammogram file and bring it to 70 µm, refusing one smaller than a tile: all that
+    `scan_file` does before scoring (a batch runs it apart, on other cores or machines)."""
+    scan_img = load_for_scan(path, pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    rows, cols = scan_img.image.shape
+    tile = PATCH_SIZE_PX
+    if min(rows, cols) < tile:
+        raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm, smaller than one "
+                                   f"{tile}-px tile (1 cm²): too small to be a mammogram (is the pixel spacing right?)")
+    return scan_img
+
+
+def scan_prepared(scan_img: ScanImage, loaded: LoadedModel, *, name: str, **kwargs) -> ScanResult:
+    """Scan what `prepare_file` made; the result says where the image came from."""
+    result = scan_image(scan_img.image, loaded, name=name, source_pixel_spacing_mm=scan_img.pixel_spacing_mm,
+                        spacing_assumed=scan_img.spacing_assumed, **kwargs)
+    result.warnings += [f"{name}: {warning}" for warning in scan_img.source.warnings]
+    result.source_shape = scan_img.source_shape
+    result.laterality, result.view = scan_img.source.laterality, scan_img.source.view
+    if scan_img.spacing_assumed:
+        result.warnings.append(f"{name}: no pixel spacing in the file; assumed 0.07 mm "
+                               "(give --pixel-spacing if this is wrong)")
+    return result
+
+
 def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = None,
               max_pixels: int | None = None, name: str | None = None,
               on_image: Callable[[np.ndarray], None] | None = None, **kwargs) -> tuple[ScanResult, np.ndarray]:
@@ -357,23 +386,7 @@ def scan_file(path, loaded: LoadedModel, *, pixel_spacing_mm: float | None = Non
     `name` is what the result calls the image (default: the file name); `on_image`
     receives the 70 µm image before scoring starts, so a viewer can show it at once.
     """
-    scan_img = load_for_scan(path, pixel_spacing_mm=pixel_spacing_mm,
-                             max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-    name = name or Path(path).name
-    rows, cols = scan_img.image.shape
-    tile = PATCH_SIZE_PX
-    if min(rows, cols) < tile:
-        raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm, smaller than one "
-                                   f"{tile}-px tile (1 cm²): too small to be a mammogram (is the pixel spacing right?)")
+    scan_img = prepare_file(path, pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels)
     if on_image is not None:
         on_image(scan_img.image)
-    result = scan_image(scan_img.image, loaded, name=name,
-                        source_pixel_spacing_mm=scan_img.pixel_spacing_mm,
-                        spacing_assumed=scan_img.spacing_assumed, **kwargs)
-    result.warnings += [f"{name}: {warning}" for warning in scan_img.source.warnings]
-    result.source_shape = tuple(scan_img.source.image.shape)
-    result.laterality, result.view = scan_img.source.laterality, scan_img.source.view
-    if scan_img.spacing_assumed:
-        result.warnings.append(f"{name}: no pixel spacing in the file; assumed 0.07 mm "
-                               "(give --pixel-spacing if this is wrong)")
-    return result, scan_img.image
+    return scan_prepared(scan_img, loaded, name=name or Path(path).name, **kwargs), scan_img.image

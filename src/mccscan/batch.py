@@ -1,0 +1,215 @@
+"""`mccscan batch`: scan a whole archive on Ray Data into a database, resumably.
+
+Pipeline, streamed by Ray Data: list the images → read (CPU tasks: hash the file, skip it if
+done with these weights, decode, resample to 70 µm) → scan (actors holding the model, one
+per worker) → the driver writes one row per image, in its own transaction, as results
+arrive. Ray's backpressure bounds the images in flight, so memory does not grow with the
+archive. Ray starts in this process unless `ray_address` names a cluster; the same code
+runs on both.
+
+Every image is recorded once per weights (`results_table`): a killed batch, rerun, skips
+what is done and scans the rest; a failed image is recorded with its reason and never
+stops the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mccscan.errors import InputError, MccscanError, MissingDataError
+
+READ_CPUS = 0.5  # Ray CPUs a read task asks for; a scan worker asks for 1
+HASH_CHUNK_BYTES = 1 << 20
+MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"P5", b"P2")  # PNG, JPEG, TIFF, PGM
+
+
+def looks_like_image(path: Path) -> bool:
+    """Whether a file's first bytes are those of a DICOM, PNG, JPEG, TIFF or PGM file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or head.startswith(MAGIC)
+
+
+def list_images(source: str | Path) -> list[str]:
+    """The mammograms a source names: every image file under a folder (found by content, not
+    extension; hidden files skipped), or the paths in a CSV (a `path` column, else the first
+    column; relative paths are relative to the CSV). Sorted, each once."""
+    source = Path(source)
+    if not source.exists():
+        raise MissingDataError(f"{source}: no such folder or CSV file")
+    if source.is_dir():
+        found = (p for p in source.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
+                                                                           p.relative_to(source).parts))
+        return sorted({str(p) for p in found if looks_like_image(p)})
+    with open(source, newline="") as fh:
+        table = list(csv.reader(fh))
+    if not table:
+        raise InputError(f"{source}: empty CSV; expected a column of image paths")
+    column = table[0].index("path") if "path" in table[0] else 0
+    header = 1 if "path" in table[0] or not (source.parent / table[0][0]).exists() else 0
+    return sorted({str((source.parent / row[column]).resolve()) for row in table[header:] if row and row[column]})
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_stage(row: dict, *, done: frozenset, pixel_spacing_mm: float | None, max_pixels: int | None) -> dict:
+    """Ray task: hash the file; unless done, decode it and bring it to 70 µm. Never raises: a
+    bad file becomes a row that says why."""
+    from mccscan.scan import prepare_file
+
+    path, start = row["path"], time.perf_counter()
+    out = {"path": path, "sha256": "", "status": "read", "error": "", "prepared": None, "read_s": 0.0}
+    try:
+        out["sha256"] = file_sha256(path)
+    except OSError as exc:
+        return {**out, "sha256": hashlib.sha256(f"unreadable:{path}".encode()).hexdigest(), "status": "failed",
+                "error": f"{path}: cannot read the file ({exc.strerror or exc})"}
+    if out["sha256"] in done:
+        return {**out, "status": "skipped"}
+    try:
+        out["prepared"] = prepare_file(path, pixel_spacing_mm=pixel_spacing_mm,
+                                       max_pixels=max_pixels).without_source_pixels()
+    except MccscanError as exc:
+        return {**out, "status": "failed", "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 — one file's surprise must not stop the batch
+        return {**out, "status": "failed", "error": f"{path}: {type(exc).__name__}: {exc}"}
+    return {**out, "read_s": time.perf_counter() - start}
+
+
+class ScanWorker:
+    """Ray actor: holds the model, scans what the read tasks prepared."""
+
+    def __init__(self, detector: str | None, weights: str | None, threshold: float | None, threads: int):
+        import socket
+
+        import torch
+
+        from mccscan.weights import load_detector
+
+        torch.set_num_threads(threads)
+        self.loaded, self.threshold = load_detector(detector, weights), threshold
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, row: dict) -> dict:
+        import resource
+
+        from mccscan.scan import scan_prepared
+
+        out = {**row, "prepared": None, "worker": self.name, "result": None, "scan_s": row["read_s"]}
+        if row["status"] == "read":
+            start = time.perf_counter()
+            try:
+                result = scan_prepared(row["prepared"], self.loaded, name=Path(row["path"]).name,
+                                       threshold=self.threshold)
+                out.update(status="done", result=result.to_json(), scan_s=row["read_s"] + time.perf_counter() - start)
+            except Exception as exc:  # noqa: BLE001 — recorded as failed, the batch goes on
+                out.update(status="failed", error=f"{row['path']}: scan failed ({type(exc).__name__}: {exc})")
+        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return out
+
+
+@dataclass
+class BatchSummary:
+    images: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0  # done before, with the same weights
+    elapsed_s: float = 0.0
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # per scan worker
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.done + self.failed) / self.elapsed_s if self.elapsed_s else 0.0
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address`, or start Ray in this process (quietly)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    if address:
+        ray.init(address=address, **options)
+    else:  # local: one CPU more than the machine has, so read tasks run beside busy scan workers
+        ray.init(num_cpus=num_cpus or (os.cpu_count() or 1) + 1, **options)
+
+
+def run_batch(source: str | Path, db_url: str, *, workers: int = 1, ray_address: str | None = None,
+              detector: str | None = None, weights: str | None = None, threshold: float | None = None,
+              pixel_spacing_mm: float | None = None, max_pixels: int | None = None, threads: int | None = None,
+              progress: bool = False, on_row: Callable[[dict], None] | None = None) -> BatchSummary:
+    """Scan every image of `source` not yet done with these weights; rows go to `db_url`.
+    `progress` shows a bar with images/s and the time left; `on_row` sees each row."""
+    import ray
+    from tqdm import tqdm
+
+    from mccscan.database import create_engine
+    from mccscan.results_table import create_table, done_images, record, result_row
+    from mccscan.scan import ScanResult
+    from mccscan.weights import load_detector
+
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    paths = list_images(source)
+    engine = create_engine(db_url)
+    create_table(engine)
+    loaded = load_detector(detector, weights)  # its name and SHA-256 key the rows
+    done = frozenset(done_images(engine, loaded.sha256))
+    summary, start = BatchSummary(images=len(paths)), time.perf_counter()
+    if not paths:
+        return summary
+    start_ray(ray_address)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # ours counts images; Ray's count blocks per operator
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=min(len(paths), 1000))
+    dataset = dataset.map(read_stage, num_cpus=READ_CPUS,
+                          fn_kwargs=dict(done=done, pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels))
+    with warnings.catch_warnings():  # Ray 2.6x moves max_restarts; it is still the way to set it
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+        # no restarts: a crashed worker ends the batch, and a rerun resumes after the last image written
+        dataset = dataset.map(ScanWorker, fn_constructor_kwargs=dict(detector=detector, weights=weights,
+                                                                     threshold=threshold, threads=threads),
+                              compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0)
+    bar = tqdm(total=len(paths), unit="image", desc="batch", disable=not progress, smoothing=0.1)
+    for row in dataset.iter_rows():
+        bar.update(1)
+        if row["status"] == "skipped":
+            summary.skipped += 1
+        else:
+            result = ScanResult.from_json(row["result"]) if row["status"] == "done" else None
+            record(engine, result_row(image_path=row["path"], image_sha256=row["sha256"],
+                                      weights_sha256=loaded.sha256, model_name=loaded.name, status=row["status"],
+                                      error=row["error"] or None, result=result, scan_s=row["scan_s"],
+                                      worker=row["worker"]))
+            summary.done += row["status"] == "done"
+            summary.failed += row["status"] == "failed"
+            if row["status"] == "failed":
+                summary.failures.append(row["error"])
+            summary.peak_rss_mb[row["worker"]] = max(summary.peak_rss_mb.get(row["worker"], 0), row["peak_rss_mb"])
+        summary.elapsed_s = time.perf_counter() - start
+        if on_row is not None:
+            on_row(row)
+    bar.close()
+    summary.elapsed_s = time.perf_counter() - start
+    return summary
