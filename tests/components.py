@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -60,3 +63,45 @@ def orthanc(folder: Path):
             process.kill()
             process.wait(5)
         log.close()
+
+
+@contextlib.contextmanager
+def postgresql():
+    """Debian's PostgreSQL: a fresh cluster (initdb) in a temporary folder, started with pg_ctl
+    on a free loopback port (trust authentication: only this machine's processes reach it),
+    stopped and removed after. Yields its URL; `new_database` makes one database per test.
+    As root, the server runs as the `postgres` user, since PostgreSQL refuses to run as root."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    assert found, "PostgreSQL is missing: apt-get install -y postgresql (.ci/run does)"
+    bin_dir = found[-1].parent
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="mccscan-postgresql-"))
+    if as_server:
+        shutil.chown(folder, "postgres")
+    data, port = folder / "data", free_port()
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_server, *command], check=True, capture_output=True, timeout=START_TIMEOUT_S * 2)
+
+    try:
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "mccscan", "--auth=trust", "--no-sync", "-E", "UTF8")
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t",
+            str(START_TIMEOUT_S), "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off", "start")
+        yield f"postgresql://mccscan@127.0.0.1:{port}/postgres"
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError):
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def new_database(server_url: str) -> str:
+    """A new, empty database on the server; its URL."""
+    import sqlalchemy
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(server_url.replace("postgresql://", "postgresql+psycopg://"),
+                                      isolation_level="AUTOCOMMIT")
+    with engine.connect() as db:
+        db.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from components import orthanc
+from components import orthanc, postgresql
 
 from mccscan.datasets.phantom import make_phantom
 from mccscan.paper import build_model
@@ -44,4 +44,11 @@ def rng():
 def pacs(tmp_path_factory):
     """A real Orthanc with DICOMweb on loopback; yields its DICOMweb root URL."""
     with orthanc(tmp_path_factory.mktemp("orthanc")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL on loopback; yields the server URL (see components.new_database)."""
+    with postgresql() as url:
         yield url

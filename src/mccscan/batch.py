@@ -99,13 +99,15 @@ class ScanWorker:
     def __init__(self, detector: str | None, weights: str | None, threshold: float | None, threads: int):
         import socket
 
+        import ray
         import torch
 
         from mccscan.weights import load_detector
 
         torch.set_num_threads(threads)
         self.loaded, self.threshold = load_detector(detector, weights), threshold
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        node = ray.get_runtime_context().get_node_id()[:8]
+        self.name = f"{socket.gethostname()}/node {node}/pid {os.getpid()}"  # two nodes may share a host
 
     def __call__(self, row: dict) -> dict:
         import resource
@@ -142,7 +144,10 @@ class BatchSummary:
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Join the cluster at `address`, or start Ray in this process (quietly)."""
-    import ray
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise InputError("mccscan batch runs on Ray: pip install 'mccscan[archive]'") from None
 
     if ray.is_initialized():
         return
@@ -159,7 +164,6 @@ def run_batch(source: str | Path, db_url: str, *, workers: int = 1, ray_address:
               progress: bool = False, on_row: Callable[[dict], None] | None = None) -> BatchSummary:
     """Scan every image of `source` not yet done with these weights; rows go to `db_url`.
     `progress` shows a bar with images/s and the time left; `on_row` sees each row."""
-    import ray
     from tqdm import tqdm
 
     from mccscan.database import create_engine
@@ -178,6 +182,8 @@ def run_batch(source: str | Path, db_url: str, *, workers: int = 1, ray_address:
     if not paths:
         return summary
     start_ray(ray_address)
+    import ray
+
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts images; Ray's count blocks per operator
@@ -190,7 +196,8 @@ def run_batch(source: str | Path, db_url: str, *, workers: int = 1, ray_address:
         # no restarts: a crashed worker ends the batch, and a rerun resumes after the last image written
         dataset = dataset.map(ScanWorker, fn_constructor_kwargs=dict(detector=detector, weights=weights,
                                                                      threshold=threshold, threads=threads),
-                              compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0)
+                              compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0,
+                              scheduling_strategy="SPREAD")  # workers on as many machines as there are
     bar = tqdm(total=len(paths), unit="image", desc="batch", disable=not progress, smoothing=0.1)
     for row in dataset.iter_rows():
         bar.update(1)
