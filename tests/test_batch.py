@@ -131,8 +131,8 @@ def test_a_two_node_cluster_gives_the_results_of_one_process(archive, tmp_path):
         nodes = {r["worker"].split("/")[1] for r in by_image(remote).values() if r["status"] == "done"}
         assert len(nodes) == 2  # both nodes scanned
         fields = ("status", "n_clusters", "clusters", "counts", "threshold")
-        one, two = by_image(local), by_image(remote)
-        assert {k: [r[f] for f in fields] for k, r in one.items()} == {k: [r[f] for f in fields] for k, r in two.items()}
+        one, two = ({k: [r[f] for f in fields] for k, r in by_image(url).items()} for url in (local, remote))
+        assert one == two
     finally:
         ray.shutdown()
         cluster.shutdown()

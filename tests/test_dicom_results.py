@@ -22,18 +22,25 @@ def dciodvfy_errors(path) -> list[str]:
     return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
 
 
+SOURCE_SPACING_MM = 0.1
+
+
 @pytest.fixture(scope="module")
-def scanned(tmp_path_factory):
-    """A phantom stored at 0.1 mm (so SR coordinates must be scaled to the source grid), scanned."""
+def phantom():
     from mccscan.datasets.phantom import make_phantom
 
-    folder = tmp_path_factory.mktemp("dicom_results")
-    ph = make_phantom(230_003, size="small", n_clusters=3)
+    return make_phantom(230_003, size="small", n_clusters=3)
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory, phantom):
+    """A phantom stored at 0.1 mm (so SR coordinates must be scaled to the source grid), scanned."""
     from mccscan.io import resample_to_spacing
 
-    stored = resample_to_spacing(ph.image, (0.07, 0.07), 0.1)
+    folder = tmp_path_factory.mktemp("dicom_results")
+    stored = resample_to_spacing(phantom.image, (0.07, 0.07), SOURCE_SPACING_MM)
     path = write_dicom(folder / "case.dcm", np.round(stored * 4095).astype(np.uint16), bits_stored=12,
-                       pixel_spacing_mm=0.1, laterality="L", view="CC")
+                       pixel_spacing_mm=SOURCE_SPACING_MM, laterality="L", view="CC")
     result, _ = scan_file(path, load_detector("mc"))
     return path, result, write_dicom_results(result, path, folder / "out", "case")
 
@@ -75,6 +82,46 @@ def _text_items(items, found=None) -> dict[str, list[str]]:
     return found
 
 
+def test_sr_points_are_where_the_phantoms_mcs_are_on_the_stored_image(scanned, phantom):
+    """Independent of the code's mapping: a true MC at 70 µm pixel (x, y) is at (x + ½)·0.07 mm
+    from the image corner, so at (x + ½)·0.07 / 0.1 in the stored image's DICOM coordinates."""
+    _, result, written = scanned
+    truth = np.array([[(m.x + 0.5) * 0.07 / SOURCE_SPACING_MM, (m.y + 0.5) * 0.07 / SOURCE_SPACING_MM]
+                      for m in phantom.mcs])
+    points = np.concatenate([_mc_points(group) for group in _groups(pydicom.dcmread(written["sr"]))])
+    assert len(points) == sum(c.n_mcs for c in result.findings)
+    distance = np.min(np.hypot(*(points[:, None, :] - truth[None, :, :]).transpose(2, 0, 1)), axis=1)
+    assert np.median(distance) < 1.0 and np.mean(distance < 2.0) > 0.8  # source pixels (0.1 mm)
+
+
+def _groups(sr) -> list:
+    """The TID 1410 groups (one per cluster) of the SR's Imaging Measurements container."""
+    container = next(i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010")
+    return [g for g in container.ContentSequence if any(i.ValueType == "SCOORD" for i in g.ContentSequence)]
+
+
+def _mc_points(group) -> np.ndarray:
+    item = next(i for i in group.ContentSequence if i.ValueType == "SCOORD" and i.GraphicType != "POLYLINE")
+    return np.asarray(item.GraphicData, np.float64).reshape(-1, 2)
+
+
+def test_a_frame_of_reference_without_geometry_and_the_papers_net_still_give_valid_results(scanned, tmp_path):
+    """An MG may name a frame of reference yet have no plane geometry; the paper's net counts no MCs."""
+    source, _, _ = scanned
+    ds = pydicom.dcmread(source)
+    ds.FrameOfReferenceUID = pydicom.uid.generate_uid()
+    ds.save_as(tmp_path / "for.dcm")
+    paper = load_detector("paper")
+    result, _ = scan_file(tmp_path / "for.dcm", paper, threshold=0.0)
+    assert result.findings
+    written = write_dicom_results(result, tmp_path / "for.dcm", tmp_path, "for")
+    assert dciodvfy_errors(written["sr"]) == [] and dciodvfy_errors(written["pmap"]) == []
+    back = clusters_from_sr(pydicom.dcmread(written["sr"]), source_scale(result))
+    for mine, read in zip(result.findings, back):  # tile boxes: edges, not pixel centres
+        np.testing.assert_allclose(read.outline, mine.outline, atol=1e-3)
+        assert read.n_mcs == 0
+
+
 def test_parametric_map_lies_on_the_source_grid_and_peaks_at_the_clusters(scanned):
     source, result, written = scanned
     pmap = pydicom.dcmread(written["pmap"])
@@ -96,9 +143,9 @@ def test_scan_dicom_flag_writes_sr_and_map_and_refuses_a_png_by_name(tmp_path, s
     source, result, _ = scanned
     Image.fromarray(np.zeros((300, 300), np.uint8)).save(tmp_path / "flat.png")
     code = main(["scan", str(source), str(tmp_path / "flat.png"), "--dicom", "--out", str(tmp_path / "out")])
-    assert code == 1
+    assert code == 0  # the PNG's other outputs are written; it just has no SR
     assert (tmp_path / "out" / "case.sr.dcm").exists() and (tmp_path / "out" / "case.pmap.dcm").exists()
     assert not (tmp_path / "out" / "flat.sr.dcm").exists()
     err = capsys.readouterr().err
-    assert "flat.png: not a DICOM file" in err
+    assert "warning: no DICOM SR or map" in err and "flat.png: not a DICOM file" in err
     assert result.laterality == "L" and result.view == "CC"

@@ -90,7 +90,37 @@ def test_watch_scans_each_new_image_once_skips_a_bad_one_and_resumes(pacs, small
     assert any(line.startswith(f"failed  {tiny.SOPInstanceUID}") for line in lines)
     again = watch(pacs, loaded, out, once=True, log=lines.append)  # a restart scans nothing twice
     assert (again.scanned, again.failed) == (0, 0)
+    state.since = 0  # even when the feed is read again from its start, each image is recognised
+    state.save(out / STATE_FILE)
+    replay = watch(pacs, loaded, out, once=True, log=lines.append)
+    assert (replay.scanned, replay.failed, replay.skipped) == (0, 0, len(state.images))
     assert modalities_in_study(pacs, good.StudyInstanceUID) == ["MG", "OT", "SR"]
+
+
+def test_a_busy_pacs_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    """A PACS that answers 503 however often it is asked (dicomweb-client retries, then gives up)."""
+    import http.server
+
+    from components import free_port
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/dicom-web"
+        with pytest.raises(PacsError, match="HTTP 503"):
+            find_images(connect(url), study="1.2.3")
+        assert main(["scan", "--dicomweb", url, "--study", "1.2.3", "--out", str(tmp_path)]) == 2
+        assert "failed after 3 attempts (HTTP 503)" in capsys.readouterr().err
+    finally:
+        server.shutdown()
 
 
 def test_an_unreachable_pacs_is_a_clear_error(tmp_path, capsys):
@@ -101,3 +131,24 @@ def test_an_unreachable_pacs_is_a_clear_error(tmp_path, capsys):
         find_images(connect(url), study="1.2.3")
     assert main(["scan", "--dicomweb", url, "--study", "1.2.3", "--out", str(tmp_path)]) == 2
     assert "QIDO-RS search failed" in capsys.readouterr().err
+
+
+def test_a_pacs_failure_mid_image_is_retried_not_recorded_as_the_images_fault(pacs, small_phantom, tmp_path,
+                                                                               monkeypatch):
+    import mccscan.dicomweb as dicomweb
+
+    loaded, out = load_detector("mc"), tmp_path / "watch"
+    watch(pacs, loaded, out, once=True, log=lambda line: None)  # catch up with earlier tests
+    (image,) = store(pacs, phantom_dicom(tmp_path, small_phantom, "blip"))
+    real = dicomweb.scan_remote_image
+
+    def store_fails(*args, **kwargs):
+        raise PacsError("STOW-RS store failed with HTTP 503")
+
+    monkeypatch.setattr(dicomweb, "scan_remote_image", store_fails)
+    with pytest.raises(PacsError):  # with `once`, an unreachable PACS ends the run (a service waits instead)
+        watch(pacs, loaded, out, once=True, log=lambda line: None)
+    assert image.SOPInstanceUID not in WatchState.load(out / STATE_FILE).images
+    monkeypatch.setattr(dicomweb, "scan_remote_image", real)
+    again = watch(pacs, loaded, out, once=True, log=lambda line: None)
+    assert again.scanned == 1 and WatchState.load(out / STATE_FILE).images[image.SOPInstanceUID] == "done"

@@ -94,6 +94,19 @@ def test_raw_for_processing_dicom_reads_like_the_processed_image(tmp_path, photo
         assert np.all(np.diff(image.ravel()) >= -1e-6)
 
 
+def test_a_display_window_or_voi_lut_is_not_applied(tmp_path):
+    """A window only maps and clips for display; clipping would saturate MCs in dense tissue."""
+    import pydicom
+
+    pixels = (np.arange(60 * 50, dtype=np.uint16).reshape(60, 50) * 10)
+    write_dicom(tmp_path / "plain.dcm", pixels)
+    ds = pydicom.dcmread(tmp_path / "plain.dcm")
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 15000, 2000, "SIGMOID"
+    ds.save_as(tmp_path / "windowed.dcm")
+    np.testing.assert_array_equal(read_mammogram(tmp_path / "windowed.dcm").image,
+                                  read_mammogram(tmp_path / "plain.dcm").image)
+
+
 def test_laterality_and_view_come_from_the_header(tmp_path):
     write_dicom(tmp_path / "a.dcm", np.ones((32, 32), np.uint16), laterality="R", view="MLO")
     m = read_mammogram(tmp_path / "a.dcm")

@@ -334,10 +334,13 @@ def test_send_a_finished_dicom_scan_to_the_pacs(tmp_path, phantom_files, pacs):
         assert modalities_in_study(pacs, sent["study_instance_uid"]) == ["MG", "OT", "SR"]
         sr = connect(pacs).search_for_instances(sent["study_instance_uid"], search_filters={"Modality": "SR"})
         assert sr[0]["00080018"]["Value"][0] == sent["sr_sop_instance_uid"]
-        assert c.post(f"/api/scans/{scan_id}/pacs").json()["image_sent"] is False
+        again = c.post(f"/api/scans/{scan_id}/pacs").json()
+        assert again["image_sent"] is False and again["sr_sop_instance_uid"] == sent["sr_sop_instance_uid"]
+        assert modalities_in_study(pacs, sent["study_instance_uid"]) == ["MG", "OT", "SR"]  # no second SR
         png_id, _ = scan(c, phantom_files["png"])
         refused = c.post(f"/api/scans/{png_id}/pacs")
-        assert refused.status_code == 409 and "not a DICOM image" in refused.json()["detail"]
+        assert refused.status_code == 409 and "breast.png: not a DICOM file" in refused.json()["detail"]
+        assert str(tmp_path) not in refused.json()["detail"]
     with make_client(tmp_path / "data") as c:  # the same scan, a server with no PACS
         assert c.post(f"/api/scans/{scan_id}/pacs").status_code == 409
     with make_client(tmp_path / "data", pacs_url="http://127.0.0.1:9/dicom-web") as c:

@@ -209,11 +209,16 @@ def _cmd_scan(args) -> int:
     from mccscan.scan import scan_file
     from mccscan.weights import load_detector
 
+    remote = [f"--{k}" for k in ("study", "series", "instance", "send") if getattr(args, k)]
+    if args.dicomweb and args.images:
+        raise InputError("give image files or --dicomweb, not both")
+    if remote and not args.dicomweb:
+        raise InputError(f"{', '.join(remote)} need --dicomweb URL")
+    if not args.images and not args.dicomweb:
+        raise InputError("give mammogram files to scan, or --dicomweb URL with --study/--series/--instance")
     loaded = load_detector(args.detector, args.weights)
     if args.dicomweb:
         return _scan_dicomweb(args, loaded)
-    if not args.images:
-        raise InputError("give mammogram files to scan, or --dicomweb URL with --study/--series/--instance")
     failures = 0
     for path, stem in zip(args.images, output_stems(args.images)):
         try:
@@ -225,7 +230,10 @@ def _cmd_scan(args) -> int:
             written = save_scan(result, image, args.out, stem=stem, style=args.style,
                                 normal_color=args.normal_color, mcc_color=args.mcc_color)
             if args.dicom:
-                written.update(write_dicom_results(result, path, args.out, stem))
+                try:
+                    written.update(write_dicom_results(result, path, args.out, stem))
+                except InputError as exc:  # a PNG, say: its other outputs stand
+                    print(f"warning: no DICOM SR or map: {exc}", file=sys.stderr)
         except MccscanError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
@@ -261,8 +269,9 @@ def _scan_dicomweb(args, loaded) -> int:
     for ref in refs:
         try:
             done = scan_remote_image(client, ref, loaded, args.out, send_back=args.send, **_scan_options(args))
-        except MccscanError as exc:
-            print(f"error: {ref.sop}: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 — one image's failure must not lose the rest of the study
+            print(f"error: {ref.sop}: {exc if isinstance(exc, MccscanError) else f'{type(exc).__name__}: {exc}'}",
+                  file=sys.stderr)
             failures += 1
             continue
         sent = f"; stored SR {done.sent[0]} and map {done.sent[1]} in study {ref.study}" if done.sent else ""

@@ -24,12 +24,11 @@ from mccscan import __version__
 from mccscan.atomic import atomic_write
 from mccscan.errors import InputError
 from mccscan.clusters import MC, Cluster, window_scores
-from mccscan.io import SCAN_PIXEL_SPACING_MM
+from mccscan.render import HEATMAP_STRIDE_PX
 from mccscan.scan import ScanResult
 
 MANUFACTURER = "mccscan"
 SERIES_NUMBER_SR, SERIES_NUMBER_MAP = 9001, 9002  # high numbers keep results after the images in a viewer
-MAP_STRIDE_PX = 16  # the score map's step at 70 µm (1.1 mm)
 
 
 def _codes():
@@ -49,19 +48,21 @@ def _codes():
 def source_scale(result: ScanResult) -> tuple[float, float]:
     """(sx, sy): source pixels per scan pixel along x (columns) and y (rows)."""
     if result.source_shape is None:
-        raise ValueError(f"{result.image}: the result does not say the source image's size; scan the file itself")
+        raise InputError(f"{result.image}: the result does not say the source image's size (an older result); "
+                         "scan the image again")
     (rows, cols), (scan_rows, scan_cols) = result.source_shape, result.scan_shape
     return cols / scan_cols, rows / scan_rows
 
 
-def to_source_xy(xy: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
-    """Scan pixel centres (N, 2) → DICOM image coordinates of the source (N, 2)."""
-    return (np.asarray(xy, np.float64) + 0.5) * np.asarray(scale)
+def to_source_xy(xy: np.ndarray, scale: tuple[float, float], edges: bool = False) -> np.ndarray:
+    """Scan pixel centres (N, 2) → DICOM image coordinates of the source (N, 2). With `edges`,
+    the points are pixel corners (the paper's tile boxes), which need no half-pixel shift."""
+    return (np.asarray(xy, np.float64) + (0.0 if edges else 0.5)) * np.asarray(scale)
 
 
-def from_source_xy(xy: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+def from_source_xy(xy: np.ndarray, scale: tuple[float, float], edges: bool = False) -> np.ndarray:
     """Inverse of `to_source_xy`."""
-    return np.asarray(xy, np.float64) / np.asarray(scale) - 0.5
+    return np.asarray(xy, np.float64) / np.asarray(scale) - (0.0 if edges else 0.5)
 
 
 def _algorithm(result: ScanResult):
@@ -73,10 +74,11 @@ def _algorithm(result: ScanResult):
                     f"cluster threshold {result.threshold:.4f}"])
 
 
-def _new_uid(*parts: str) -> str:
+def _stable_uid(*parts: str) -> str:
+    """A UID that is the same for the same parts (the device observer of given weights)."""
     from pydicom.uid import generate_uid
 
-    return generate_uid(entropy_srcs=list(parts)) if parts else generate_uid()
+    return generate_uid(entropy_srcs=list(parts))
 
 
 def build_sr(result: ScanResult, source):
@@ -89,15 +91,19 @@ def build_sr(result: ScanResult, source):
     image_ref = hd.sr.SourceImageForRegion.from_source_image(source)
     algorithm = _algorithm(result)
     groups = []
+    tile_boxes = result.detector == "paper"  # its outlines are tile edges and it counts no MCs
     for c in result.findings:
-        outline = to_source_xy(np.asarray(c.outline + c.outline[:1], np.float64), scale)  # closed: last point = first
+        outline = to_source_xy(np.asarray(c.outline + c.outline[:1], np.float64), scale,  # closed: last = first
+                               edges=tile_boxes)
+        measurements = [hd.sr.Measurement(code["score"], float(c.score), code["no_units"], algorithm_id=algorithm)]
+        if not tile_boxes:
+            measurements.append(hd.sr.Measurement(code["n_mcs"], float(c.n_mcs), code["no_units"],
+                                                  algorithm_id=algorithm))
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"cluster {c.id}"),
             referenced_region=hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE, outline.astype(np.float32),
                                                 image_ref),
-            finding_type=code["cluster"], algorithm_id=algorithm,
-            measurements=[hd.sr.Measurement(code["score"], float(c.score), code["no_units"], algorithm_id=algorithm),
-                          hd.sr.Measurement(code["n_mcs"], float(c.n_mcs), code["no_units"], algorithm_id=algorithm)])
+            finding_type=code["cluster"], algorithm_id=algorithm, measurements=measurements)
         if c.mcs:
             points = to_source_xy(np.array([[m.x, m.y] for m in c.mcs]), scale).astype(np.float32)
             item = hd.sr.ScoordContentItem(
@@ -107,8 +113,8 @@ def build_sr(result: ScanResult, source):
             group[0].ContentSequence.append(item)
         groups.append(group)
     summary = hd.sr.MeasurementsAndQualitativeEvaluations(  # TID 1501, so "nothing found" is said too
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="image"),
-        finding_type=code["cluster"], algorithm_id=algorithm,
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="image"), algorithm_id=algorithm,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
         measurements=[hd.sr.Measurement(code["n_findings"], float(len(groups)), code["no_units"],
                                         algorithm_id=algorithm)],
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(
@@ -116,7 +122,7 @@ def build_sr(result: ScanResult, source):
     observer = hd.sr.ObserverContext(
         observer_type=code["device"],
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=_new_uid(result.model.get("sha256", ""), __version__), name="mccscan",
+            uid=_stable_uid(result.model.get("sha256", ""), __version__), name="mccscan",
             manufacturer_name=MANUFACTURER, model_name=f"mccscan {result.detector} detector"))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
@@ -127,10 +133,11 @@ def build_sr(result: ScanResult, source):
         series_description=f"mccscan clusters ({len(groups)} at score >= {result.threshold:.2f})")
 
 
-def score_map(result: ScanResult, stride_px: int = MAP_STRIDE_PX) -> np.ndarray:
+def score_map(result: ScanResult, stride_px: int = HEATMAP_STRIDE_PX) -> np.ndarray:
     """A float32 map at the scan resolution: for the cluster detector, the score a cluster in
-    the 1 cm² window centred there would have (from every candidate cluster's MCs); for the
-    paper's net, each tile's probability."""
+    the 1 cm² window centred there would have (from every candidate cluster's MCs: the result
+    alone, no rescan; the web app's heatmap rescans and counts every MC); for the paper's net,
+    each tile's probability."""
     rows, cols = result.scan_shape
     out = np.zeros((rows, cols), np.float32)
     tile = result.tile_size_px
@@ -154,7 +161,7 @@ def _on_source_grid(values: np.ndarray, source_shape: tuple[int, int]) -> np.nda
     return np.ascontiguousarray(values[rows.astype(int)][:, cols.astype(int)])
 
 
-def _on_pixel_grid(source):
+def _on_pixel_grid(source, pixel_spacing_mm: float):
     """A copy of a projection image's header with the geometry the Parametric Map IOD requires.
 
     A mammogram has no patient frame of reference; the map gets one of its own on the image's
@@ -165,13 +172,13 @@ def _on_pixel_grid(source):
     from pydicom.uid import generate_uid
 
     header = copy.deepcopy(source)
-    if "FrameOfReferenceUID" not in header:
+    if "ImagePositionPatient" not in header:  # even where the image names a frame of reference
         header.FrameOfReferenceUID = generate_uid(entropy_srcs=[header.SOPInstanceUID, "mccscan pixel grid"])
         header.PositionReferenceIndicator = ""
         header.ImagePositionPatient = [0.0, 0.0, 0.0]
         header.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     if "PixelSpacing" not in header:
-        header.PixelSpacing = header.get("ImagerPixelSpacing") or [SCAN_PIXEL_SPACING_MM] * 2
+        header.PixelSpacing = header.get("ImagerPixelSpacing") or [pixel_spacing_mm] * 2
     header.SliceThickness = header.get("SliceThickness") or 1.0
     return header
 
@@ -186,8 +193,9 @@ def build_parametric_map(result: ScanResult, source):
         lut_label="SCORE", lut_explanation="mccscan cluster score (0-1) of the 1 cm2 window centred here",
         unit=code["no_units"], value_range=(0.0, 1.0), slope=1.0, intercept=0.0)
     pmap = hd.pm.ParametricMap(
-        source_images=[_on_pixel_grid(source)], pixel_array=values, series_instance_uid=hd.UID(),
-        series_number=SERIES_NUMBER_MAP, sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+        source_images=[_on_pixel_grid(source, result.source_pixel_spacing_mm)], pixel_array=values,
+        series_instance_uid=hd.UID(), series_number=SERIES_NUMBER_MAP, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer=MANUFACTURER,
         manufacturer_model_name=f"mccscan {result.detector} detector", software_versions=__version__,
         device_serial_number=result.model.get("sha256", "")[:16] or "none",
         contains_recognizable_visual_features=False, real_world_value_mappings=[mapping],
@@ -206,11 +214,12 @@ def clusters_from_sr(sr, scale: tuple[float, float]) -> list[Cluster]:
     import highdicom as hd
 
     code = _codes()
-    report = hd.sr.Comprehensive3DSR.from_dataset(sr) if not isinstance(sr, hd.sr.Comprehensive3DSR) else sr
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr)
     clusters = []
     for group in report.content.get_planar_roi_measurement_groups():
         values = {m.name: m.value for m in group.get_measurements()}
-        outline = from_source_xy(group.roi.value, scale)[:-1]  # the polygon was closed
+        tile_box = code["n_mcs"] not in values  # the paper's net: a box of tile edges, no MCs counted
+        outline = from_source_xy(group.roi.value, scale, edges=tile_box)[:-1]  # the polygon was closed
         points = [item for item in group[0].ContentSequence
                   if item.ValueType == "SCOORD" and item.ConceptNameCodeSequence[0].CodeValue == code["mc"].value]
         xy = from_source_xy(np.asarray(points[0].GraphicData, np.float64).reshape(-1, 2), scale) if points else \
@@ -219,7 +228,7 @@ def clusters_from_sr(sr, scale: tuple[float, float]) -> list[Cluster]:
         mcs = [MC(float(x), float(y), score) for x, y in xy]
         centre = xy.mean(axis=0) if len(xy) else outline.mean(axis=0)
         clusters.append(Cluster(int(group.tracking_identifier.split()[-1]), float(centre[0]), float(centre[1]),
-                                [tuple(map(float, p)) for p in outline], score, int(values[code["n_mcs"]]), mcs))
+                                [tuple(map(float, p)) for p in outline], score, int(values.get(code["n_mcs"], 0)), mcs))
     return clusters
 
 
@@ -227,41 +236,34 @@ TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientS
                        "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
-def reference_header(source):
-    """A copy of the scanned image's header (a dataset, or a DICOM file's path) with the patient
-    and study attributes the results must repeat; ones a source lacks (a research export) are
-    added empty, as DICOM allows. A source that is no DICOM image is refused by name."""
-    import copy
-
+def reference_header(path: str | Path):
+    """The scanned DICOM's header (no pixel data) with the patient and study attributes the
+    results must repeat; ones a source lacks (a research export) are added empty, as DICOM
+    allows. A file that is no DICOM image is refused by name."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    name = "the scanned image"
-    if isinstance(source, pydicom.Dataset):
-        header = copy.deepcopy(source)
-    else:
-        name = str(source)
-        try:
-            header = pydicom.dcmread(source, stop_before_pixels=True)
-        except (InvalidDicomError, OSError) as exc:
-            raise InputError(f"{name}: not a DICOM file, so no DICOM SR or map can reference it ({exc})") from exc
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError) as exc:
+        raise InputError(f"{path}: not a DICOM file, so no DICOM SR or map can reference it ({exc})") from exc
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         if not header.get(keyword):
-            raise InputError(f"{name}: the DICOM has no {keyword}, so no SR or map can reference it")
+            raise InputError(f"{path}: the DICOM has no {keyword}, so no SR or map can reference it")
     for keyword in TYPE2_PATIENT_STUDY:
         if keyword not in header:
             setattr(header, keyword, "")
     return header
 
 
-def write_dicom_results(result: ScanResult, source, out_dir: str | Path, stem: str) -> dict[str, Path]:
-    """Write <stem>.sr.dcm and <stem>.pmap.dcm for a scan of the DICOM `source` (dataset or path)."""
-    source = reference_header(source)
+def write_dicom_results(result: ScanResult, source: str | Path, out_dir: str | Path, stem: str) -> dict[str, Path]:
+    """Write <stem>.sr.dcm and <stem>.pmap.dcm for a scan of the DICOM file `source`; both are
+    built before either is written, so a failure leaves neither."""
+    header = reference_header(source)
+    datasets = {"sr": build_sr(result, header), "pmap": build_parametric_map(result, header)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"sr": out_dir / f"{stem}.sr.dcm", "pmap": out_dir / f"{stem}.pmap.dcm"}
-    for key, build in (("sr", build_sr), ("pmap", build_parametric_map)):
-        dataset = build(result, source)
+    for key, dataset in datasets.items():
         atomic_write(paths[key], lambda fh, ds=dataset: ds.save_as(fh, enforce_file_format=True))
     return paths
-

@@ -6,10 +6,12 @@ parametric map into the image's own study. `watch` follows a PACS for new images
 Orthanc's /changes feed, the one call that is not DICOMweb (DICOMweb has no change feed);
 each change is then resolved and fetched over DICOMweb like any other image.
 
-`watch` is resumable: its state (the last change handled and every image's outcome) is
+`watch` is resumable: its state (the last change handled and every MG image's outcome) is
 saved after each image in `watch-state.json` in the output folder, so a restart neither
-rescans nor skips an image. It holds at most `batch_size` changes at a time; the backlog
-stays in the PACS. A failed image is logged with its reason, recorded, and skipped.
+rescans nor skips an image (a crash between storing an SR and saving the state rescans that
+one image and stores a second SR). It holds at most `batch_size` changes at a time; the
+backlog stays in the PACS. A failed image is logged with its reason, recorded, and skipped;
+a PACS that does not answer is not the image's fault: the watcher waits and tries it again.
 """
 
 from __future__ import annotations
@@ -71,9 +73,15 @@ def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S):
 def _pacs_call(client, what: str, call: Callable, *args, **kwargs):
     """Run one DICOMweb request; a network or HTTP failure becomes a PacsError naming it."""
     import requests
+    import retrying
 
     try:
         return call(*args, **kwargs)
+    except retrying.RetryError as exc:  # dicomweb-client gave up on a busy PACS (429, 503, 504, …)
+        response = exc.last_attempt.value
+        status = getattr(response, "status_code", "?") if not exc.last_attempt.has_exception else "?"
+        raise PacsError(f"{client.base_url}: {what} failed after {RETRY_ATTEMPTS} attempts "
+                        f"(HTTP {status})") from exc
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise PacsError(f"{client.base_url}: {what} failed with HTTP {status}") from exc
@@ -120,15 +128,27 @@ def has_instance(client, sop: str) -> bool:
                            search_filters={"SOPInstanceUID": sop}))
 
 
-def send_with_image(client, image: Path, results: list[Path]) -> tuple[list[str], bool]:
-    """Store results into the PACS, and the image they reference first when the PACS lacks
-    it (a file dropped in the web app). Returns (the results' SOP UIDs, whether the image was sent)."""
+@dataclass
+class SentScan:
+    study: str
+    sr: str  # SOP Instance UIDs stored
+    pmap: str
+    image_sent: bool  # the image itself too, because the PACS did not have it
+
+
+def send_scan(client, result: ScanResult, image: Path, folder: Path, stem: str) -> SentScan:
+    """Store a finished scan of the DICOM file `image` in the PACS: its SR and map (written into
+    `folder` once, so sending again stores the same instances, not new ones), and the image
+    first when the PACS lacks it (a file dropped in the web app)."""
     import pydicom
 
-    sop = pydicom.dcmread(image, stop_before_pixels=True).SOPInstanceUID
-    image_sent = not has_instance(client, sop)
-    sent = send(client, ([image] if image_sent else []) + list(results))
-    return sent[1:] if image_sent else sent, image_sent
+    paths = {"sr": folder / f"{stem}.sr.dcm", "pmap": folder / f"{stem}.pmap.dcm"}
+    if not all(p.exists() for p in paths.values()):
+        paths = write_dicom_results(result, image, folder, stem)
+    header = pydicom.dcmread(image, stop_before_pixels=True)
+    image_sent = not has_instance(client, header.SOPInstanceUID)
+    sent = send(client, ([image] if image_sent else []) + [paths["sr"], paths["pmap"]])
+    return SentScan(header.StudyInstanceUID, sent[-2], sent[-1], image_sent)
 
 
 @dataclass
@@ -243,53 +263,73 @@ def watch(url: str, loaded: LoadedModel, out_dir: str | Path, *, send_back: bool
     log(f"watching {url} from change {state.since}; results in {out_dir}")
     while not stop.is_set():
         try:
-            changes, last, drained = feed.page(state.since, batch_size)
-        except PacsError as exc:  # a PACS restarting must not end a watch that runs for months
+            drained = _watch_page(feed, client, loaded, out_dir, send_back, state, state_path, counts, log,
+                                  batch_size, stop, scan_options)
+        except PacsError as exc:  # the PACS is down or restarting: wait, then go on where we were
             if once:
                 raise
             log(f"PACS unreachable ({exc}); trying again in {UNREACHABLE_WAIT_S:.0f} s")
             stop.wait(UNREACHABLE_WAIT_S)
             continue
-        for seq, instance_id in changes:
-            if stop.is_set():
-                break
-            sop = feed.sop_uid(instance_id)
-            if sop is not None and sop in state.images:
-                counts.skipped += 1
-            elif sop is not None:
-                _watch_one(client, sop, loaded, out_dir, send_back, state, counts, log, scan_options)
-            state.since = seq
-            state.save(state_path)
-        else:
-            state.since = max(state.since, last)
-            state.save(state_path)
-            if drained and once:
-                break
-            if drained:
-                stop.wait(poll_s)
+        if drained and once:
+            break
+        if drained:
+            stop.wait(poll_s)
     return counts
 
 
+def _watch_page(feed: OrthancChanges, client, loaded: LoadedModel, out_dir: Path, send_back: bool,
+                state: WatchState, state_path: Path, counts: WatchCounts, log: Callable[[str], None],
+                batch_size: int, stop: threading.Event, scan_options: dict) -> bool:
+    """Handle one page of changes; True when the feed is drained. The state is saved after each
+    image (and at the end of the page), never past a change not yet handled."""
+    changes, last, drained = feed.page(state.since, batch_size)
+    if last < state.since:  # a new Orthanc database: its feed starts again; handled images stay skipped
+        log(f"the PACS's change feed restarted (last change {last} < {state.since}); reading it from the start")
+        state.since = 0
+        return False
+    for seq, instance_id in changes:
+        if stop.is_set():
+            return False
+        sop = feed.sop_uid(instance_id)
+        if sop is not None and sop in state.images:
+            counts.skipped += 1
+            scanned = False
+        else:
+            scanned = sop is not None and _watch_one(client, sop, loaded, out_dir, send_back, state, counts, log,
+                                                     scan_options)
+        state.since = seq
+        if scanned:
+            state.save(state_path)
+    if drained:
+        state.since = max(state.since, last)
+    state.save(state_path)
+    return drained
+
+
 def _watch_one(client, sop: str, loaded: LoadedModel, out_dir: Path, send_back: bool, state: WatchState,
-               counts: WatchCounts, log: Callable[[str], None], scan_options: dict) -> None:
-    """Scan one new instance if it is an MG image, and record the outcome."""
+               counts: WatchCounts, log: Callable[[str], None], scan_options: dict) -> bool:
+    """Scan one new instance if it is an MG image and record the outcome; False when it is not
+    a mammogram. A PACS failure (PacsError) is not the image's fault: it propagates, and the
+    image is tried again once the PACS answers."""
     start = time.perf_counter()
+    refs = find_images(client, instance=sop)
+    if not refs:
+        return False  # another modality (our own SR and map land here too)
     try:
-        refs = find_images(client, instance=sop)
-        if not refs:
-            return  # not a mammogram (our own SR and map land here too)
         done = scan_remote_image(client, refs[0], loaded, out_dir, send_back=send_back, **scan_options)
+    except PacsError:
+        raise
     except MccscanError as exc:
         state.images[sop] = f"failed: {exc}"
-        counts.failed += 1
-        log(f"failed  {sop}: {exc}")
-        return
     except Exception as exc:  # noqa: BLE001 — one image's surprise must not stop the watch
         state.images[sop] = f"failed: {type(exc).__name__}: {exc}"
-        counts.failed += 1
-        log(f"failed  {sop}: {type(exc).__name__}: {exc}")
-        return
-    state.images[sop] = "done"
-    counts.scanned += 1
-    stored = f"; SR and map stored in study {done.ref.study}" if done.sent else ""
-    log(f"scanned {sop}: {len(done.result.findings)} cluster(s) in {time.perf_counter() - start:.1f} s{stored}")
+    else:
+        state.images[sop] = "done"
+        counts.scanned += 1
+        stored = f"; SR and map stored in study {done.ref.study}" if done.sent else ""
+        log(f"scanned {sop}: {len(done.result.findings)} cluster(s) in {time.perf_counter() - start:.1f} s{stored}")
+        return True
+    counts.failed += 1
+    log(f"failed  {sop}: {state.images[sop][len('failed: '):]}")
+    return True

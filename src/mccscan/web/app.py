@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mccscan import __version__
+from mccscan.dicomweb import connect
 from mccscan.web.guards import SameOriginAndUploadLimit
 from mccscan.web.jobs import ScanJobs
 from mccscan.web.routes import pacs, pages, scans, viewer
@@ -46,6 +47,8 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    if settings.pacs_url:
+        connect(settings.pacs_url)  # a malformed URL is refused at start, not at the first send
     limit_malloc_arenas()
     loaded = load_detector(settings.detector, settings.weights)
     store = ScanStore(settings.data_dir, max_renders=settings.max_renders)

@@ -3,11 +3,9 @@ STOW-RS into the scanned image's study (and the image too when the PACS lacks it
 
 from __future__ import annotations
 
-import pydicom
 from fastapi import APIRouter, HTTPException
 
-from mccscan.dicom_results import write_dicom_results
-from mccscan.dicomweb import PacsError, connect, send_with_image
+from mccscan.dicomweb import PacsError, connect, send_scan
 from mccscan.errors import InputError
 from mccscan.scan import ScanResult
 from mccscan.web.deps import DoneDep, SettingsDep, StoreDep
@@ -18,22 +16,17 @@ router = APIRouter(prefix="/api/scans", tags=["pacs"])
 
 @router.post("/{scan_id}/pacs", response_model=SentToPacs, responses=ERROR_RESPONSES)
 def send_to_pacs(record: DoneDep, store: StoreDep, settings: SettingsDep) -> SentToPacs:
-    """Store the scan's SR (the clusters) and parametric map (the cluster score) in the PACS."""
+    """Store the scan's SR (the clusters) and parametric map (the cluster score) in the PACS;
+    sending again stores the same two instances."""
     if not settings.pacs_url:
         raise HTTPException(409, "no PACS is configured: start the server with --pacs URL")
-    upload = store.upload_path(record.id)
-    result = ScanResult.from_dict(store.load_result(record.id))
-    folder = store.folder(record.id)
+    result, upload = ScanResult.from_dict(store.load_result(record.id)), store.upload_path(record.id)
     try:
-        written = write_dicom_results(result, upload, folder, "result")
-    except InputError as exc:
-        raise HTTPException(409, f"{record.filename} is not a DICOM image; only DICOM scans can be sent to a PACS, "
-                                 "since the results must reference the image") from exc
-    try:
-        client = connect(settings.pacs_url)
-        (sr_uid, map_uid), image_sent = send_with_image(client, upload, [written["sr"], written["pmap"]])
+        sent = send_scan(connect(settings.pacs_url), result, upload, store.folder(record.id), "result")
+    except InputError as exc:  # not a DICOM, a DICOM without UIDs, an older result
+        problem = str(exc).replace(str(upload), record.filename)  # the server's paths stay private
+        raise HTTPException(409, f"{problem}; only a DICOM scan can be sent to a PACS") from exc
     except PacsError as exc:
         raise HTTPException(502, str(exc)) from exc
-    study = pydicom.dcmread(upload, stop_before_pixels=True).StudyInstanceUID
-    return SentToPacs(pacs=settings.pacs_url, study_instance_uid=study, sr_sop_instance_uid=sr_uid,
-                      map_sop_instance_uid=map_uid, image_sent=image_sent)
+    return SentToPacs(pacs=settings.pacs_url, study_instance_uid=sent.study, sr_sop_instance_uid=sent.sr,
+                      map_sop_instance_uid=sent.pmap, image_sent=sent.image_sent)
