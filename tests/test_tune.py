@@ -31,15 +31,32 @@ def test_workers_share_one_study_and_write_the_best_config_and_table(tmp_path, b
     assert summary["best"] == best
 
 
-def test_postgresql_without_a_driver_is_a_clear_error(tmp_path, built_dataset):
-    pytest.importorskip("optuna")
-    try:
-        import psycopg2  # noqa: F401
-        pytest.skip("psycopg2 is installed")
-    except ImportError:
-        pass
-    with pytest.raises(ValueError, match="psycopg2"):
-        tune(built_dataset, tmp_path, TuneConfig(storage="postgresql://u:p@db.example/optuna", trials=1))
+def test_two_workers_share_one_study_in_a_real_postgresql(tmp_path, built_dataset, postgres_server):
+    """Two `mccscan tune` processes at once against one PostgreSQL study (psycopg 3)."""
+    import subprocess
+    import sys
+
+    import optuna
+    from components import new_database
+
+    url = new_database(postgres_server)
+    workers = [subprocess.Popen([sys.executable, "-m", "mccscan", "tune", "--data", str(built_dataset),
+                                 "--out", str(tmp_path / f"w{k}"), "--storage", url, "--trials", "2",
+                                 "--max-epochs", "1", "--max-train-patches", "32", "--seed", str(k)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for k in (1, 2)]
+    for worker in workers:
+        assert worker.wait(600) == 0, worker.stderr.read().decode()[-2000:]
+    study = optuna.load_study(study_name=TuneConfig.study_name, storage=url.replace("postgresql://",
+                                                                                    "postgresql+psycopg://"))
+    assert len(study.trials) == 4 and len({t.number for t in study.trials}) == 4
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # Hyperband may prune
+    assert all(t.state in finished for t in study.trials), [t.state for t in study.trials]
+    assert json.loads((tmp_path / "w2" / "best.json").read_text())["trial"] in {t.number for t in study.trials}
+
+
+def test_an_unknown_database_url_is_a_clear_error(tmp_path, built_dataset):
+    with pytest.raises(ValueError, match="use sqlite"):
+        tune(built_dataset, tmp_path, TuneConfig(storage="mysql://u:secret@db.example/optuna", trials=1))
 
 
 def test_architecture_table_marks_mixed_kernels_and_untrained_rows():

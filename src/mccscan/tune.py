@@ -11,12 +11,14 @@ the work, and a killed worker's trial is retried by the next.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mccscan.database import redacted, sqlalchemy_url
 from mccscan.dataset_dir import PatchDataset
 from mccscan.errors import InputError
 from mccscan.models import MCCNet, NetConfig
@@ -41,20 +43,31 @@ def net_config(params: dict) -> NetConfig:
     return NetConfig((params["cl1_filters"], params["cl2_filters"]), (params["cl1_size_px"], params["cl2_size_px"]))
 
 
+STORAGE_ATTEMPTS = 3
+
+
 def _storage(url: str):
+    """Optuna's storage for a database URL (see `mccscan.database`: PostgreSQL through psycopg 3)."""
     import optuna
 
-    if url.startswith("postgresql"):
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            raise InputError(f"{url.split('@')[-1]}: a PostgreSQL study needs the psycopg2 driver "
-                             "(pip install psycopg2-binary)") from None
-    with warnings.catch_warnings():  # the heartbeat API is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=60, grace_period=180,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+    import sqlalchemy
+
+    for attempt in range(STORAGE_ATTEMPTS):
+        with warnings.catch_warnings():  # the heartbeat API is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return optuna.storages.RDBStorage(
+                    sqlalchemy_url(url), heartbeat_interval=60, grace_period=180,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+            except ModuleNotFoundError as exc:
+                raise InputError(f"{redacted(url)}: this database needs the {exc.name} driver "
+                                 "(pip install 'mccscan[archive]')") from exc
+            except sqlalchemy.exc.SQLAlchemyError:
+                # workers started together on an empty database race to create Optuna's tables;
+                # the loser finds them made when it tries again
+                if attempt == STORAGE_ATTEMPTS - 1:
+                    raise
+                time.sleep(1.0 + attempt)
 
 
 def tune(data_dir: str | Path, out_dir: str | Path, config: TuneConfig = TuneConfig(), *,
