@@ -1,0 +1,111 @@
+"""Archive-scale scanning: a plain loop over `scan_file` against `mccscan batch` on Ray.
+
+    python benchmarks/batch_scale.py [--images 100] [--folder /tmp/mccscan-archive]
+
+On N full-field phantom DICOMs (3328×4084, 14 bit; made once into --folder), each mode runs
+in its own process, writing to a fresh SQLite database:
+  loop      a plain Python loop over scan_file (the baseline)
+  batch1    mccscan batch, Ray started in the process, 1 scan worker
+  batch2    the same with 2 workers
+  cluster   a two-node Ray cluster on this machine (ray.cluster_utils), 2 workers spread over it
+Prints images/s (whole run, and steady: first result to last), peak RSS per process or
+scan worker, and Ray's overhead against the loop at 1 worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+MODES = ("loop", "batch1", "batch2", "cluster")
+
+
+def make_one(args: tuple[int, str]) -> None:
+    from mccscan.datasets.phantom import make_phantom
+    from mccscan.io import write_dicom
+
+    seed, folder = args
+    path = Path(folder) / f"phantom_{seed}.dcm"
+    if not path.exists():
+        ph = make_phantom(seed, n_clusters=2)
+        write_dicom(path, ph.to_uint16(), bits_stored=14, pixel_spacing_mm=0.07, description="synthetic phantom")
+
+
+def run_mode(mode: str, folder: Path) -> dict:
+    """One mode, in this process; returns its figures."""
+    from mccscan.batch import list_images, run_batch
+
+    paths = list_images(folder)
+    stamps: list[float] = []
+    start = time.perf_counter()
+    if mode == "loop":
+        from mccscan.scan import scan_file
+        from mccscan.weights import load_detector
+
+        loaded = load_detector("mc")
+        for path in paths:
+            scan_file(path, loaded)
+            stamps.append(time.perf_counter())
+        peaks = {"this process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = f"sqlite:///{tmp}/results.sqlite3"
+            address, cluster = None, None
+            if mode == "cluster":
+                from ray.cluster_utils import Cluster
+
+                cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+                cluster.add_node(num_cpus=2)
+                address = cluster.address
+            summary = run_batch(folder, db, workers=1 if mode == "batch1" else 2, ray_address=address,
+                                on_row=lambda row: stamps.append(time.perf_counter()))
+            peaks = summary.peak_rss_mb
+            if cluster is not None:
+                import ray
+
+                ray.shutdown()
+                cluster.shutdown()
+            assert summary.done == len(paths), summary
+    total = time.perf_counter() - start
+    steady = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
+    return {"mode": mode, "images": len(paths), "total_s": total, "images_per_s": len(paths) / total,
+            "steady_images_per_s": steady, "peak_rss_mb": peaks}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--folder", default="/tmp/mccscan-archive", help="where the phantoms are made (kept)")
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one mode, in a child process
+    args = parser.parse_args()
+    folder = Path(args.folder)
+    if args.mode:
+        print(json.dumps(run_mode(args.mode, folder)))
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(make_one, [(270_000 + k, str(folder)) for k in range(args.images)]))
+    rows = {}
+    for mode in MODES:
+        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--folder", str(folder)],
+                             capture_output=True, text=True, check=True)
+        rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        r = rows[mode]
+        peaks = ", ".join(f"{mb:.0f}" for mb in r["peak_rss_mb"].values())
+        print(f"| {mode} | {r['images']} | {r['total_s']:.1f} | {r['images_per_s']:.3f} | "
+              f"{r['steady_images_per_s']:.3f} | {peaks} |", flush=True)
+    loop, one = rows["loop"], rows["batch1"]
+    print(f"\nRay's overhead at 1 worker: {one['total_s'] / loop['total_s'] - 1:+.1%} on the whole run, "
+          f"{loop['steady_images_per_s'] / one['steady_images_per_s'] - 1:+.1%} in steady state")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
