@@ -136,3 +136,23 @@ def test_a_two_node_cluster_gives_the_results_of_one_process(archive, tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_a_pacs_study_list_is_a_source_too(pacs, small_phantom, tmp_path):
+    """SOURCE = a DICOMweb root and --studies: the MG images of those studies, fetched by the read tasks."""
+    import pydicom
+
+    from mccscan.dicomweb import connect
+
+    images = [pydicom.dcmread(write_dicom(tmp_path / f"{k}.dcm", small_phantom.to_uint16(), bits_stored=14,
+                                          pixel_spacing_mm=0.07)) for k in range(2)]
+    connect(pacs).store_instances(images)
+    studies = [ds.StudyInstanceUID for ds in images]
+    db = f"sqlite:///{tmp_path / 'pacs.sqlite3'}"
+    first = run_batch(pacs, db, studies=studies)
+    assert (first.done, first.failed) == (2, 0)
+    table = rows(create_engine(db))
+    assert sorted(r["image_path"].rsplit("/", 1)[1] for r in table) == sorted(ds.SOPInstanceUID for ds in images)
+    assert run_batch(pacs, db, studies=studies).skipped == 2
+    with pytest.raises(ValueError, match="say which studies"):
+        run_batch(pacs, db)

@@ -18,14 +18,18 @@ import csv
 import hashlib
 import logging
 import os
+import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from mccscan.errors import InputError, MccscanError, MissingDataError
 
+NO_IMAGE = np.zeros((1, 1), np.float32)  # the image column of a row with no image (skipped, failed)
 READ_CPUS = 0.5  # Ray CPUs a read task asks for; a scan worker asks for 1
 HASH_CHUNK_BYTES = 1 << 20
 MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"P5", b"P2")  # PNG, JPEG, TIFF, PGM
@@ -41,10 +45,15 @@ def looks_like_image(path: Path) -> bool:
     return head[128:132] == b"DICM" or head.startswith(MAGIC)
 
 
-def list_images(source: str | Path) -> list[str]:
+def list_images(source: str | Path, studies: list[str] | None = None) -> list[str]:
     """The mammograms a source names: every image file under a folder (found by content, not
-    extension; hidden files skipped), or the paths in a CSV (a `path` column, else the first
-    column; relative paths are relative to the CSV). Sorted, each once."""
+    extension; hidden files skipped), the paths in a CSV (a `path` column, else the first
+    column; relative paths are relative to the CSV), or the MG images of `studies` in a PACS
+    whose DICOMweb root `source` is (as URL#study/series/instance). Sorted, each once."""
+    if str(source).startswith(("http://", "https://")):
+        return _list_dicomweb(str(source), studies)
+    if studies:
+        raise InputError("--studies is for a DICOMweb source")
     source = Path(source)
     if not source.exists():
         raise MissingDataError(f"{source}: no such folder or CSV file")
@@ -61,6 +70,27 @@ def list_images(source: str | Path) -> list[str]:
     return sorted({str((source.parent / row[column]).resolve()) for row in table[header:] if row and row[column]})
 
 
+def _list_dicomweb(url: str, studies: list[str] | None) -> list[str]:
+    from mccscan.dicomweb import connect, find_images
+
+    if not studies:
+        raise InputError(f"{url}: say which studies to scan (--studies FILE, one Study Instance UID a line)")
+    client = connect(url)
+    refs = [r for study in studies for r in find_images(client, study=study)]
+    return sorted({f"{url}#{r.study}/{r.series}/{r.sop}" for r in refs})
+
+
+def _fetched(path: str, folder: str) -> str:
+    """A local file for an image: the path itself, or a PACS image (URL#study/series/instance)
+    retrieved with WADO-RS into `folder`."""
+    if "#" not in path or not path.startswith(("http://", "https://")):
+        return path
+    from mccscan.dicomweb import ImageRef, connect, fetch
+
+    url, uids = path.split("#", 1)
+    return str(fetch(connect(url), ImageRef(*uids.split("/")), folder))
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -71,25 +101,30 @@ def file_sha256(path: str | Path) -> str:
 
 def read_stage(row: dict, *, done: frozenset, pixel_spacing_mm: float | None, max_pixels: int | None) -> dict:
     """Ray task: hash the file; unless done, decode it and bring it to 70 µm. Never raises: a
-    bad file becomes a row that says why."""
+    bad file becomes a row that says why. The 70 µm image travels as an array column (read in
+    place from Ray's shared memory by the scan worker); the rest of what was read beside it."""
     from mccscan.scan import prepare_file
 
     path, start = row["path"], time.perf_counter()
-    out = {"path": path, "sha256": "", "status": "read", "error": "", "prepared": None, "read_s": 0.0}
-    try:
-        out["sha256"] = file_sha256(path)
-    except OSError as exc:
-        return {**out, "sha256": hashlib.sha256(f"unreadable:{path}".encode()).hexdigest(), "status": "failed",
-                "error": f"{path}: cannot read the file ({exc.strerror or exc})"}
-    if out["sha256"] in done:
-        return {**out, "status": "skipped"}
-    try:
-        out["prepared"] = prepare_file(path, pixel_spacing_mm=pixel_spacing_mm,
-                                       max_pixels=max_pixels).without_source_pixels()
-    except MccscanError as exc:
-        return {**out, "status": "failed", "error": str(exc)}
-    except Exception as exc:  # noqa: BLE001 — one file's surprise must not stop the batch
-        return {**out, "status": "failed", "error": f"{path}: {type(exc).__name__}: {exc}"}
+    out = {"path": path, "sha256": "", "status": "read", "error": "", "prepared": None, "image": NO_IMAGE,
+           "read_s": 0.0}
+    with tempfile.TemporaryDirectory(prefix="mccscan-batch-") as folder:
+        try:
+            local = _fetched(path, folder)
+            out["sha256"] = file_sha256(local)
+        except (OSError, MccscanError) as exc:
+            reason = f"cannot read the file ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
+            return {**out, "sha256": hashlib.sha256(f"unreadable:{path}".encode()).hexdigest(), "status": "failed",
+                    "error": f"{path}: {reason}"}
+        if out["sha256"] in done:
+            return {**out, "status": "skipped"}
+        try:
+            prepared = prepare_file(local, pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels)
+            out["image"], out["prepared"] = prepared.image, replace(prepared.without_source_pixels(), image=NO_IMAGE)
+        except MccscanError as exc:
+            return {**out, "status": "failed", "error": str(exc).replace(local, path)}
+        except Exception as exc:  # noqa: BLE001 — one file's surprise must not stop the batch
+            return {**out, "status": "failed", "error": f"{path}: {type(exc).__name__}: {exc}"}
     return {**out, "read_s": time.perf_counter() - start}
 
 
@@ -110,21 +145,27 @@ class ScanWorker:
         self.name = f"{socket.gethostname()}/node {node}/pid {os.getpid()}"  # two nodes may share a host
 
     def __call__(self, row: dict) -> dict:
+        """A results-table row for what the read task made, plus the worker's name and peak RSS."""
         import resource
 
+        from mccscan.results_table import result_row
         from mccscan.scan import scan_prepared
 
-        out = {**row, "prepared": None, "worker": self.name, "result": None, "scan_s": row["read_s"]}
-        if row["status"] == "read":
+        status, error, result, scan_s = row["status"], row["error"] or None, None, row["read_s"]
+        if status == "read":
             start = time.perf_counter()
             try:
-                result = scan_prepared(row["prepared"], self.loaded, name=Path(row["path"]).name,
-                                       threshold=self.threshold)
-                out.update(status="done", result=result.to_json(), scan_s=row["read_s"] + time.perf_counter() - start)
+                result = scan_prepared(replace(row["prepared"], image=row["image"]), self.loaded,
+                                       name=Path(row["path"]).name, threshold=self.threshold)
+                status, scan_s = "done", scan_s + time.perf_counter() - start
             except Exception as exc:  # noqa: BLE001 — recorded as failed, the batch goes on
-                out.update(status="failed", error=f"{row['path']}: scan failed ({type(exc).__name__}: {exc})")
-        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return out
+                status, error = "failed", f"{row['path']}: scan failed ({type(exc).__name__}: {exc})"
+        table_row = result_row(image_path=row["path"], image_sha256=row["sha256"], weights_sha256=self.loaded.sha256,
+                               model_name=self.loaded.name, status="done" if status == "skipped" else status,
+                               error=error, result=result, scan_s=scan_s, worker=self.name)
+        # a skipped image keeps its row's shape (Ray joins blocks by schema); the driver writes no row for it
+        return {**table_row, "skipped": status == "skipped",
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 @dataclass
@@ -158,7 +199,8 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus or (os.cpu_count() or 1) + 1, **options)
 
 
-def run_batch(source: str | Path, db_url: str, *, workers: int = 1, ray_address: str | None = None,
+def run_batch(source: str | Path, db_url: str, *, studies: list[str] | None = None, workers: int = 1,
+              ray_address: str | None = None,
               detector: str | None = None, weights: str | None = None, threshold: float | None = None,
               pixel_spacing_mm: float | None = None, max_pixels: int | None = None, threads: int | None = None,
               progress: bool = False, on_row: Callable[[dict], None] | None = None) -> BatchSummary:
@@ -167,13 +209,12 @@ def run_batch(source: str | Path, db_url: str, *, workers: int = 1, ray_address:
     from tqdm import tqdm
 
     from mccscan.database import create_engine
-    from mccscan.results_table import create_table, done_images, record, result_row
-    from mccscan.scan import ScanResult
+    from mccscan.results_table import COLUMNS, create_table, done_images, record
     from mccscan.weights import load_detector
 
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
-    paths = list_images(source)
+    paths = list_images(source, studies)
     engine = create_engine(db_url)
     create_table(engine)
     loaded = load_detector(detector, weights)  # its name and SHA-256 key the rows
@@ -189,7 +230,7 @@ def run_batch(source: str | Path, db_url: str, *, workers: int = 1, ray_address:
     context.enable_progress_bars = False  # ours counts images; Ray's count blocks per operator
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=min(len(paths), 1000))
-    dataset = dataset.map(read_stage, num_cpus=READ_CPUS,
+    dataset = dataset.map(read_stage, num_cpus=READ_CPUS, compute=ray.data.TaskPoolStrategy(size=workers + 1),
                           fn_kwargs=dict(done=done, pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels))
     with warnings.catch_warnings():  # Ray 2.6x moves max_restarts; it is still the way to set it
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
@@ -201,14 +242,10 @@ def run_batch(source: str | Path, db_url: str, *, workers: int = 1, ray_address:
     bar = tqdm(total=len(paths), unit="image", desc="batch", disable=not progress, smoothing=0.1)
     for row in dataset.iter_rows():
         bar.update(1)
-        if row["status"] == "skipped":
+        if row["skipped"]:
             summary.skipped += 1
         else:
-            result = ScanResult.from_json(row["result"]) if row["status"] == "done" else None
-            record(engine, result_row(image_path=row["path"], image_sha256=row["sha256"],
-                                      weights_sha256=loaded.sha256, model_name=loaded.name, status=row["status"],
-                                      error=row["error"] or None, result=result, scan_s=row["scan_s"],
-                                      worker=row["worker"]))
+            record(engine, {k: row[k] for k in COLUMNS})
             summary.done += row["status"] == "done"
             summary.failed += row["status"] == "failed"
             if row["status"] == "failed":

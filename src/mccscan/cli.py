@@ -308,7 +308,8 @@ def _cmd_batch(args) -> int:
 
     db_url = args.db or str(Path(args.out) / "results.sqlite3")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    summary = run_batch(args.source, db_url, workers=args.workers, ray_address=args.ray_address,
+    studies = Path(args.studies).read_text().split() if args.studies else None
+    summary = run_batch(args.source, db_url, studies=studies, workers=args.workers, ray_address=args.ray_address,
                         detector=args.detector, weights=args.weights, threshold=args.threshold,
                         pixel_spacing_mm=args.pixel_spacing, max_pixels=args.max_pixels,
                         progress=sys.stderr.isatty())
@@ -577,7 +578,9 @@ def _args_scan_common(p) -> None:
 
 
 def _args_batch(p) -> None:
-    p.add_argument("source", help="a folder (every image in it, found by content) or a CSV of paths")
+    p.add_argument("source", help="a folder (every image in it, found by content), a CSV of paths, or a PACS's "
+                   "DICOMweb root (with --studies)")
+    p.add_argument("--studies", metavar="FILE", help="with a DICOMweb source: Study Instance UIDs, one a line")
     p.add_argument("--db", help="results database: sqlite:///PATH or postgresql://user:pass@host/db "
                    "(default: OUT/results.sqlite3)")
     p.add_argument("--out", default="mccscan-batch", help="folder for the default SQLite database")
