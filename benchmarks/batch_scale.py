@@ -9,7 +9,9 @@ in its own process, writing to a fresh SQLite database:
   batch2    the same with 2 workers
   cluster   a two-node Ray cluster on this machine (ray.cluster_utils), 2 workers spread over it
 Prints images/s (whole run, and steady: first result to last), peak RSS per process or
-scan worker, and Ray's overhead against the loop at 1 worker.
+scan worker, and Ray's overhead against the loop at 1 worker. Then the rate at which the
+driver can write result rows (one transaction each) to SQLite, and to PostgreSQL with
+--postgresql URL: what the database allows before it, not the scans, bounds a batch.
 """
 
 from __future__ import annotations
@@ -79,10 +81,27 @@ def run_mode(mode: str, folder: Path) -> dict:
             "steady_images_per_s": steady, "peak_rss_mb": peaks}
 
 
+def rows_per_s(db_url: str, n: int = 500) -> float:
+    """Result rows (a typical cluster list) written one transaction each, per second."""
+    from mccscan.database import create_engine
+    from mccscan.results_table import create_table, record, result_row
+
+    engine = create_engine(db_url)
+    create_table(engine)
+    cluster = {"id": 1, "x": 1.0, "y": 2.0, "outline": [[1.0, 2.0]] * 20, "mcs": [{"x": 1, "y": 2, "score": 0.9}] * 10}
+    start = time.perf_counter()
+    for k in range(n):
+        row = result_row(image_path=f"/archive/{k}.dcm", image_sha256=f"{k:064x}", weights_sha256="f" * 64,
+                         model_name="mc", status="done", scan_s=0.3, worker="bench")
+        record(engine, {**row, "n_clusters": 1, "counts": '{"mcc": 1}', "clusters": json.dumps([cluster])})
+    return n / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--folder", default="/tmp/mccscan-archive", help="where the phantoms are made (kept)")
+    parser.add_argument("--postgresql", metavar="URL", help="also measure row writes to this (empty) database")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one mode, in a child process
     args = parser.parse_args()
     folder = Path(args.folder)
@@ -104,6 +123,9 @@ def main() -> None:
     loop, one = rows["loop"], rows["batch1"]
     print(f"\nRay's overhead at 1 worker: {one['total_s'] / loop['total_s'] - 1:+.1%} on the whole run, "
           f"{loop['steady_images_per_s'] / one['steady_images_per_s'] - 1:+.1%} in steady state")
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"result rows written per second: SQLite {rows_per_s(f'sqlite:///{tmp}/rate.sqlite3'):.0f}"
+              + (f", PostgreSQL {rows_per_s(args.postgresql):.0f}" if args.postgresql else ""))
     print(json.dumps(rows))
 
 

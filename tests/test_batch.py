@@ -85,6 +85,21 @@ def test_every_good_image_once_bad_ones_recorded_and_a_rerun_skips(archive, db_u
     assert len(by_image(db_url)) == GOOD_IMAGES + 3
 
 
+def test_the_command_prints_a_summary_exports_csv_and_fails_when_an_image_failed(archive, tmp_path, capsys):
+    import csv
+
+    from mccscan.cli import main
+
+    db = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    assert main(["batch", str(archive), "--db", db, "--export", str(tmp_path / "table.csv")]) == 1
+    out = capsys.readouterr()
+    assert f"{GOOD_IMAGES + 3} images: {GOOD_IMAGES} scanned, 3 failed, 0 already done" in out.out
+    assert "failed: " in out.err and "tiny.dcm" in out.err
+    with open(tmp_path / "table.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == GOOD_IMAGES + 3 and {r["status"] for r in table} == {"done", "failed"}
+
+
 def test_a_killed_batch_resumes_and_still_has_every_image_once(archive, db_url, tmp_path):
     command = [sys.executable, "-m", "mccscan", "batch", str(archive), "--db", db_url, "--out", str(tmp_path)]
     batch = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
