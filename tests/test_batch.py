@@ -57,14 +57,45 @@ def db_url(request, tmp_path):
 
 
 def by_image(url: str) -> dict[str, dict]:
+    """The table by file name, after checking no image and no path has two rows."""
     table = rows(create_engine(url))
-    assert len({r["image_sha256"] for r in table}) == len(table)  # never two rows for one image
+    assert len({r["image_sha256"] for r in table}) == len(table) == len({r["image_path"] for r in table})
     return {Path(r["image_path"]).name: r for r in table}
 
 
 def test_folder_listing_is_by_content(archive):
     names = sorted(Path(p).name for p in list_images(archive))
     assert len(names) == GOOD_IMAGES + 3 and "notes.txt" not in names and "img0.dat" in names
+    assert all(Path(p).is_absolute() for p in list_images(archive))
+
+
+def test_csv_and_single_file_sources(archive, tmp_path):
+    from mccscan.batch import looks_like_image
+
+    image = next(Path(archive).rglob("img1.png"))
+    with_header = tmp_path / "with_header.csv"
+    with_header.write_text(f"patient,Path\nA,{image}\nB\n\nC,missing.dcm\n")
+    assert list_images(with_header) == sorted([str(image), str(tmp_path / "missing.dcm")])  # short row skipped
+    no_header = tmp_path / "no_header.csv"
+    no_header.write_text(f"missing.png\n{image}\n")  # a missing first file is data, not a header
+    assert list_images(no_header) == sorted([str(tmp_path / "missing.png"), str(image)])
+    assert list_images(image) == [str(image)]
+    (tmp_path / "binary.bin").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(ValueError, match="neither a mammogram nor a CSV"):
+        list_images(tmp_path / "binary.bin")
+    (tmp_path / "plan.txt").write_text("P2 is the plan, not a PGM")
+    (tmp_path / "real.pgm").write_bytes(b"P5\n# a comment\n640 720\n255\n" + bytes(16))
+    assert not looks_like_image(tmp_path / "plan.txt") and looks_like_image(tmp_path / "real.pgm")
+
+
+def test_too_many_workers_and_an_unreachable_database_are_clear_errors(archive, tmp_path):
+    from components import free_port
+
+    with pytest.raises(ValueError, match="scan workers need"):
+        run_batch(archive, f"sqlite:///{tmp_path / 'r.sqlite3'}", workers=64)
+    with pytest.raises(Exception, match="cannot reach the database") as info:
+        run_batch(archive, f"postgresql://nobody:secret@127.0.0.1:{free_port()}/none")
+    assert "secret" not in str(info.value)
 
 
 def test_every_good_image_once_bad_ones_recorded_and_a_rerun_skips(archive, db_url):
@@ -171,3 +202,27 @@ def test_a_pacs_study_list_is_a_source_too(pacs, small_phantom, tmp_path):
     assert run_batch(pacs, db, studies=studies).skipped == 2
     with pytest.raises(ValueError, match="say which studies"):
         run_batch(pacs, db)
+
+
+def test_same_content_twice_a_fixed_file_and_new_options(tmp_path, db_url):
+    """One row per content; a file that failed and was then fixed keeps only its done row; another
+    threshold is another scan with rows of its own."""
+    import shutil
+
+    from mccscan.datasets.phantom import make_phantom
+
+    folder = tmp_path / "small"
+    make_phantom(260_100, size=(720, 640), n_clusters=1).write(folder, stem="a", formats=("png",))
+    shutil.copy(folder / "a.png", folder / "copy_of_a.png")
+    whole = (folder / "a.png").read_bytes()
+    (folder / "b.png").write_bytes(whole[:2000])  # still being copied in: truncated
+    first = run_batch(folder, db_url)
+    assert (first.done, first.duplicates, first.failed) == (1, 1, 1)
+    make_phantom(260_101, size=(720, 640), n_clusters=1).write(folder, stem="b", formats=("png",))  # now whole
+    second = run_batch(folder, db_url)
+    assert (second.done, second.failed, second.skipped) == (1, 0, 2)
+    table = by_image(db_url)
+    assert {name: r["status"] for name, r in table.items() if name.startswith("b")} == {"b.png": "done"}
+    stricter = run_batch(folder, db_url, threshold=0.99)
+    assert stricter.done == 2 and stricter.skipped == 0  # new options: scanned again, new rows
+    assert len(rows(create_engine(db_url))) == 4

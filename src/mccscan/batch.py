@@ -7,9 +7,10 @@ arrive. Ray's backpressure bounds the images in flight, so memory does not grow 
 archive. Ray starts in this process unless `ray_address` names a cluster; the same code
 runs on both.
 
-Every image is recorded once per weights (`results_table`): a killed batch, rerun, skips
-what is done and scans the rest; a failed image is recorded with its reason and never
-stops the batch.
+Every image is recorded once per weights and scan options (`results_table`): a killed
+batch, rerun, skips what is done and scans the rest; a failed image is recorded with its
+reason and never stops the batch. A scan worker that crashes (out of memory, say) ends
+the batch; a rerun resumes it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import csv
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -28,11 +30,13 @@ from typing import Callable
 import numpy as np
 
 from mccscan.errors import InputError, MccscanError, MissingDataError
+from mccscan.weights import file_sha256
 
 NO_IMAGE = np.zeros((1, 1), np.float32)  # the image column of a row with no image (skipped, failed)
 READ_CPUS = 0.5  # Ray CPUs a read task asks for; a scan worker asks for 1
-HASH_CHUNK_BYTES = 1 << 20
-MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"P5", b"P2")  # PNG, JPEG, TIFF, PGM
+MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")  # PNG, JPEG, TIFF
+PGM_MAGIC = re.compile(rb"P[25]\s+(#[^\n]*\n\s*)*\d+\s+\d+")  # binary or plain PGM: magic, then width height
+DB_ATTEMPTS = 4  # a database that does not answer is tried again after 1, 2 and 4 s
 
 
 def looks_like_image(path: Path) -> bool:
@@ -42,7 +46,7 @@ def looks_like_image(path: Path) -> bool:
             head = fh.read(132)
     except OSError:
         return False
-    return head[128:132] == b"DICM" or head.startswith(MAGIC)
+    return head[128:132] == b"DICM" or head.startswith(MAGIC) or PGM_MAGIC.match(head) is not None
 
 
 def list_images(source: str | Path, studies: list[str] | None = None) -> list[str]:
@@ -56,18 +60,31 @@ def list_images(source: str | Path, studies: list[str] | None = None) -> list[st
         raise InputError("--studies is for a DICOMweb source")
     source = Path(source)
     if not source.exists():
-        raise MissingDataError(f"{source}: no such folder or CSV file")
+        raise MissingDataError(f"{source}: no such folder, CSV or image file")
     if source.is_dir():
         found = (p for p in source.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
                                                                            p.relative_to(source).parts))
-        return sorted({str(p) for p in found if looks_like_image(p)})
-    with open(source, newline="") as fh:
-        table = list(csv.reader(fh))
+        return sorted({str(p.absolute()) for p in found if looks_like_image(p)})
+    if looks_like_image(source):
+        return [str(source.absolute())]
+    return _list_csv(source)
+
+
+def _list_csv(source: Path) -> list[str]:
+    """The paths in a CSV: its `path` column (any case) if it has a header naming one, else its
+    first column; relative paths are relative to the CSV. A path that does not exist is kept
+    (it will be recorded as failed)."""
+    try:
+        with open(source, newline="", encoding="utf-8") as fh:
+            table = [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{source}: neither a mammogram nor a CSV of paths ({exc})") from exc
     if not table:
         raise InputError(f"{source}: empty CSV; expected a column of image paths")
-    column = table[0].index("path") if "path" in table[0] else 0
-    header = 1 if "path" in table[0] or not (source.parent / table[0][0]).exists() else 0
-    return sorted({str((source.parent / row[column]).resolve()) for row in table[header:] if row and row[column]})
+    names = [cell.strip().lower() for cell in table[0]]
+    column, body = (names.index("path"), table[1:]) if "path" in names else (0, table)
+    return sorted({str((source.parent / row[column].strip()).absolute()) for row in body
+                   if len(row) > column and row[column].strip()})
 
 
 def _list_dicomweb(url: str, studies: list[str] | None) -> list[str]:
@@ -91,14 +108,6 @@ def _fetched(path: str, folder: str) -> str:
     return str(fetch(connect(url), ImageRef(*uids.split("/")), folder))
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_stage(row: dict, *, done: frozenset, pixel_spacing_mm: float | None, max_pixels: int | None) -> dict:
     """Ray task: hash the file; unless done, decode it and bring it to 70 µm. Never raises: a
     bad file becomes a row that says why. The 70 µm image travels as an array column (read in
@@ -111,6 +120,7 @@ def read_stage(row: dict, *, done: frozenset, pixel_spacing_mm: float | None, ma
     with tempfile.TemporaryDirectory(prefix="mccscan-batch-") as folder:
         try:
             local = _fetched(path, folder)
+            before = _stamp(local)
             out["sha256"] = file_sha256(local)
         except (OSError, MccscanError) as exc:
             reason = f"cannot read the file ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
@@ -120,6 +130,8 @@ def read_stage(row: dict, *, done: frozenset, pixel_spacing_mm: float | None, ma
             return {**out, "status": "skipped"}
         try:
             prepared = prepare_file(local, pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels)
+            if _stamp(local) != before:  # still being copied in: the hash and the pixels would disagree
+                raise MccscanError(f"{path}: the file changed while it was read; rerun the batch once it is whole")
             out["image"], out["prepared"] = prepared.image, replace(prepared.without_source_pixels(), image=NO_IMAGE)
         except MccscanError as exc:
             return {**out, "status": "failed", "error": str(exc).replace(local, path)}
@@ -128,10 +140,15 @@ def read_stage(row: dict, *, done: frozenset, pixel_spacing_mm: float | None, ma
     return {**out, "read_s": time.perf_counter() - start}
 
 
+def _stamp(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
+
+
 class ScanWorker:
     """Ray actor: holds the model, scans what the read tasks prepared."""
 
-    def __init__(self, detector: str | None, weights: str | None, threshold: float | None, threads: int):
+    def __init__(self, detector: str | None, weights: str | None, scan_options: dict, options: str, threads: int):
         import socket
 
         import ray
@@ -140,12 +157,13 @@ class ScanWorker:
         from mccscan.weights import load_detector
 
         torch.set_num_threads(threads)
-        self.loaded, self.threshold = load_detector(detector, weights), threshold
+        self.loaded, self.scan_options, self.options = load_detector(detector, weights), scan_options, options
         node = ray.get_runtime_context().get_node_id()[:8]
         self.name = f"{socket.gethostname()}/node {node}/pid {os.getpid()}"  # two nodes may share a host
 
     def __call__(self, row: dict) -> dict:
-        """A results-table row for what the read task made, plus the worker's name and peak RSS."""
+        """A results-table row for what the read task made (status "skipped" for an image done
+        before: the driver writes no row for it), with the worker's name and peak RSS."""
         import resource
 
         from mccscan.results_table import result_row
@@ -156,15 +174,16 @@ class ScanWorker:
             start = time.perf_counter()
             try:
                 result = scan_prepared(replace(row["prepared"], image=row["image"]), self.loaded,
-                                       name=Path(row["path"]).name, threshold=self.threshold)
+                                       name=Path(row["path"]).name, **self.scan_options)
                 status, scan_s = "done", scan_s + time.perf_counter() - start
             except Exception as exc:  # noqa: BLE001 — recorded as failed, the batch goes on
                 status, error = "failed", f"{row['path']}: scan failed ({type(exc).__name__}: {exc})"
+        # a skipped image gets the columns (and types) of any row: Ray joins blocks by their schema
         table_row = result_row(image_path=row["path"], image_sha256=row["sha256"], weights_sha256=self.loaded.sha256,
-                               model_name=self.loaded.name, status="done" if status == "skipped" else status,
-                               error=error, result=result, scan_s=scan_s, worker=self.name)
-        # a skipped image keeps its row's shape (Ray joins blocks by schema); the driver writes no row for it
-        return {**table_row, "skipped": status == "skipped",
+                               options=self.options, model_name=self.loaded.name,
+                               status="done" if status == "skipped" else status, error=error, result=result,
+                               scan_s=scan_s, worker=self.name)
+        return {**table_row, "status": status,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -173,7 +192,10 @@ class BatchSummary:
     images: int = 0
     done: int = 0
     failed: int = 0
-    skipped: int = 0  # done before, with the same weights
+    skipped: int = 0  # done before, with the same weights and options
+    duplicates: int = 0  # the content of an image met earlier in this run, under another path
+    weights_sha256: str = ""
+    options: str = ""  # the scan options, as the table keys them
     elapsed_s: float = 0.0
     peak_rss_mb: dict[str, float] = field(default_factory=dict)  # per scan worker
     failures: list[str] = field(default_factory=list)
@@ -183,8 +205,9 @@ class BatchSummary:
         return (self.done + self.failed) / self.elapsed_s if self.elapsed_s else 0.0
 
 
-def start_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Join the cluster at `address`, or start Ray in this process (quietly)."""
+def start_ray(address: str | None) -> None:
+    """Join the cluster at `address` (or at RAY_ADDRESS, as Ray jobs set it), or start Ray in
+    this process, quietly."""
     try:
         import ray
     except ModuleNotFoundError:
@@ -193,39 +216,80 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    if address:
+    if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **options)
     else:  # local: one CPU more than the machine has, so read tasks run beside busy scan workers
-        ray.init(num_cpus=num_cpus or (os.cpu_count() or 1) + 1, **options)
+        ray.init(num_cpus=(os.cpu_count() or 1) + 1, **options)
+
+
+def _check_cpus(workers: int, local: bool) -> None:
+    """Refuse more scan workers than the cluster has CPUs for (Ray would wait for them forever)."""
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if workers + READ_CPUS > cpus:
+        where = "this machine" if local else "the cluster"
+        raise InputError(f"{workers} scan workers need {workers + READ_CPUS:g} CPUs; {where} has {cpus:g} for Ray")
+
+
+def _write(engine, row: dict, db: str) -> None:
+    """Record a row, waiting for a database that does not answer (restarting, say)."""
+    import sqlalchemy
+
+    from mccscan.results_table import COLUMNS, record
+
+    for attempt in range(DB_ATTEMPTS):
+        try:
+            return record(engine, {k: row[k] for k in COLUMNS})
+        except sqlalchemy.exc.OperationalError as exc:
+            if attempt == DB_ATTEMPTS - 1:
+                raise MccscanError(f"{db}: the database does not answer ({type(exc.orig).__name__}); the rows "
+                                   "written so far are kept: rerun to go on") from exc
+            time.sleep(2 ** attempt)
 
 
 def run_batch(source: str | Path, db_url: str, *, studies: list[str] | None = None, workers: int = 1,
-              ray_address: str | None = None,
-              detector: str | None = None, weights: str | None = None, threshold: float | None = None,
-              pixel_spacing_mm: float | None = None, max_pixels: int | None = None, threads: int | None = None,
-              progress: bool = False, on_row: Callable[[dict], None] | None = None) -> BatchSummary:
-    """Scan every image of `source` not yet done with these weights; rows go to `db_url`.
-    `progress` shows a bar with images/s and the time left; `on_row` sees each row."""
+              ray_address: str | None = None, detector: str | None = None, weights: str | None = None,
+              threshold: float | None = None, min_breast_fraction: float | None = None,
+              pixel_spacing_mm: float | None = None, max_pixels: int | None = None, progress: bool = False,
+              on_row: Callable[[dict], None] | None = None) -> BatchSummary:
+    """Scan every image of `source` not yet done with these weights and options; rows go to
+    `db_url`. `progress` shows a bar with images/s and the time left; `on_row` sees each row.
+    Locally each worker uses its share of the cores; on a cluster one core (one worker a core)."""
+    import sqlalchemy
     from tqdm import tqdm
 
-    from mccscan.database import create_engine
-    from mccscan.results_table import COLUMNS, create_table, done_images, record
+    from mccscan.database import create_engine, redacted
+    from mccscan.io import DEFAULT_MAX_PIXELS
+    from mccscan.results_table import create_table, done_images, options_key
+    from mccscan.scan import DEFAULT_MIN_BREAST_FRACTION, default_threshold
     from mccscan.weights import load_detector
 
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     paths = list_images(source, studies)
-    engine = create_engine(db_url)
-    create_table(engine)
     loaded = load_detector(detector, weights)  # its name and SHA-256 key the rows
-    done = frozenset(done_images(engine, loaded.sha256))
-    summary, start = BatchSummary(images=len(paths)), time.perf_counter()
+    # the options as they will act (defaults resolved), so the same scan always has the same key
+    scan_options = {"threshold": default_threshold(loaded) if threshold is None else threshold,
+                    "min_breast_fraction": DEFAULT_MIN_BREAST_FRACTION if min_breast_fraction is None
+                    else min_breast_fraction}
+    max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+    options = options_key({**scan_options, "pixel_spacing_mm": pixel_spacing_mm, "max_pixels": max_pixels})
+    engine, db = create_engine(db_url), redacted(db_url)
+    try:
+        create_table(engine)
+        done = frozenset(done_images(engine, loaded.sha256, options))
+    except sqlalchemy.exc.OperationalError as exc:
+        raise MccscanError(f"{db}: cannot reach the database ({type(exc.orig).__name__}: {exc.orig})") from exc
+    summary, start = BatchSummary(len(paths), weights_sha256=loaded.sha256, options=options), time.perf_counter()
     if not paths:
         return summary
     start_ray(ray_address)
     import ray
 
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    local = not (ray_address or os.environ.get("RAY_ADDRESS"))
+    _check_cpus(workers, local)
+    threads = max(1, (os.cpu_count() or 1) // workers) if local else 1
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts images; Ray's count blocks per operator
     logging.getLogger("ray.data").setLevel(logging.ERROR)
@@ -236,24 +300,35 @@ def run_batch(source: str | Path, db_url: str, *, studies: list[str] | None = No
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
         # no restarts: a crashed worker ends the batch, and a rerun resumes after the last image written
         dataset = dataset.map(ScanWorker, fn_constructor_kwargs=dict(detector=detector, weights=weights,
-                                                                     threshold=threshold, threads=threads),
+                                                                     scan_options=scan_options, options=options,
+                                                                     threads=threads),
                               compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0,
                               scheduling_strategy="SPREAD")  # workers on as many machines as there are
-    bar = tqdm(total=len(paths), unit="image", desc="batch", disable=not progress, smoothing=0.1)
-    for row in dataset.iter_rows():
-        bar.update(1)
-        if row["skipped"]:
-            summary.skipped += 1
-        else:
-            record(engine, {k: row[k] for k in COLUMNS})
-            summary.done += row["status"] == "done"
-            summary.failed += row["status"] == "failed"
-            if row["status"] == "failed":
-                summary.failures.append(row["error"])
-            summary.peak_rss_mb[row["worker"]] = max(summary.peak_rss_mb.get(row["worker"], 0), row["peak_rss_mb"])
-        summary.elapsed_s = time.perf_counter() - start
-        if on_row is not None:
-            on_row(row)
-    bar.close()
-    summary.elapsed_s = time.perf_counter() - start
+    seen: set[str] = set()  # content written in this run
+    with tqdm(total=len(paths), unit="image", desc="batch", disable=not progress, smoothing=0.1) as bar:
+        for row in dataset.iter_rows():
+            bar.update(1)
+            _tally(summary, row, seen, engine, db)
+            summary.elapsed_s = time.perf_counter() - start
+            if on_row is not None:
+                on_row(row)
     return summary
+
+
+def _tally(summary: BatchSummary, row: dict, seen: set[str], engine, db: str) -> None:
+    """Write a row (unless its image was done before, or met under another path in this run)
+    and count it."""
+    if row["status"] == "skipped":
+        summary.skipped += 1
+        return
+    if row["status"] == "done" and row["image_sha256"] in seen:
+        summary.duplicates += 1
+        return
+    _write(engine, row, db)
+    if row["status"] == "done":
+        seen.add(row["image_sha256"])
+        summary.done += 1
+    else:
+        summary.failed += 1
+        summary.failures.append(row["error"])
+    summary.peak_rss_mb[row["worker"]] = max(summary.peak_rss_mb.get(row["worker"], 0), row["peak_rss_mb"])

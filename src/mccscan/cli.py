@@ -303,25 +303,31 @@ def _cmd_watch(args) -> int:
 def _cmd_batch(args) -> int:
     from mccscan.batch import run_batch
     from mccscan.database import create_engine, redacted
+    from mccscan.errors import MissingDataError
     from mccscan.results_table import export_csv
-    from mccscan.weights import load_detector
 
-    db_url = args.db or str(Path(args.out) / "results.sqlite3")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    studies = Path(args.studies).read_text().split() if args.studies else None
+    if args.db:
+        db_url = args.db
+    else:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        db_url = str(Path(args.out) / "results.sqlite3")
+    try:
+        studies = Path(args.studies).read_text().split() if args.studies else None
+    except OSError as exc:
+        raise MissingDataError(f"{args.studies}: cannot read the study list ({exc.strerror or exc})") from exc
     summary = run_batch(args.source, db_url, studies=studies, workers=args.workers, ray_address=args.ray_address,
-                        detector=args.detector, weights=args.weights, threshold=args.threshold,
-                        pixel_spacing_mm=args.pixel_spacing, max_pixels=args.max_pixels,
-                        progress=sys.stderr.isatty())
+                        detector=args.detector, weights=args.weights, progress=sys.stderr.isatty(),
+                        **_scan_options(args))
     for failure in summary.failures:
         print(f"failed: {failure}", file=sys.stderr)
     peaks = ", ".join(f"{w} {mb:.0f} MB" for w, mb in sorted(summary.peak_rss_mb.items())) or "–"
+    duplicates = f", {summary.duplicates} the same content as another path" if summary.duplicates else ""
     print(f"{summary.images} images: {summary.done} scanned, {summary.failed} failed, {summary.skipped} already "
-          f"done with these weights; {summary.images_per_s:.2f} images/s over {summary.elapsed_s:.1f} s; "
-          f"peak RSS per worker: {peaks}; results in {redacted(db_url)}")
+          f"done with these weights and options{duplicates}; {summary.images_per_s:.2f} images/s over "
+          f"{summary.elapsed_s:.1f} s; peak RSS per worker: {peaks}; results in {redacted(db_url)}")
     if args.export:
-        loaded = load_detector(args.detector, args.weights)
-        print(f"table → {export_csv(create_engine(db_url), args.export, loaded.sha256)}")
+        table = export_csv(create_engine(db_url), args.export, summary.weights_sha256, summary.options)
+        print(f"table → {table}")
     return 1 if summary.failed else 0
 
 

@@ -110,10 +110,6 @@ class ScanResult:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
 
-    @classmethod
-    def from_json(cls, text: str) -> "ScanResult":
-        return cls.from_dict(json.loads(text))
-
     def to_csv(self) -> str:
         buf = _io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

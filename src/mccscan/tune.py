@@ -59,10 +59,12 @@ def _storage(url: str):
                 return optuna.storages.RDBStorage(
                     sqlalchemy_url(url), heartbeat_interval=60, grace_period=180,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-            except ModuleNotFoundError as exc:
-                raise InputError(f"{redacted(url)}: this database needs the {exc.name} driver "
-                                 "(pip install 'mccscan[archive]')") from exc
-            except sqlalchemy.exc.SQLAlchemyError:
+            except ImportError as exc:  # Optuna re-raises the driver's ModuleNotFoundError as this
+                raise InputError(f"{redacted(url)}: this database's driver is missing ({exc}); "
+                                 "pip install 'mccscan[archive]'") from exc
+            except sqlalchemy.exc.OperationalError as exc:
+                raise InputError(f"{redacted(url)}: cannot reach the database ({exc.orig})") from exc
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                 # workers started together on an empty database race to create Optuna's tables;
                 # the loser finds them made when it tries again
                 if attempt == STORAGE_ATTEMPTS - 1:
