@@ -1,8 +1,9 @@
 """Archive-scale scanning: a plain loop over `scan_file` against `mccscan batch` on Ray.
 
-    python benchmarks/batch_scale.py [--images 100] [--folder /tmp/mccscan-archive]
+    python benchmarks/batch_scale.py [--images 100] [--folder /tmp/mccscan-archive] [--jpeg2000]
 
-On N full-field phantom DICOMs (3328×4084, 14 bit; made once into --folder), each mode runs
+On N full-field phantom DICOMs (3328×4084, 14 bit; made once into --folder; with --jpeg2000
+stored JPEG 2000 lossless, as archives often are, into FOLDER-jpeg2000), each mode runs
 in its own process, writing to a fresh SQLite database:
   loop      a plain Python loop over scan_file (the baseline)
   batch1    mccscan batch, Ray started in the process, 1 scan worker
@@ -29,15 +30,22 @@ from pathlib import Path
 MODES = ("loop", "batch1", "batch2", "cluster")
 
 
-def make_one(args: tuple[int, str]) -> None:
+def make_one(args: tuple[int, str, bool]) -> None:
+    import pydicom
+    from pydicom.uid import JPEG2000Lossless
+
     from mccscan.datasets.phantom import make_phantom
     from mccscan.io import write_dicom
 
-    seed, folder = args
+    seed, folder, jpeg2000 = args
     path = Path(folder) / f"phantom_{seed}.dcm"
     if not path.exists():
         ph = make_phantom(seed, n_clusters=2)
         write_dicom(path, ph.to_uint16(), bits_stored=14, pixel_spacing_mm=0.07, description="synthetic phantom")
+        if jpeg2000:
+            ds = pydicom.dcmread(path)
+            ds.compress(JPEG2000Lossless)
+            ds.save_as(path)
 
 
 def run_mode(mode: str, folder: Path) -> dict:
@@ -92,7 +100,7 @@ def rows_per_s(db_url: str, n: int = 500) -> float:
     start = time.perf_counter()
     for k in range(n):
         row = result_row(image_path=f"/archive/{k}.dcm", image_sha256=f"{k:064x}", weights_sha256="f" * 64,
-                         model_name="mc", status="done", scan_s=0.3, worker="bench")
+                         options="{}", model_name="mc", status="done", scan_s=0.3, worker="bench")
         record(engine, {**row, "n_clusters": 1, "counts": '{"mcc": 1}', "clusters": json.dumps([cluster])})
     return n / (time.perf_counter() - start)
 
@@ -101,16 +109,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--folder", default="/tmp/mccscan-archive", help="where the phantoms are made (kept)")
+    parser.add_argument("--jpeg2000", action="store_true", help="store the phantoms JPEG 2000 lossless")
     parser.add_argument("--postgresql", metavar="URL", help="also measure row writes to this (empty) database")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one mode, in a child process
     args = parser.parse_args()
-    folder = Path(args.folder)
+    folder = Path(args.folder + ("-jpeg2000" if args.jpeg2000 else ""))
     if args.mode:
         print(json.dumps(run_mode(args.mode, folder)))
         return
     folder.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(2) as pool:
-        list(pool.map(make_one, [(270_000 + k, str(folder)) for k in range(args.images)]))
+        list(pool.map(make_one, [(270_000 + k, str(folder), args.jpeg2000) for k in range(args.images)]))
     rows = {}
     for mode in MODES:
         out = subprocess.run([sys.executable, __file__, "--mode", mode, "--folder", str(folder)],
