@@ -91,7 +91,7 @@ def test_csv_and_single_file_sources(archive, tmp_path):
 def test_too_many_workers_and_an_unreachable_database_are_clear_errors(archive, tmp_path):
     from components import free_port
 
-    with pytest.raises(ValueError, match="scan workers need"):
+    with pytest.raises(ValueError, match="at most . scan worker"):
         run_batch(archive, f"sqlite:///{tmp_path / 'r.sqlite3'}", workers=64)
     with pytest.raises(Exception, match="cannot reach the database") as info:
         run_batch(archive, f"postgresql://nobody:secret@127.0.0.1:{free_port()}/none")
@@ -226,3 +226,20 @@ def test_same_content_twice_a_fixed_file_and_new_options(tmp_path, db_url):
     stricter = run_batch(folder, db_url, threshold=0.99)
     assert stricter.done == 2 and stricter.skipped == 0  # new options: scanned again, new rows
     assert len(rows(create_engine(db_url))) == 4
+
+
+def test_study_lists_empty_sources_and_malformed_database_urls_are_clear(tmp_path):
+    from mccscan.batch import read_study_list
+
+    listed = tmp_path / "studies.txt"
+    listed.write_text("StudyInstanceUID\n1.2.3\n\n# a comment\n 1.2.4 \n")
+    assert read_study_list(listed) == ["1.2.3", "1.2.4"]
+    listed.write_text("1.2.3\nnot-a-uid\n")
+    with pytest.raises(ValueError, match="not Study Instance UIDs: not-a-uid"):
+        read_study_list(listed)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no mammogram found"):
+        run_batch(tmp_path / "empty", f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    with pytest.raises(ValueError, match=r"malformed") as info:
+        run_batch(tmp_path / "empty", "postgresql//user:secret@db/results")
+    assert "secret" not in str(info.value)

@@ -49,6 +49,12 @@ def test_scan_a_study_in_the_pacs_and_send_the_results_back(pacs, small_phantom,
     back = clusters_from_sr(sr, source_scale(result))
     assert [(c.id, c.score, c.n_mcs) for c in back] == [(c.id, c.score, c.n_mcs) for c in result.findings]
     assert "stored SR" in capsys.readouterr().out
+    # the same scan sent again, then a watch that scans what the PACS already holds: still one SR and one map
+    assert main(["scan", "--dicomweb", pacs, "--study", image.StudyInstanceUID, "--send",
+                 "--out", str(tmp_path / "o2")]) == 0
+    counts = watch(pacs, load_detector("mc"), tmp_path / "w", once=True, from_start=True, log=lambda line: None)
+    assert counts.scanned >= 1
+    assert modalities_in_study(pacs, image.StudyInstanceUID) == ["MG", "OT", "SR"]
 
 
 def test_only_mammograms_are_found(pacs, small_phantom, tmp_path):
@@ -64,9 +70,10 @@ def test_only_mammograms_are_found(pacs, small_phantom, tmp_path):
 def test_watch_scans_each_new_image_once_skips_a_bad_one_and_resumes(pacs, small_phantom, tmp_path):
     loaded = load_detector("mc")
     out, lines, stop = tmp_path / "watch", [], threading.Event()
-    watch(pacs, loaded, out, once=True, log=lines.append)  # catch up with what earlier tests stored
+    watch(pacs, loaded, out, once=True, log=lines.append)  # a first watch starts after what is already there
     state = WatchState.load(out / STATE_FILE)
-    seen_before = dict(state.images)
+    seen_before, start = dict(state.images), state.since
+    assert seen_before == {} and start > 0
     runner = threading.Thread(target=watch, args=(pacs, loaded, out),
                               kwargs=dict(poll_s=0.2, stop=stop, log=lines.append), daemon=True)
     runner.start()
@@ -90,10 +97,10 @@ def test_watch_scans_each_new_image_once_skips_a_bad_one_and_resumes(pacs, small
     assert any(line.startswith(f"failed  {tiny.SOPInstanceUID}") for line in lines)
     again = watch(pacs, loaded, out, once=True, log=lines.append)  # a restart scans nothing twice
     assert (again.scanned, again.failed) == (0, 0)
-    state.since = 0  # even when the feed is read again from its start, each image is recognised
+    state.since = start  # even when the feed is read again, each image handled is recognised
     state.save(out / STATE_FILE)
     replay = watch(pacs, loaded, out, once=True, log=lines.append)
-    assert (replay.scanned, replay.failed, replay.skipped) == (0, 0, len(state.images))
+    assert (replay.scanned, replay.failed, replay.skipped) == (0, 0, 2)
     assert modalities_in_study(pacs, good.StudyInstanceUID) == ["MG", "OT", "SR"]
 
 

@@ -87,14 +87,38 @@ def _list_csv(source: Path) -> list[str]:
                    if len(row) > column and row[column].strip()})
 
 
+UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def read_study_list(path: str | Path) -> list[str]:
+    """Study Instance UIDs, one a line; blank lines, `#` comments and a header line are skipped."""
+    try:
+        lines = [line.split("#", 1)[0].strip().strip('"') for line in Path(path).read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MissingDataError(f"{path}: cannot read the study list ({exc})") from exc
+    lines = [line for line in lines if line]
+    if lines and not UID.fullmatch(lines[0]):
+        lines = lines[1:]  # a header such as StudyInstanceUID
+    bad = [line for line in lines if not UID.fullmatch(line) or len(line) > 64]
+    if bad:
+        raise InputError(f"{path}: not Study Instance UIDs: {', '.join(bad[:3])}")
+    if not lines:
+        raise InputError(f"{path}: no Study Instance UID in it")
+    return lines
+
+
 def _list_dicomweb(url: str, studies: list[str] | None) -> list[str]:
     from mccscan.dicomweb import connect, find_images
 
     if not studies:
         raise InputError(f"{url}: say which studies to scan (--studies FILE, one Study Instance UID a line)")
     client = connect(url)
-    refs = [r for study in studies for r in find_images(client, study=study)]
-    return sorted({f"{url}#{r.study}/{r.series}/{r.sop}" for r in refs})
+    found = {study: find_images(client, study=study) for study in studies}
+    empty = [study for study, refs in found.items() if not refs]
+    if empty:
+        logging.getLogger(__name__).warning("%d of %d studies have no MG image at %s: %s", len(empty),
+                                            len(studies), url, ", ".join(empty[:3]))
+    return sorted({f"{url}#{r.study}/{r.series}/{r.sop}" for refs in found.values() for r in refs})
 
 
 def _fetched(path: str, folder: str) -> str:
@@ -228,8 +252,9 @@ def _check_cpus(workers: int, local: bool) -> None:
 
     cpus = ray.cluster_resources().get("CPU", 0)
     if workers + READ_CPUS > cpus:
-        where = "this machine" if local else "the cluster"
-        raise InputError(f"{workers} scan workers need {workers + READ_CPUS:g} CPUs; {where} has {cpus:g} for Ray")
+        fit = max(0, int(cpus - READ_CPUS))
+        where = f"this machine has {os.cpu_count()} cores" if local else f"the cluster has {cpus:g} CPUs"
+        raise InputError(f"--workers {workers}: {where}; at most {fit} scan worker(s) fit beside the read tasks")
 
 
 def _write(engine, row: dict, db: str) -> None:
@@ -267,7 +292,11 @@ def run_batch(source: str | Path, db_url: str, *, studies: list[str] | None = No
 
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
+    engine, db = create_engine(db_url), redacted(db_url)  # a malformed URL fails before a long listing
     paths = list_images(source, studies)
+    if not paths:
+        raise MissingDataError(f"{source}: no mammogram found (files are recognised by content: DICOM, PNG, JPEG, "
+                               "TIFF, PGM)")
     loaded = load_detector(detector, weights)  # its name and SHA-256 key the rows
     # the options as they will act (defaults resolved), so the same scan always has the same key
     scan_options = {"threshold": default_threshold(loaded) if threshold is None else threshold,
@@ -275,15 +304,12 @@ def run_batch(source: str | Path, db_url: str, *, studies: list[str] | None = No
                     else min_breast_fraction}
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     options = options_key({**scan_options, "pixel_spacing_mm": pixel_spacing_mm, "max_pixels": max_pixels})
-    engine, db = create_engine(db_url), redacted(db_url)
     try:
         create_table(engine)
         done = frozenset(done_images(engine, loaded.sha256, options))
     except sqlalchemy.exc.OperationalError as exc:
         raise MccscanError(f"{db}: cannot reach the database ({type(exc.orig).__name__}: {exc.orig})") from exc
     summary, start = BatchSummary(len(paths), weights_sha256=loaded.sha256, options=options), time.perf_counter()
-    if not paths:
-        return summary
     start_ray(ray_address)
     import ray
 

@@ -213,7 +213,7 @@ def _cmd_scan(args) -> int:
     if args.dicomweb and args.images:
         raise InputError("give image files or --dicomweb, not both")
     if remote and not args.dicomweb:
-        raise InputError(f"{', '.join(remote)} need --dicomweb URL")
+        raise InputError(f"{', '.join(remote)}: only with --dicomweb URL")
     if not args.images and not args.dicomweb:
         raise InputError("give mammogram files to scan, or --dicomweb URL with --study/--series/--instance")
     loaded = load_detector(args.detector, args.weights)
@@ -290,7 +290,7 @@ def _cmd_watch(args) -> int:
     loaded = load_detector(args.detector, args.weights)
     try:
         counts = watch(args.dicomweb, loaded, args.out, send_back=not args.no_send, changes_url=args.changes_url,
-                       poll_s=args.poll, batch_size=args.batch_size, once=args.once,
+                       poll_s=args.poll, batch_size=args.batch_size, once=args.once, from_start=args.from_start,
                        log=lambda line: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", flush=True),
                        **_scan_options(args))
     except KeyboardInterrupt:
@@ -301,9 +301,8 @@ def _cmd_watch(args) -> int:
 
 
 def _cmd_batch(args) -> int:
-    from mccscan.batch import run_batch
+    from mccscan.batch import read_study_list, run_batch
     from mccscan.database import create_engine, redacted
-    from mccscan.errors import MissingDataError
     from mccscan.results_table import export_csv
 
     if args.db:
@@ -311,10 +310,7 @@ def _cmd_batch(args) -> int:
     else:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         db_url = str(Path(args.out) / "results.sqlite3")
-    try:
-        studies = Path(args.studies).read_text().split() if args.studies else None
-    except OSError as exc:
-        raise MissingDataError(f"{args.studies}: cannot read the study list ({exc.strerror or exc})") from exc
+    studies = read_study_list(args.studies) if args.studies else None
     summary = run_batch(args.source, db_url, studies=studies, workers=args.workers, ray_address=args.ray_address,
                         detector=args.detector, weights=args.weights, progress=sys.stderr.isatty(),
                         **_scan_options(args))
@@ -608,7 +604,9 @@ def _args_watch(p) -> None:
     p.add_argument("--no-send", action="store_true", help="keep results local; do not store them in the PACS")
     p.add_argument("--poll", type=float, default=DEFAULT_POLL_S, help="seconds between looks at the feed when idle")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="changes held at once")
-    p.add_argument("--once", action="store_true", help="handle what is new, then stop")
+    p.add_argument("--once", action="store_true", help="handle what is new, then stop (default: run until stopped)")
+    p.add_argument("--from-start", action="store_true", help="a first watch also scans the images already in "
+                   "the PACS (default: only those stored after it starts)")
     _args_scan_common(p)
 
 

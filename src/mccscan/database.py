@@ -17,6 +17,9 @@ SCHEMES = ("sqlite", "postgresql")
 def sqlalchemy_url(url: str) -> str:
     """The SQLAlchemy URL for a user's database URL; a plain path is an SQLite file."""
     if "://" not in url:
+        if "@" in url or url.split(":")[0].split("/")[0].lower() in ("postgresql", "postgres", "sqlite"):
+            raise InputError(f"database URL {redacted(url.replace('//', '://', 1))}: malformed; "
+                             "use sqlite:///PATH or postgresql://user:pass@host/db")
         return f"sqlite:///{Path(url).resolve()}"
     scheme = url.split("://", 1)[0]
     if scheme.split("+")[0] not in SCHEMES:

@@ -81,6 +81,12 @@ def _stable_uid(*parts: str) -> str:
     return generate_uid(entropy_srcs=list(parts))
 
 
+def _result_uid(result: ScanResult, source, *what: str) -> str:
+    """The UID of one part of the results for this image, these weights and this threshold: the
+    same scan sent twice (scan --send, then watch; a second click) stores the same instances."""
+    return _stable_uid(source.SOPInstanceUID, result.model.get("sha256", ""), f"{result.threshold:.6f}", *what)
+
+
 def build_sr(result: ScanResult, source):
     """The result's reported clusters as a Comprehensive 3D SR (TID 1500) referencing `source`
     (the scanned image's dataset; pixel data not needed)."""
@@ -100,7 +106,8 @@ def build_sr(result: ScanResult, source):
             measurements.append(hd.sr.Measurement(code["n_mcs"], float(c.n_mcs), code["no_units"],
                                                   algorithm_id=algorithm))
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"cluster {c.id}"),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=_result_uid(result, source, "cluster", str(c.id)),
+                                                         identifier=f"cluster {c.id}"),
             referenced_region=hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE, outline.astype(np.float32),
                                                 image_ref),
             finding_type=code["cluster"], algorithm_id=algorithm, measurements=measurements)
@@ -113,7 +120,8 @@ def build_sr(result: ScanResult, source):
             group[0].ContentSequence.append(item)
         groups.append(group)
     summary = hd.sr.MeasurementsAndQualitativeEvaluations(  # TID 1501, so "nothing found" is said too
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="image"), algorithm_id=algorithm,
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=_result_uid(result, source, "image"), identifier="image"),
+        algorithm_id=algorithm,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
         measurements=[hd.sr.Measurement(code["n_findings"], float(len(groups)), code["no_units"],
                                         algorithm_id=algorithm)],
@@ -128,8 +136,9 @@ def build_sr(result: ScanResult, source):
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=code["procedure"], imaging_measurements=[summary, *groups])
     return hd.sr.Comprehensive3DSR(
-        evidence=[source], content=report, series_instance_uid=hd.UID(), series_number=SERIES_NUMBER_SR,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
+        evidence=[source], content=report, series_instance_uid=_result_uid(result, source, "sr series"),
+        series_number=SERIES_NUMBER_SR, sop_instance_uid=_result_uid(result, source, "sr"), instance_number=1,
+        manufacturer=MANUFACTURER, is_complete=True,
         series_description=f"mccscan clusters ({len(groups)} at score >= {result.threshold:.2f})")
 
 
@@ -194,7 +203,8 @@ def build_parametric_map(result: ScanResult, source):
         unit=code["no_units"], value_range=(0.0, 1.0), slope=1.0, intercept=0.0)
     pmap = hd.pm.ParametricMap(
         source_images=[_on_pixel_grid(source, result.source_pixel_spacing_mm)], pixel_array=values,
-        series_instance_uid=hd.UID(), series_number=SERIES_NUMBER_MAP, sop_instance_uid=hd.UID(), instance_number=1,
+        series_instance_uid=_result_uid(result, source, "map series"), series_number=SERIES_NUMBER_MAP,
+        sop_instance_uid=_result_uid(result, source, "map"), instance_number=1,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=f"mccscan {result.detector} detector", software_versions=__version__,
         device_serial_number=result.model.get("sha256", "")[:16] or "none",
@@ -245,8 +255,10 @@ def reference_header(path: str | Path):
 
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError) as exc:
-        raise InputError(f"{path}: not a DICOM file, so no DICOM SR or map can reference it ({exc})") from exc
+    except InvalidDicomError as exc:
+        raise InputError(f"{path}: not a DICOM file, so no DICOM SR or map can reference it") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         if not header.get(keyword):
             raise InputError(f"{path}: the DICOM has no {keyword}, so no SR or map can reference it")

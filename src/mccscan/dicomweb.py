@@ -84,14 +84,18 @@ def _pacs_call(client, what: str, call: Callable, *args, **kwargs):
                         f"(HTTP {status})") from exc
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
-        raise PacsError(f"{client.base_url}: {what} failed with HTTP {status}") from exc
+        hint = " (is the URL the DICOMweb root, e.g. http://host:8042/dicom-web?)" if status == 404 else ""
+        raise PacsError(f"{client.base_url}: {what} failed with HTTP {status}{hint}") from exc
     except requests.RequestException as exc:
         raise PacsError(f"{client.base_url}: {what} failed ({type(exc).__name__}: {exc})") from exc
+    except ValueError as exc:  # dicomweb-client checks UIDs before it asks
+        raise InputError(f"{what}: {exc}") from exc
 
 
 def find_images(client, *, study: str | None = None, series: str | None = None,
                 instance: str | None = None) -> list[ImageRef]:
     """The MG images of a study, a series or one instance (QIDO-RS)."""
+    study, series, instance = (uid.strip() if uid else uid for uid in (study, series, instance))
     if not (study or series or instance):
         raise InputError("say which images to scan: a study, a series or an instance UID")
     filters = {"Modality": MAMMOGRAPHY}
@@ -167,8 +171,11 @@ def scan_remote_image(client, ref: ImageRef, loaded: LoadedModel, out_dir: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mccscan-wado-") as folder:
         path = fetch(client, ref, folder)
-        result, _ = scan_file(path, loaded, name=ref.sop, **scan_options)
-        written = write_dicom_results(result, path, out_dir, ref.sop)
+        try:
+            result, _ = scan_file(path, loaded, name=ref.sop, **scan_options)
+            written = write_dicom_results(result, path, out_dir, ref.sop)
+        except MccscanError as exc:  # name the image as the PACS knows it, not the temporary file
+            raise MccscanError(str(exc).replace(str(path), f"instance {ref.sop}")) from exc
     written["json"] = atomic_write_text(out_dir / f"{ref.sop}.json", result.to_json() + "\n")
     sent = send(client, [written["sr"], written["pmap"]]) if send_back else []
     return RemoteScan(ref, result, written, sent)
@@ -227,6 +234,10 @@ class OrthancChanges:
         new = [(c["Seq"], c["ID"]) for c in data["Changes"] if c["ChangeType"] == "NewInstance"]
         return new, int(data["Last"]), bool(data["Done"])
 
+    def last(self) -> int:
+        """The newest change's number: where a watch that ignores the images already there starts."""
+        return int(self._get("/changes", last="")["Last"])
+
     def sop_uid(self, instance_id: str) -> str | None:
         """The SOP Instance UID of an Orthanc instance; None when it was deleted since."""
         data = self._get(f"/instances/{instance_id}", missing_ok=True)
@@ -242,12 +253,14 @@ class WatchCounts:
 
 def watch(url: str, loaded: LoadedModel, out_dir: str | Path, *, send_back: bool = True,
           changes_url: str | None = None, poll_s: float = DEFAULT_POLL_S, batch_size: int = DEFAULT_BATCH_SIZE,
-          once: bool = False, stop: threading.Event | None = None, log: Callable[[str], None] = print,
-          **scan_options) -> WatchCounts:
+          once: bool = False, from_start: bool = False, stop: threading.Event | None = None,
+          log: Callable[[str], None] = print, **scan_options) -> WatchCounts:
     """Scan every new MG image of the PACS at `url` once, storing results back (`send_back`).
 
-    Runs until `stop` is set (or, with `once`, until the feed is drained). `changes_url` is
-    Orthanc's REST root (default: `url` without its /dicom-web)."""
+    A first watch starts at the newest change: images already in the PACS are left alone
+    unless `from_start` (then every MG image it holds is scanned too). Runs until `stop` is
+    set (or, with `once`, until the feed is drained). `changes_url` is Orthanc's REST root
+    (default: `url` without its /dicom-web)."""
     import requests
 
     if poll_s <= 0 or batch_size < 1:
@@ -255,9 +268,15 @@ def watch(url: str, loaded: LoadedModel, out_dir: str | Path, *, send_back: bool
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / STATE_FILE
+    first_watch = not state_path.exists()
     state = WatchState.load(state_path)
     client = connect(url)
     feed = OrthancChanges(changes_url or orthanc_rest_url(url), requests.Session())
+    if first_watch and not from_start:
+        state.since = feed.last()
+        state.save(state_path)
+        log(f"first watch: the images already in the PACS (up to change {state.since}) are not scanned; "
+            "--from-start scans them too")
     stop = stop or threading.Event()
     counts = WatchCounts()
     log(f"watching {url} from change {state.since}; results in {out_dir}")
