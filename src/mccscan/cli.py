@@ -18,8 +18,16 @@ from pathlib import Path
 from mccscan import __version__
 from mccscan.errors import InputError, MccscanError
 
-HELP = argparse.ArgumentDefaultsHelpFormatter
-WEIGHTS_HELP = "weights .pt with its model card beside it (default: the shipped demo weights)"
+class HELP(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help says it already or there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+WEIGHTS_HELP = "weights .pt with its model card beside it (default: the shipped weights of --detector)"
 DETECTOR_HELP = "mc: finds MCs, then clusters of >= 3 within 1 cm2; paper: the paper's net on 1 cm2 tiles"
 THRESHOLD_HELP = "report clusters (tiles) scoring at least this (default: the operating point stored with the weights)"
 
@@ -61,7 +69,7 @@ def _cmd_phantom(args) -> int:
         ph = make_phantom(seed, size=args.size, view=args.view, laterality=args.laterality, n_clusters=args.clusters)
         paths = ph.write(args.out, formats=tuple(args.format.split(",")))
         print(f"seed {seed}: {ph.laterality}{ph.view} {ph.image.shape[1]}×{ph.image.shape[0]}, "
-              f"{len(ph.clusters)} clusters, {len(ph.mcs)} MCs → {', '.join(str(p) for p in paths.values())}")
+              f"{len(ph.clusters)} cluster(s), {len(ph.mcs)} MCs → {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
@@ -546,7 +554,7 @@ def _args_scan(p) -> None:
     p.add_argument("--out", default="mccscan-out", help="output folder; same-named inputs get distinct names")
     _args_scan_common(p)
     p.add_argument("--style", choices=STYLES, default=STYLES[0],
-                   help="overlay: outline frames MCC tiles in red; paper lightens normal tiles as the paper did")
+                   help="overlay: outline draws each cluster in red; paper lightens normal tiles as the paper did")
     p.add_argument("--normal-color", default=NORMAL_COLOR, help="paper style: colour normal tiles are lightened to")
     p.add_argument("--mcc-color", default=None, help="paper style: tint for MCC tiles (default: shown as they are)")
     p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
