@@ -156,7 +156,7 @@ def read_stage(row: dict, *, done: frozenset, pixel_spacing_mm: float | None, ma
             prepared = prepare_file(local, pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels)
             if _stamp(local) != before:  # still being copied in: the hash and the pixels would disagree
                 raise MccscanError(f"{path}: the file changed while it was read; rerun the batch once it is whole")
-            out["image"], out["prepared"] = prepared.image, replace(prepared.without_source_pixels(), image=NO_IMAGE)
+            out["image"], out["prepared"] = prepared.image, prepared.without_pixels()
         except MccscanError as exc:
             return {**out, "status": "failed", "error": str(exc).replace(local, path)}
         except Exception as exc:  # noqa: BLE001 — one file's surprise must not stop the batch

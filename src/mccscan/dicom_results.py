@@ -268,14 +268,27 @@ def reference_header(path: str | Path):
     return header
 
 
-def write_dicom_results(result: ScanResult, source: str | Path, out_dir: str | Path, stem: str) -> dict[str, Path]:
-    """Write <stem>.sr.dcm and <stem>.pmap.dcm for a scan of the DICOM file `source`; both are
-    built before either is written, so a failure leaves neither."""
+def dicom_results_paths(out_dir: str | Path, stem: str) -> dict[str, Path]:
+    """Where the SR and the map of a scan named `stem` are kept."""
+    return {"sr": Path(out_dir) / f"{stem}.sr.dcm", "pmap": Path(out_dir) / f"{stem}.pmap.dcm"}
+
+
+def build_dicom_results(result: ScanResult, source: str | Path) -> dict:
+    """The SR and the map (pydicom datasets) for a scan of the DICOM file `source`."""
     header = reference_header(source)
-    datasets = {"sr": build_sr(result, header), "pmap": build_parametric_map(result, header)}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"sr": out_dir / f"{stem}.sr.dcm", "pmap": out_dir / f"{stem}.pmap.dcm"}
+    return {"sr": build_sr(result, header), "pmap": build_parametric_map(result, header)}
+
+
+def save_dicom_results(datasets: dict, out_dir: str | Path, stem: str) -> dict[str, Path]:
+    """Write what `build_dicom_results` made as <stem>.sr.dcm and <stem>.pmap.dcm."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths = dicom_results_paths(out_dir, stem)
     for key, dataset in datasets.items():
         atomic_write(paths[key], lambda fh, ds=dataset: ds.save_as(fh, enforce_file_format=True))
     return paths
+
+
+def write_dicom_results(result: ScanResult, source: str | Path, out_dir: str | Path, stem: str) -> dict[str, Path]:
+    """Write <stem>.sr.dcm and <stem>.pmap.dcm for a scan of the DICOM file `source`; both are
+    built before either is written, so a failure leaves neither."""
+    return save_dicom_results(build_dicom_results(result, source), out_dir, stem)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from mccscan.atomic import atomic_write_text
-from mccscan.dicom_results import write_dicom_results
+from mccscan.dicom_results import build_dicom_results, dicom_results_paths, save_dicom_results, write_dicom_results
 from mccscan.errors import InputError, MccscanError
 from mccscan.scan import ScanResult, scan_file
 from mccscan.weights import LoadedModel
@@ -117,11 +117,11 @@ def fetch(client, ref: ImageRef, folder: str | Path) -> Path:
     return path
 
 
-def send(client, paths: list[Path]) -> list[str]:
-    """Store DICOM files into the PACS (STOW-RS); returns their SOP Instance UIDs."""
+def send(client, items: list) -> list[str]:
+    """Store DICOM datasets or files into the PACS (STOW-RS); returns their SOP Instance UIDs."""
     import pydicom
 
-    datasets = [pydicom.dcmread(p) for p in paths]
+    datasets = [item if isinstance(item, pydicom.Dataset) else pydicom.dcmread(item) for item in items]
     _pacs_call(client, "STOW-RS store", client.store_instances, datasets)
     return [ds.SOPInstanceUID for ds in datasets]
 
@@ -146,7 +146,7 @@ def send_scan(client, result: ScanResult, image: Path, folder: Path, stem: str) 
     first when the PACS lacks it (a file dropped in the web app)."""
     import pydicom
 
-    paths = {"sr": folder / f"{stem}.sr.dcm", "pmap": folder / f"{stem}.pmap.dcm"}
+    paths = dicom_results_paths(folder, stem)
     if not all(p.exists() for p in paths.values()):
         paths = write_dicom_results(result, image, folder, stem)
     header = pydicom.dcmread(image, stop_before_pixels=True)
@@ -173,11 +173,12 @@ def scan_remote_image(client, ref: ImageRef, loaded: LoadedModel, out_dir: str |
         path = fetch(client, ref, folder)
         try:
             result, _ = scan_file(path, loaded, name=ref.sop, **scan_options)
-            written = write_dicom_results(result, path, out_dir, ref.sop)
+            datasets = build_dicom_results(result, path)
         except MccscanError as exc:  # name the image as the PACS knows it, not the temporary file
             raise MccscanError(str(exc).replace(str(path), f"instance {ref.sop}")) from exc
+    written = save_dicom_results(datasets, out_dir, ref.sop)
     written["json"] = atomic_write_text(out_dir / f"{ref.sop}.json", result.to_json() + "\n")
-    sent = send(client, [written["sr"], written["pmap"]]) if send_back else []
+    sent = send(client, [datasets["sr"], datasets["pmap"]]) if send_back else []  # no re-read of what was written
     return RemoteScan(ref, result, written, sent)
 
 

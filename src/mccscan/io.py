@@ -405,11 +405,13 @@ class ScanImage:
     spacing_assumed: bool  # True when neither the file nor the user gave a spacing
     source_shape: tuple[int, int]  # rows, cols of the file as stored
 
-    def without_source_pixels(self) -> "ScanImage":
-        """The same, less the full-resolution source pixels (what travels to another process)."""
+    def without_pixels(self) -> "ScanImage":
+        """The same, less its pixels at both resolutions: what travels beside the 70 µm image
+        when another process scans it."""
         from dataclasses import replace
 
-        return replace(self, source=replace(self.source, image=np.zeros((0, 0), np.float32)))
+        empty = np.zeros((0, 0), np.float32)
+        return replace(self, image=empty, source=replace(self.source, image=empty))
 
 
 def load_for_scan(path: str | Path, *, pixel_spacing_mm: float | None = None,
