@@ -1,6 +1,6 @@
 """Archive-scale scanning: a plain loop over `scan_file` against `mccscan batch` on Ray.
 
-    python benchmarks/batch_scale.py [--images 100] [--folder /tmp/mccscan-archive] [--jpeg2000]
+    python benchmarks/batch_scale.py [--images 100] [--folder /tmp/mccscan-archive] [--jpeg2000] [--repeats 3]
 
 On N full-field phantom DICOMs (3328×4084, 14 bit; made once into --folder; with --jpeg2000
 stored JPEG 2000 lossless, as archives often are, into FOLDER-jpeg2000), each mode runs
@@ -10,7 +10,9 @@ in its own process, writing to a fresh SQLite database:
   batch2    the same with 2 workers
   cluster   a two-node Ray cluster on this machine (ray.cluster_utils), 2 workers spread over it
 Prints images/s (whole run, and steady: first result to last), peak RSS per process or
-scan worker, and Ray's overhead against the loop at 1 worker. Then the rate at which the
+scan worker, and Ray's overhead against the loop at 1 worker. On a small machine the rates
+of one run vary by ±5 %, so loop and batch1 run --repeats times, alternately, and the
+overhead is taken between their medians. Then the rate at which the
 driver can write result rows (one transaction each) to SQLite, and to PostgreSQL with
 --postgresql URL: what the database allows before it, not the scans, bounds a batch.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +113,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--folder", default="/tmp/mccscan-archive", help="where the phantoms are made (kept)")
     parser.add_argument("--jpeg2000", action="store_true", help="store the phantoms JPEG 2000 lossless")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of loop and batch1 (alternately)")
     parser.add_argument("--postgresql", metavar="URL", help="also measure row writes to this (empty) database")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one mode, in a child process
     args = parser.parse_args()
@@ -120,22 +124,27 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(2) as pool:
         list(pool.map(make_one, [(270_000 + k, str(folder), args.jpeg2000) for k in range(args.images)]))
-    rows = {}
-    for mode in MODES:
+    runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    print("| mode | images | total s | images/s | steady images/s | peak RSS MB |\n|---|---|---|---|---|---|")
+    for mode in [*("loop", "batch1") * args.repeats, "batch2", "cluster"]:
         out = subprocess.run([sys.executable, __file__, "--mode", mode, "--folder", str(folder)],
                              capture_output=True, text=True, check=True)
-        rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        r = rows[mode]
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        runs[mode].append(r)
         peaks = ", ".join(f"{mb:.0f}" for mb in r["peak_rss_mb"].values())
         print(f"| {mode} | {r['images']} | {r['total_s']:.1f} | {r['images_per_s']:.3f} | "
               f"{r['steady_images_per_s']:.3f} | {peaks} |", flush=True)
-    loop, one = rows["loop"], rows["batch1"]
-    print(f"\nRay's overhead at 1 worker: {one['total_s'] / loop['total_s'] - 1:+.1%} on the whole run, "
-          f"{loop['steady_images_per_s'] / one['steady_images_per_s'] - 1:+.1%} in steady state")
+
+    def median(mode: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[mode])
+
+    print(f"\nRay's overhead at 1 worker (medians of {args.repeats} runs): "
+          f"{median('batch1', 'total_s') / median('loop', 'total_s') - 1:+.1%} on the whole run, "
+          f"{median('loop', 'steady_images_per_s') / median('batch1', 'steady_images_per_s') - 1:+.1%} in steady state")
     with tempfile.TemporaryDirectory() as tmp:
         print(f"result rows written per second: SQLite {rows_per_s(f'sqlite:///{tmp}/rate.sqlite3'):.0f}"
               + (f", PostgreSQL {rows_per_s(args.postgresql):.0f}" if args.postgresql else ""))
-    print(json.dumps(rows))
+    print(json.dumps(runs))
 
 
 if __name__ == "__main__":
