@@ -105,3 +105,21 @@ def new_database(server_url: str) -> str:
         db.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
     engine.dispose()
     return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+CRASH_ON = "MCCSCAN_TEST_CRASH_ON"  # the image whose scan kills the Ray worker (see crash_scans_of_marked_image)
+
+
+def crash_scans_of_marked_image() -> None:
+    """Ray worker setup hook: a worker about to scan the image named by $MCCSCAN_TEST_CRASH_ON
+    dies at once, with no Python exception, as a worker killed for memory does."""
+    import mccscan.scan as scan
+
+    marked, scan_prepared = os.environ[CRASH_ON], scan.scan_prepared
+
+    def scan_or_die(scan_img, loaded, *, name: str, **kwargs):
+        if name == marked:
+            os._exit(137)
+        return scan_prepared(scan_img, loaded, name=name, **kwargs)
+
+    scan.scan_prepared = scan_or_die

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from components import new_database
+from components import CRASH_ON, new_database
 
 from mccscan.batch import list_images, run_batch
 from mccscan.database import create_engine
@@ -153,6 +153,28 @@ def test_a_killed_batch_resumes_and_still_has_every_image_once(archive, db_url, 
     table = by_image(db_url)
     assert len(table) == GOOD_IMAGES + 3
     assert sum(r["status"] == "done" for r in table.values()) == GOOD_IMAGES
+
+
+def test_an_image_that_kills_its_scan_worker_is_recorded_and_the_batch_goes_on(archive, tmp_path):
+    """A worker that dies (as one killed for memory does) loses only the image it was scanning:
+    the batch goes on, and the image, retried once, is recorded as failed."""
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, runtime_env={
+        "worker_process_setup_hook": "components.crash_scans_of_marked_image",
+        "env_vars": {"PYTHONPATH": str(Path(__file__).parent), CRASH_ON: "img4.dat"}})
+    url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
+    try:
+        summary = run_batch(archive, url)
+    finally:
+        ray.shutdown()
+    assert (summary.done, summary.failed) == (GOOD_IMAGES - 1, 4)
+    table = by_image(url)
+    assert len(table) == GOOD_IMAGES + 3
+    assert table["img4.dat"]["status"] == "failed"
+    assert "died while scanning it, 2 times" in table["img4.dat"]["error"]
+    assert sum(r["status"] == "done" for r in table.values()) == GOOD_IMAGES - 1
 
 
 def _table_exists(url: str) -> bool:

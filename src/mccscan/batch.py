@@ -9,8 +9,9 @@ runs on both.
 
 Every image is recorded once per weights and scan options (`results_table`): a killed
 batch, rerun, skips what is done and scans the rest; a failed image is recorded with its
-reason and never stops the batch. A scan worker that crashes (out of memory, say) ends
-the batch; a rerun resumes it.
+reason and never stops the batch. A scan worker that dies (killed for memory, a crash in
+a decoder) takes only the image it was scanning with it: the pipeline restarts on what is
+left, and an image that was being scanned when a worker died twice is recorded as failed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ PGM_MAGIC = re.compile(rb"P[25]\s+(#[^\n]*\n\s*)*\d+\s+\d+")  # binary or plain 
 # the cores that the other stages and Ray need (1 worker on 2 cores: 2.7 → 3.1 images/s, batch_scale.py)
 RAY_ENV = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
 DB_ATTEMPTS = 4  # a database that does not answer is tried again after 1, 2 and 4 s
+DEATHS_TO_FAIL = 2  # an image is recorded as failed when a worker died scanning it this often
+MAX_WORKER_DEATHS = 10  # a batch whose workers die more often than this stops (the machine is short of memory)
 
 
 def looks_like_image(path: Path) -> bool:
@@ -175,7 +178,8 @@ def _stamp(path: str) -> tuple[int, int]:
 class ScanWorker:
     """Ray actor: holds the model, scans what the read tasks prepared."""
 
-    def __init__(self, detector: str | None, weights: str | None, scan_options: dict, options: str, threads: int):
+    def __init__(self, detector: str | None, weights: str | None, scan_options: dict, options: str, threads: int,
+                 in_flight):
         import socket
 
         import ray
@@ -185,6 +189,7 @@ class ScanWorker:
 
         torch.set_num_threads(threads)
         self.loaded, self.scan_options, self.options = load_detector(detector, weights), scan_options, options
+        self.in_flight, self.actor_id = in_flight, ray.get_runtime_context().get_actor_id()
         node = ray.get_runtime_context().get_node_id()[:8]
         self.name = f"{socket.gethostname()}/node {node}/pid {os.getpid()}"  # two nodes may share a host
 
@@ -196,15 +201,19 @@ class ScanWorker:
         from mccscan.results_table import result_row
         from mccscan.scan import scan_prepared
 
+        import ray
+
         status, error, result, scan_s = row["status"], row["error"] or None, None, row["read_s"]
         if status == "read":
             start = time.perf_counter()
+            ray.get(self.in_flight.start.remote(self.actor_id, row["path"], row["sha256"], self.name))
             try:
                 result = scan_prepared(replace(row["prepared"], image=row["image"]), self.loaded,
                                        name=Path(row["path"]).name, **self.scan_options)
                 status, scan_s = "done", scan_s + time.perf_counter() - start
             except Exception as exc:  # noqa: BLE001 — recorded as failed, the batch goes on
                 status, error = "failed", f"{row['path']}: scan failed ({type(exc).__name__}: {exc})"
+            ray.get(self.in_flight.end.remote(self.actor_id))
         # a skipped image gets the columns (and types) of any row: Ray joins blocks by their schema
         table_row = result_row(image_path=row["path"], image_sha256=row["sha256"], weights_sha256=self.loaded.sha256,
                                options=self.options, model_name=self.loaded.name,
@@ -212,6 +221,23 @@ class ScanWorker:
                                scan_s=scan_s, worker=self.name)
         return {**table_row, "status": status,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+class InFlight:
+    """Ray actor: the image each scan worker is scanning, so that when a worker dies the
+    driver knows which image it died on."""
+
+    def __init__(self):
+        self.scanning: dict[str, tuple[str, str, str]] = {}  # actor id → (path, SHA-256, worker name)
+
+    def start(self, actor_id: str, path: str, sha256: str, worker: str) -> None:
+        self.scanning[actor_id] = (path, sha256, worker)
+
+    def end(self, actor_id: str) -> None:
+        self.scanning.pop(actor_id, None)
+
+    def died(self, actor_id: str) -> tuple[str, str, str] | None:
+        return self.scanning.pop(actor_id, None)
 
 
 @dataclass
@@ -289,7 +315,7 @@ def run_batch(source: str | Path, db_url: str, *, studies: list[str] | None = No
 
     from mccscan.database import create_engine, redacted
     from mccscan.io import DEFAULT_MAX_PIXELS
-    from mccscan.results_table import create_table, done_images, options_key
+    from mccscan.results_table import create_table, done_images, options_key, result_row
     from mccscan.scan import DEFAULT_MIN_BREAST_FRACTION, default_threshold
     from mccscan.weights import load_detector
 
@@ -322,28 +348,72 @@ def run_batch(source: str | Path, db_url: str, *, studies: list[str] | None = No
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts images; Ray's count blocks per operator
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+    in_flight = ray.remote(num_cpus=0)(InFlight).remote()
+    stages = dict(read=dict(pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels),
+                  scan=dict(detector=detector, weights=weights, scan_options=scan_options, options=options,
+                            threads=threads, in_flight=in_flight))
+    seen: set[str] = set()  # content written in this run
+    handled: set[str] = set()  # paths with a result in this run (written, skipped or a duplicate)
+    deaths: dict[str, int] = {}  # path → workers that died scanning it
+    with tqdm(total=len(paths), unit="image", desc="batch", disable=not progress, smoothing=0.1) as bar:
+        while len(handled) < len(paths):
+            todo = [p for p in paths if p not in handled]
+            try:
+                for row in _pipeline(todo, done, workers, stages).iter_rows():
+                    bar.update(1)
+                    handled.add(row["image_path"])
+                    _tally(summary, row, seen, engine, db)
+                    summary.elapsed_s = time.perf_counter() - start
+                    if on_row is not None:
+                        on_row(row)
+            except ray.exceptions.RayActorError as exc:  # a scan worker died: go on without what it scanned
+                failed = _worker_died(exc, in_flight, deaths)
+                if failed is not None:
+                    path, sha256, worker, error = failed
+                    row = result_row(image_path=path, image_sha256=sha256, weights_sha256=loaded.sha256,
+                                     options=options, model_name=loaded.name, status="failed", error=error,
+                                     worker=worker)
+                    bar.update(1)
+                    handled.add(path)
+                    _tally(summary, {**row, "peak_rss_mb": 0.0}, seen, engine, db)
+    summary.elapsed_s = time.perf_counter() - start
+    return summary
+
+
+def _worker_died(exc, in_flight, deaths: dict[str, int]) -> tuple[str, str, str, str] | None:
+    """After a scan worker died: (path, SHA-256, worker, error) of the image it was scanning
+    once workers have died on it DEATHS_TO_FAIL times (None before: it is tried again).
+    MccscanError when the death cannot be put on an image, or workers die too often."""
+    import ray
+
+    victim = ray.get(in_flight.died.remote(exc.actor_id)) if exc.actor_id else None
+    if victim is None or sum(deaths.values()) >= MAX_WORKER_DEATHS:
+        why = (exc.error_msg or str(exc)).splitlines()[0]
+        raise MccscanError(f"a scan worker died ({why}); the rows written so far are kept: rerun to go on") from exc
+    path, sha256, worker = victim
+    deaths[path] = deaths.get(path, 0) + 1
+    logging.getLogger(__name__).warning("%s: the scan worker died while scanning it (%d of %d)", path, deaths[path],
+                                        DEATHS_TO_FAIL)
+    if deaths[path] < DEATHS_TO_FAIL:
+        return None
+    return path, sha256, worker, (f"{path}: the scan worker died while scanning it, {deaths[path]} times (killed "
+                                  "for memory, or a crash in a decoder)")
+
+
+def _pipeline(paths: list[str], done: frozenset, workers: int, stages: dict):
+    """The Ray Data pipeline over `paths`: read tasks, then scan workers (rows out)."""
+    import ray
+
     dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=min(len(paths), 1000))
     dataset = dataset.map(read_stage, num_cpus=READ_CPUS, compute=ray.data.TaskPoolStrategy(size=workers + 1),
-                          runtime_env=RAY_ENV,
-                          fn_kwargs=dict(done=done, pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels))
+                          runtime_env=RAY_ENV, fn_kwargs=dict(done=done, **stages["read"]))
     with warnings.catch_warnings():  # Ray 2.6x moves max_restarts; it is still the way to set it
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-        # no restarts: a crashed worker ends the batch, and a rerun resumes after the last image written
-        dataset = dataset.map(ScanWorker, fn_constructor_kwargs=dict(detector=detector, weights=weights,
-                                                                     scan_options=scan_options, options=options,
-                                                                     threads=threads),
-                              compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0,
-                              runtime_env=RAY_ENV,
-                              scheduling_strategy="SPREAD")  # workers on as many machines as there are
-    seen: set[str] = set()  # content written in this run
-    with tqdm(total=len(paths), unit="image", desc="batch", disable=not progress, smoothing=0.1) as bar:
-        for row in dataset.iter_rows():
-            bar.update(1)
-            _tally(summary, row, seen, engine, db)
-            summary.elapsed_s = time.perf_counter() - start
-            if on_row is not None:
-                on_row(row)
-    return summary
+        # no restarts: Ray would retry the image a worker died on; run_batch decides instead
+        return dataset.map(ScanWorker, fn_constructor_kwargs=stages["scan"],
+                           compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0,
+                           runtime_env=RAY_ENV,
+                           scheduling_strategy="SPREAD")  # workers on as many machines as there are
 
 
 def _tally(summary: BatchSummary, row: dict, seen: set[str], engine, db: str) -> None:
