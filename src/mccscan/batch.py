@@ -198,10 +198,10 @@ class ScanWorker:
         before: the driver writes no row for it), with the worker's name and peak RSS."""
         import resource
 
+        import ray
+
         from mccscan.results_table import result_row
         from mccscan.scan import scan_prepared
-
-        import ray
 
         status, error, result, scan_s = row["status"], row["error"] or None, None, row["read_s"]
         if status == "read":
