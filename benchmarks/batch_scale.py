@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--postgresql", metavar="URL", help="also measure row writes to this (empty) database")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one mode, in a child process
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     folder = Path(args.folder + ("-jpeg2000" if args.jpeg2000 else ""))
     if args.mode:
         print(json.dumps(run_mode(args.mode, folder)))

@@ -107,19 +107,31 @@ def new_database(server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-CRASH_ON = "MCCSCAN_TEST_CRASH_ON"  # the image whose scan kills the Ray worker (see crash_scans_of_marked_image)
+CRASH_ON = "MCCSCAN_TEST_CRASH_ON"  # "scan:NAME", "read:NAME" or "scan:*" (see crash_on_marked_image)
 
 
-def crash_scans_of_marked_image() -> None:
-    """Ray worker setup hook: a worker about to scan the image named by $MCCSCAN_TEST_CRASH_ON
-    dies at once, with no Python exception, as a worker killed for memory does."""
+def crash_on_marked_image() -> None:
+    """Ray worker setup hook: the process that is to scan (or read) the image named by
+    $MCCSCAN_TEST_CRASH_ON ("scan:img4.dat", "read:img4.dat"; "scan:*" for every image) dies at
+    once, with no Python exception, as a process killed for memory or a crashing decoder does."""
     import mccscan.scan as scan
 
-    marked, scan_prepared = os.environ[CRASH_ON], scan.scan_prepared
+    stage, marked = os.environ[CRASH_ON].split(":", 1)
+    if stage == "scan":
+        scan_prepared = scan.scan_prepared
 
-    def scan_or_die(scan_img, loaded, *, name: str, **kwargs):
-        if name == marked:
-            os._exit(137)
-        return scan_prepared(scan_img, loaded, name=name, **kwargs)
+        def scan_or_die(scan_img, loaded, *, name: str, **kwargs):
+            if marked in ("*", name):
+                os._exit(137)
+            return scan_prepared(scan_img, loaded, name=name, **kwargs)
 
-    scan.scan_prepared = scan_or_die
+        scan.scan_prepared = scan_or_die
+    else:
+        prepare_file = scan.prepare_file
+
+        def read_or_die(path, **kwargs):
+            if Path(path).name == marked:
+                os._exit(139)
+            return prepare_file(path, **kwargs)
+
+        scan.prepare_file = read_or_die

@@ -15,6 +15,7 @@ from components import CRASH_ON, new_database
 
 from mccscan.batch import list_images, run_batch
 from mccscan.database import create_engine
+from mccscan.errors import MccscanError
 from mccscan.io import write_dicom
 from mccscan.results_table import rows
 from mccscan.scan import scan_file
@@ -155,26 +156,53 @@ def test_a_killed_batch_resumes_and_still_has_every_image_once(archive, db_url, 
     assert sum(r["status"] == "done" for r in table.values()) == GOOD_IMAGES
 
 
+def _crashing_ray(marked: str) -> None:
+    """Start Ray with a worker setup hook that kills the process handling `marked` (see components)."""
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, runtime_env={
+        "worker_process_setup_hook": "components.crash_on_marked_image",
+        "env_vars": {"PYTHONPATH": f"{Path(__file__).parent}{os.pathsep}${{PYTHONPATH}}", CRASH_ON: marked}})
+
+
 def test_an_image_that_kills_its_scan_worker_is_recorded_and_the_batch_goes_on(archive, tmp_path):
     """A worker that dies (as one killed for memory does) loses only the image it was scanning:
     the batch goes on, and the image, retried once, is recorded as failed."""
     import ray
 
-    ray.shutdown()
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, runtime_env={
-        "worker_process_setup_hook": "components.crash_scans_of_marked_image",
-        "env_vars": {"PYTHONPATH": str(Path(__file__).parent), CRASH_ON: "img4.dat"}})
+    _crashing_ray("scan:img4.dat")
     url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
     try:
         summary = run_batch(archive, url)
     finally:
         ray.shutdown()
-    assert (summary.done, summary.failed) == (GOOD_IMAGES - 1, 4)
+    assert (summary.done, summary.failed, summary.skipped) == (GOOD_IMAGES - 1, 4, 0)
     table = by_image(url)
     assert len(table) == GOOD_IMAGES + 3
     assert table["img4.dat"]["status"] == "failed"
     assert "died while scanning it, 2 times" in table["img4.dat"]["error"]
     assert sum(r["status"] == "done" for r in table.values()) == GOOD_IMAGES - 1
+
+
+def test_workers_that_keep_dying_or_a_crashing_decoder_stop_the_batch_with_a_clear_error(archive, tmp_path,
+                                                                                          monkeypatch):
+    """Workers dying with no image scanned in between (a machine short of memory) stop the batch
+    after MAX_WORKER_DEATHS; a read task whose process dies is retried once, then stops it (not
+    retried forever, as Ray Data would)."""
+    import ray
+
+    import mccscan.batch
+
+    monkeypatch.setattr(mccscan.batch, "MAX_WORKER_DEATHS", 1)
+    for marked, message in (("scan:*", "2 scan workers died with no image scanned in between"),
+                            ("read:img4.dat", "a read task died twice while decoding")):
+        _crashing_ray(marked)
+        try:
+            with pytest.raises(MccscanError, match=message):
+                run_batch(archive, f"sqlite:///{tmp_path / marked.replace(':', '-')}.sqlite3")
+        finally:
+            ray.shutdown()
 
 
 def _table_exists(url: str) -> bool:

@@ -9,9 +9,10 @@ runs on both.
 
 Every image is recorded once per weights and scan options (`results_table`): a killed
 batch, rerun, skips what is done and scans the rest; a failed image is recorded with its
-reason and never stops the batch. A scan worker that dies (killed for memory, a crash in
-a decoder) takes only the image it was scanning with it: the pipeline restarts on what is
-left, and an image that was being scanned when a worker died twice is recorded as failed.
+reason and never stops the batch. A scan worker that dies (killed for memory, say) takes
+only the image it was scanning with it: the pipeline restarts on what is left, and an image
+that two workers died on is recorded as failed. A read task whose process dies (a crash in
+a decoder) is retried once, then ends the batch with an error.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ PGM_MAGIC = re.compile(rb"P[25]\s+(#[^\n]*\n\s*)*\d+\s+\d+")  # binary or plain 
 RAY_ENV = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
 DB_ATTEMPTS = 4  # a database that does not answer is tried again after 1, 2 and 4 s
 DEATHS_TO_FAIL = 2  # an image is recorded as failed when a worker died scanning it this often
-MAX_WORKER_DEATHS = 10  # a batch whose workers die more often than this stops (the machine is short of memory)
+MAX_WORKER_DEATHS = 10  # this many workers dead with no image scanned in between stop the batch (short of memory)
 
 
 def looks_like_image(path: Path) -> bool:
@@ -176,7 +177,8 @@ def _stamp(path: str) -> tuple[int, int]:
 
 
 class ScanWorker:
-    """Ray actor: holds the model, scans what the read tasks prepared."""
+    """Ray actor: holds the model, scans what the read tasks prepared. It tells the `InFlight`
+    ledger which image it is scanning, so that if it dies the driver knows which one."""
 
     def __init__(self, detector: str | None, weights: str | None, scan_options: dict, options: str, threads: int,
                  in_flight):
@@ -213,7 +215,8 @@ class ScanWorker:
                 status, scan_s = "done", scan_s + time.perf_counter() - start
             except Exception as exc:  # noqa: BLE001 — recorded as failed, the batch goes on
                 status, error = "failed", f"{row['path']}: scan failed ({type(exc).__name__}: {exc})"
-            ray.get(self.in_flight.end.remote(self.actor_id))
+            finally:
+                ray.get(self.in_flight.end.remote(self.actor_id))
         # a skipped image gets the columns (and types) of any row: Ray joins blocks by their schema
         table_row = result_row(image_path=row["path"], image_sha256=row["sha256"], weights_sha256=self.loaded.sha256,
                                options=self.options, model_name=self.loaded.name,
@@ -354,50 +357,77 @@ def run_batch(source: str | Path, db_url: str, *, studies: list[str] | None = No
                             threads=threads, in_flight=in_flight))
     seen: set[str] = set()  # content written in this run
     handled: set[str] = set()  # paths with a result in this run (written, skipped or a duplicate)
-    deaths: dict[str, int] = {}  # path → workers that died scanning it
+    deaths = WorkerDeaths()
     with tqdm(total=len(paths), unit="image", desc="batch", disable=not progress, smoothing=0.1) as bar:
+        def handle(row: dict) -> None:
+            bar.update(1)
+            handled.add(row["image_path"])
+            _tally(summary, row, seen, engine, db)
+            summary.elapsed_s = time.perf_counter() - start
+            if row["status"] == "done":
+                deaths.since_progress = 0
+            if on_row is not None:
+                on_row(row)
+
         while len(handled) < len(paths):
-            todo = [p for p in paths if p not in handled]
+            rows = _pipeline([p for p in paths if p not in handled], done, workers, stages).iter_rows()
             try:
-                for row in _pipeline(todo, done, workers, stages).iter_rows():
-                    bar.update(1)
-                    handled.add(row["image_path"])
-                    _tally(summary, row, seen, engine, db)
-                    summary.elapsed_s = time.perf_counter() - start
-                    if on_row is not None:
-                        on_row(row)
-            except ray.exceptions.RayActorError as exc:  # a scan worker died: go on without what it scanned
-                failed = _worker_died(exc, in_flight, deaths)
+                for row in rows:
+                    handle(row)
+            except ray.exceptions.ActorDiedError as exc:  # a scan worker died: go on without what it scanned
+                failed = deaths.record(exc, in_flight)
                 if failed is not None:
                     path, sha256, worker, error = failed
-                    row = result_row(image_path=path, image_sha256=sha256, weights_sha256=loaded.sha256,
-                                     options=options, model_name=loaded.name, status="failed", error=error,
-                                     worker=worker)
-                    bar.update(1)
-                    handled.add(path)
-                    _tally(summary, {**row, "peak_rss_mb": 0.0}, seen, engine, db)
+                    handle(result_row(image_path=path, image_sha256=sha256, weights_sha256=loaded.sha256,
+                                      options=options, model_name=loaded.name, status="failed", error=error,
+                                      worker=worker))
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:
+                raise MccscanError(f"a read task died twice while decoding an image ({_ray_reason(exc)}); the rows "
+                                   "written so far are kept: rerun to go on") from exc
     summary.elapsed_s = time.perf_counter() - start
     return summary
 
 
-def _worker_died(exc, in_flight, deaths: dict[str, int]) -> tuple[str, str, str, str] | None:
-    """After a scan worker died: (path, SHA-256, worker, error) of the image it was scanning
-    once workers have died on it DEATHS_TO_FAIL times (None before: it is tried again).
-    MccscanError when the death cannot be put on an image, or workers die too often."""
-    import ray
+def _ray_reason(exc) -> str:
+    """The line of a Ray error that says why a process died (its last), shortened."""
+    lines = (getattr(exc, "error_msg", None) or str(exc)).strip().splitlines()
+    return lines[-1][:300] if lines else type(exc).__name__
 
-    victim = ray.get(in_flight.died.remote(exc.actor_id)) if exc.actor_id else None
-    if victim is None or sum(deaths.values()) >= MAX_WORKER_DEATHS:
-        why = (exc.error_msg or str(exc)).splitlines()[0]
-        raise MccscanError(f"a scan worker died ({why}); the rows written so far are kept: rerun to go on") from exc
-    path, sha256, worker = victim
-    deaths[path] = deaths.get(path, 0) + 1
-    logging.getLogger(__name__).warning("%s: the scan worker died while scanning it (%d of %d)", path, deaths[path],
-                                        DEATHS_TO_FAIL)
-    if deaths[path] < DEATHS_TO_FAIL:
-        return None
-    return path, sha256, worker, (f"{path}: the scan worker died while scanning it, {deaths[path]} times (killed "
-                                  "for memory, or a crash in a decoder)")
+
+@dataclass
+class WorkerDeaths:
+    """The scan workers that died in this run: per image, and since the last image scanned."""
+
+    per_image: dict[str, int] = field(default_factory=dict)
+    since_progress: int = 0
+
+    def record(self, exc, in_flight) -> tuple[str, str, str, str] | None:
+        """Count a worker's death. Returns (path, SHA-256, worker, error) for the image it was
+        scanning once workers have died on it DEATHS_TO_FAIL times; None before (the image is
+        tried again) and for a worker that died between images. MccscanError for a worker that
+        could not start, or when MAX_WORKER_DEATHS died with no image scanned in between."""
+        import ray
+
+        why = _ray_reason(exc)
+        if exc.actor_init_failed:
+            raise MccscanError(f"a scan worker could not start ({why})") from exc
+        victim = ray.get(in_flight.died.remote(exc.actor_id)) if exc.actor_id else None
+        self.since_progress += 1
+        if self.since_progress > MAX_WORKER_DEATHS:
+            raise MccscanError(f"{self.since_progress} scan workers died with no image scanned in between (the last: "
+                               f"{why}); is the machine short of memory? The rows written so far are kept: rerun to "
+                               "go on") from exc
+        log = logging.getLogger(__name__)
+        if victim is None:
+            log.warning("a scan worker died between images (%s); going on", why)
+            return None
+        path, sha256, worker = victim
+        self.per_image[path] = died = self.per_image.get(path, 0) + 1
+        log.warning("%s: the scan worker died while scanning it, %d of %d times (%s)", path, died, DEATHS_TO_FAIL, why)
+        if died < DEATHS_TO_FAIL:
+            return None
+        return path, sha256, worker, (f"{path}: the scan worker died while scanning it, {died} times (killed for "
+                                      "memory, or a crash)")
 
 
 def _pipeline(paths: list[str], done: frozenset, workers: int, stages: dict):
@@ -405,8 +435,10 @@ def _pipeline(paths: list[str], done: frozenset, workers: int, stages: dict):
     import ray
 
     dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=min(len(paths), 1000))
+    # a read task whose process dies (a crash in a decoder) is retried once, then ends the batch (not forever)
     dataset = dataset.map(read_stage, num_cpus=READ_CPUS, compute=ray.data.TaskPoolStrategy(size=workers + 1),
-                          runtime_env=RAY_ENV, fn_kwargs=dict(done=done, **stages["read"]))
+                          runtime_env=RAY_ENV, max_retries=DEATHS_TO_FAIL - 1,
+                          fn_kwargs=dict(done=done, **stages["read"]))
     with warnings.catch_warnings():  # Ray 2.6x moves max_restarts; it is still the way to set it
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
         # no restarts: Ray would retry the image a worker died on; run_batch decides instead
@@ -422,7 +454,7 @@ def _tally(summary: BatchSummary, row: dict, seen: set[str], engine, db: str) ->
     if row["status"] == "skipped":
         summary.skipped += 1
         return
-    if row["status"] == "done" and row["image_sha256"] in seen:
+    if row["image_sha256"] in seen:  # scanned under another path in this run: a failure here must not overwrite it
         summary.duplicates += 1
         return
     _write(engine, row, db)
@@ -432,4 +464,5 @@ def _tally(summary: BatchSummary, row: dict, seen: set[str], engine, db: str) ->
     else:
         summary.failed += 1
         summary.failures.append(row["error"])
-    summary.peak_rss_mb[row["worker"]] = max(summary.peak_rss_mb.get(row["worker"], 0), row["peak_rss_mb"])
+    if "peak_rss_mb" in row:  # not for an image its worker died on
+        summary.peak_rss_mb[row["worker"]] = max(summary.peak_rss_mb.get(row["worker"], 0), row["peak_rss_mb"])
