@@ -41,7 +41,7 @@ PGM_MAGIC = re.compile(rb"P[25]\s+(#[^\n]*\n\s*)*\d+\s+\d+")  # binary or plain 
 # The environment of read tasks and scan workers (1 worker on 2 cores, batch_scale.py): OpenMP
 # threads sleep, not spin, while they wait, or they steal the cores the other stages and Ray need
 # (2.7 → 3.05 images/s); glibc keeps freed image-sized buffers for the next image instead of
-# returning each to the kernel and faulting it back in (3.05 → 3.14)
+# returning each to the kernel and faulting it back in (3.05 → 3.21)
 RAY_ENV = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
                         "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}}
 DB_ATTEMPTS = 4  # a database that does not answer is tried again after 1, 2 and 4 s
