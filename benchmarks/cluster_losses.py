@@ -24,6 +24,7 @@ def cluster_stages(ph, image: np.ndarray, loaded) -> list[dict]:
     """Per cluster of phantom `ph`: MCs that are candidates (at LOW_SNR and at the weights'
     SNR), that reach the MC floor, and the P of the 3rd-best MC."""
     from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, find_candidates, score_candidates
+    from mccscan.train_detector import mc_reach_px
 
     point = loaded.card.get("operating_point", {})
     snr, floor = point.get("candidate_snr", CANDIDATE_SNR), point.get("mc_floor", MC_FLOOR)
@@ -35,7 +36,7 @@ def cluster_stages(ph, image: np.ndarray, loaded) -> list[dict]:
         low = at_snr = 0
         best_p = []
         for m in members:
-            near = np.hypot(*(cands.xy - (m.x, m.y)).T) <= max(3.0, m.radius_px + 2)
+            near = np.hypot(*(cands.xy - (m.x, m.y)).T) <= mc_reach_px(m.radius_px)
             low += bool(near.any())
             near &= cands.snr >= snr
             if near.any():
@@ -49,8 +50,7 @@ def cluster_stages(ph, image: np.ndarray, loaded) -> list[dict]:
 
 
 def main() -> None:
-    from mccscan.datasets.acquisition import Acquisition, acquire
-    from mccscan.datasets.phantom import make_phantom
+    from mccscan.evaluate import delivered_phantom
     from mccscan.io import SCAN_PIXEL_SPACING_MM
     from mccscan.scan import default_threshold
     from mccscan.train_detector import VAL_SEEDS
@@ -66,10 +66,7 @@ def main() -> None:
     threshold = default_threshold(loaded)
     rows = []
     for seed in VAL_SEEDS[:args.phantoms]:
-        ph = make_phantom(int(seed), size="large")
-        image = ph.image if args.pixel_spacing == SCAN_PIXEL_SPACING_MM else acquire(
-            ph.image, ph.breast_mask, Acquisition(pixel_spacing_mm=args.pixel_spacing), np.random.default_rng(seed))
-        rows += cluster_stages(ph, image, loaded)
+        rows += cluster_stages(*delivered_phantom(int(seed), pixel_spacing_mm=args.pixel_spacing), loaded)
     if args.per_cluster:
         print("seed cluster MCs candidates@2.5 candidates@SNR P>=floor 3rd-P contrast")
         for r in rows:

@@ -264,21 +264,23 @@ class BatchSummary:
         return (self.done + self.failed) / self.elapsed_s if self.elapsed_s else 0.0
 
 
-def start_ray(address: str | None) -> None:
+def start_ray(address: str | None) -> bool:
     """Join the cluster at `address` (or at RAY_ADDRESS, as Ray jobs set it), or start Ray in
-    this process, quietly."""
+    this process, quietly. Returns whether Ray runs on this machine alone."""
     try:
         import ray
     except ModuleNotFoundError:
         raise InputError("mccscan batch runs on Ray: pip install 'mccscan[archive]'") from None
 
+    local = not (address or os.environ.get("RAY_ADDRESS"))
     if ray.is_initialized():
-        return
+        return local
     options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, **options)
-    else:  # local: one CPU more than the machine has, so read tasks run beside busy scan workers
+    if local:  # one CPU more than the machine has, so read tasks run beside busy scan workers
         ray.init(num_cpus=(os.cpu_count() or 1) + 1, **options)
+    else:
+        ray.init(address=address, **options)
+    return local
 
 
 def _check_cpus(workers: int, local: bool) -> None:
@@ -345,10 +347,9 @@ def run_batch(source: str | Path, db_url: str, *, studies: list[str] | None = No
     except sqlalchemy.exc.OperationalError as exc:
         raise MccscanError(f"{db}: cannot reach the database ({type(exc.orig).__name__}: {exc.orig})") from exc
     summary, start = BatchSummary(len(paths), weights_sha256=loaded.sha256, options=options), time.perf_counter()
-    start_ray(ray_address)
+    local = start_ray(ray_address)
     import ray
 
-    local = not (ray_address or os.environ.get("RAY_ADDRESS"))
     _check_cpus(workers, local)
     threads = max(1, (os.cpu_count() or 1) // workers) if local else 1
     context = ray.data.DataContext.get_current()
@@ -368,7 +369,7 @@ def run_batch(source: str | Path, db_url: str, *, studies: list[str] | None = No
             _tally(summary, row, seen, engine, db)
             summary.elapsed_s = time.perf_counter() - start
             if row["status"] == "done":
-                deaths.since_progress = 0
+                deaths.progress()
             if on_row is not None:
                 on_row(row)
 
@@ -403,6 +404,10 @@ class WorkerDeaths:
 
     per_image: dict[str, int] = field(default_factory=dict)
     since_progress: int = 0
+
+    def progress(self) -> None:
+        """An image was scanned: the machine can still scan."""
+        self.since_progress = 0
 
     def record(self, exc, in_flight) -> tuple[str, str, str, str] | None:
         """Count a worker's death. Returns (path, SHA-256, worker, error) for the image it was

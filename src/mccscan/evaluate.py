@@ -121,22 +121,28 @@ def cluster_contrast(mcs, clusters) -> np.ndarray:
     return np.array([np.median([m.contrast for m in mcs if m.cluster_id == c.id]) for c in clusters])
 
 
-def scan_phantoms(loaded: LoadedModel, seeds, *, size: str = "large", pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM,
-                  progress: bool = False) -> tuple[list[ImageClusters], list[float]]:
-    """One phantom per seed, scanned as `mccscan scan` does: its clusters against the truth,
-    and the scan's seconds. With another `pixel_spacing_mm`, each phantom is delivered on
-    that pixel grid (integrated onto it, or interpolated when finer) and brought back to
-    70 µm as a file of that spacing would be."""
-    from tqdm import tqdm
-
+def delivered_phantom(seed: int, *, size: str = "large", pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM):
+    """The phantom of `seed` and its 70 µm image as the scan receives it: at another
+    `pixel_spacing_mm`, delivered on that pixel grid (integrated onto it, or interpolated
+    when finer) and brought back to 70 µm as a file of that spacing would be."""
     from mccscan.datasets.acquisition import Acquisition, acquire
     from mccscan.datasets.phantom import make_phantom
 
+    ph = make_phantom(seed, size=size)
+    image = ph.image if pixel_spacing_mm == SCAN_PIXEL_SPACING_MM else acquire(
+        ph.image, ph.breast_mask, Acquisition(pixel_spacing_mm=pixel_spacing_mm), np.random.default_rng(seed))
+    return ph, image
+
+
+def scan_phantoms(loaded: LoadedModel, seeds, *, size: str = "large", pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM,
+                  progress: bool = False) -> tuple[list[ImageClusters], list[float]]:
+    """One phantom per seed (delivered at `pixel_spacing_mm`: `delivered_phantom`), scanned as
+    `mccscan scan` does: its clusters against the truth, and the scan's seconds."""
+    from tqdm import tqdm
+
     images, seconds = [], []
     for seed in tqdm([int(s) for s in seeds], desc="phantoms", unit="img", disable=not progress):
-        ph = make_phantom(seed, size=size)
-        image = ph.image if pixel_spacing_mm == SCAN_PIXEL_SPACING_MM else acquire(
-            ph.image, ph.breast_mask, Acquisition(pixel_spacing_mm=pixel_spacing_mm), np.random.default_rng(seed))
+        ph, image = delivered_phantom(seed, size=size, pixel_spacing_mm=pixel_spacing_mm)
         result = scan_image(image, loaded)
         seconds.append(result.elapsed_s)
         images.append(phantom_clusters(ph, [(c.x, c.y, c.score) for c in result.clusters]))

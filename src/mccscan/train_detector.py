@@ -58,13 +58,18 @@ class DetectorTrainConfig:
     tissue_draws: int = 4  # insertions (1–3 clusters each) per real mammogram
 
 
+def mc_reach_px(mc_radius_px):
+    """How far from an MC's centre a candidate still finds it: its radius + 2 px, at least 3 px."""
+    return np.maximum(3.0, np.asarray(mc_radius_px) + 2.0)
+
+
 def candidate_labels(mc_xy: np.ndarray, mc_radius_px: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """1 where a candidate lies within an MC's radius + 2 px (at least 3 px) of its centre."""
+    """1 where a candidate lies within an MC's reach (`mc_reach_px`) of its centre."""
     from scipy.spatial import cKDTree
 
     if not len(mc_xy) or not len(xy):
         return np.zeros(len(xy), np.uint8)
-    reach = np.maximum(3.0, np.asarray(mc_radius_px) + 2.0)
+    reach = mc_reach_px(mc_radius_px)
     dist, nearest = cKDTree(mc_xy).query(xy)
     return (dist <= reach[nearest]).astype(np.uint8)
 
