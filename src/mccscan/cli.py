@@ -93,7 +93,8 @@ def _cmd_train_detector(args) -> int:
     config = DetectorTrainConfig(train_phantoms=args.train_phantoms, val_phantoms=args.val_phantoms,
                                  negatives_per_image=args.negatives, epochs=args.epochs, seed=args.seed,
                                  acquisition=not args.no_acquisition, tissue=tuple(args.tissue),
-                                 tissue_spacing_mm=args.tissue_spacing, tissue_draws=args.tissue_draws)
+                                 tissue_spacing_mm=args.tissue_spacing, tissue_draws=args.tissue_draws,
+                                 candidate_snr=args.candidate_snr, channels=tuple(args.channels))
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.recalibrate:
         card = choose_operating_point(Path(args.out) / "mc.pt", args.val_phantoms, progress=sys.stderr.isatty(),
@@ -483,6 +484,10 @@ def _args_train_detector(p) -> None:
                    help="pixel spacing of the --tissue images when their files carry none (CBIS-DDSM: 0.05)")
     p.add_argument("--tissue-draws", type=int, default=DetectorTrainConfig.tissue_draws,
                    help="insertions (1–3 clusters each) per real mammogram")
+    p.add_argument("--candidate-snr", type=float, default=DetectorTrainConfig.candidate_snr, metavar="SNR",
+                   help="candidate specks: local maxima this many noise units above their surroundings")
+    p.add_argument("--channels", type=int, nargs=4, default=DetectorTrainConfig.channels, metavar="C",
+                   help="widths of MCNet's four conv layers")
     p.add_argument("--no-acquisition", action="store_true",
                    help="train on images as drawn, without random pixel size, detector and contrast curve")
     p.add_argument("--recalibrate", action="store_true",

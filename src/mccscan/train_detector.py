@@ -56,6 +56,8 @@ class DetectorTrainConfig:
     tissue: tuple[str, ...] = ()  # real mammograms (files or folders) to insert phantom clusters into
     tissue_spacing_mm: float | None = None  # their pixel spacing when the files lack one
     tissue_draws: int = 4  # insertions (1–3 clusters each) per real mammogram
+    candidate_snr: float = CANDIDATE_SNR  # the candidate stage's threshold, in training and in the scans
+    channels: tuple[int, ...] = MCNetConfig.channels  # MCNet's conv widths
 
 
 def mc_reach_px(mc_radius_px):
@@ -80,7 +82,7 @@ def candidate_samples(image: np.ndarray, breast: np.ndarray, mcs: list, config: 
     the config asks: every MC, the brightest non-MCs and as many at random."""
     if config.acquisition:
         image = acquire(image, breast, draw_acquisition(rng), rng)
-    cands = find_candidates(image, breast, max_candidates=20_000)
+    cands = find_candidates(image, breast, max_candidates=20_000, snr=config.candidate_snr)
     y = candidate_labels(np.array([(m.x, m.y) for m in mcs]).reshape(-1, 2),
                          np.array([m.radius_px for m in mcs]), cands.xy)
     neg = np.flatnonzero(y == 0)
@@ -145,7 +147,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
           f"({int(val_y.sum())} MCs) in {time.perf_counter() - start:.0f} s", flush=True)
 
     # model and optimiser; positives weighted to balance the classes
-    model = MCNet(MCNetConfig())
+    model = MCNet(MCNetConfig(channels=config.channels))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     pos_weight = torch.tensor((len(train_y) - train_y.sum()) / max(train_y.sum(), 1), dtype=torch.float32)
     x_t, y_t = torch.from_numpy(train_x)[:, None], torch.from_numpy(train_y.astype(np.float32))
@@ -200,11 +202,13 @@ def choose_operating_point(weights: str | Path, val_phantoms: int = 20, *, progr
     """Scan the validation phantoms whole with these weights and store, in their card, the
     cluster score with the highest sensitivity at ≤ MAX_FP_PER_IMAGE false clusters per image."""
     loaded = load_model(weights)
+    snr = loaded.card.get("train_config", {}).get("candidate_snr", CANDIDATE_SNR)
+    loaded.card["operating_point"] = {"mc_floor": MC_FLOOR, "candidate_snr": snr}  # what the scans below use
     val, _ = scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], progress=progress)  # the scan a user runs
     froc = cluster_froc(val, n_bootstrap=0)
     threshold = operating_point(froc, MAX_FP_PER_IMAGE)
     card = {**loaded.card, "operating_point": {
-        "mc_floor": MC_FLOOR, "candidate_snr": CANDIDATE_SNR, "cluster_threshold": threshold,
+        **loaded.card["operating_point"], "cluster_threshold": threshold,
         "max_fp_per_image": MAX_FP_PER_IMAGE, "chosen_by": command,
         "validation": {"images": froc["images"], "clusters": froc["clusters"],
                        "sensitivity_at_fp": {f: v["value"] for f, v in froc["sensitivity_at_fp"].items()}}}}
