@@ -53,28 +53,33 @@ def _gaussian_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
 NOISE_BLOCK_PX = 64  # the noise is measured per 4.5 mm block: it varies with density and any LUT
 
 
-def normalised_highpass(image: np.ndarray, breast: np.ndarray, strip_rows: int = 1024) -> np.ndarray:
-    """A 3×3 mean minus a wide (σ ≈ 6 px) blur, divided by its local robust spread
+def normalised_highpass(image: np.ndarray, breast: np.ndarray, strip_rows: int = 1024, *,
+                        wide_sigma_px: float = WIDE_SIGMA_PX) -> np.ndarray:
+    """A 3×3 mean minus a wide (σ = `wide_sigma_px`) blur, divided by its local robust spread
     (1.4826 × the median |high-pass| of each 64 px block of breast, bilinear between
     blocks; never below a quarter of the whole breast's, so a smooth patch does not turn
     its faint noise into specks). Local, so a speck's SNR does not depend on how bright or
     dense the tissue around it is, nor on the contrast curve (gamma, film LUT) the image
     went through.
-    The wide blur is taken at quarter resolution (a smooth background needs no more) and
-    pooling does the rest; computed in strips of `strip_rows`, so the temporaries stay small."""
+    The wide blur is taken at reduced resolution (the largest power-of-2 step that leaves
+    σ ≥ 1.5 px there: a smooth background needs no more) and pooling does the rest;
+    computed in strips of `strip_rows`, so the temporaries stay small."""
+    if wide_sigma_px < 1.5:
+        raise ValueError(f"wide_sigma_px must be at least 1.5, got {wide_sigma_px}")
+    step = 2 ** int(np.log2(wide_sigma_px / 1.5))
     rows, cols = image.shape
     hp = np.empty(image.shape, np.float32)
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
-        wide_small = _gaussian_blur(F.avg_pool2d(x, 4, ceil_mode=True), WIDE_SIGMA_PX / 4)
+        wide_small = _gaussian_blur(F.avg_pool2d(x, step, ceil_mode=True), wide_sigma_px / step)
         for r0 in range(0, rows, strip_rows):
             r1 = min(rows, r0 + strip_rows)
             a, b = max(0, r0 - 1), min(rows, r1 + 1)  # one row of context for the 3×3 mean
             block = F.pad(x[..., a:b, :], (1, 1, 1 if r0 == 0 else 0, 1 if r1 == rows else 0), mode="replicate")
             fine = F.avg_pool2d(block, 3, 1)
-            s0, s1 = max(0, r0 // 4 - 2), min(wide_small.shape[-2], -(-r1 // 4) + 2)  # 2 rows of context
-            wide = F.interpolate(wide_small[..., s0:s1, :], scale_factor=4, mode="bilinear", align_corners=False)
-            hp[r0:r1] = (fine - wide[..., r0 - 4 * s0:r1 - 4 * s0, :cols])[0, 0].numpy()
+            s0, s1 = max(0, r0 // step - 2), min(wide_small.shape[-2], -(-r1 // step) + 2)  # 2 rows of context
+            wide = F.interpolate(wide_small[..., s0:s1, :], scale_factor=step, mode="bilinear", align_corners=False)
+            hp[r0:r1] = (fine - wide[..., r0 - step * s0:r1 - step * s0, :cols])[0, 0].numpy()
     spread = local_spread(hp, breast)
     if spread is None:  # no breast, or a flat one (blank, saturated): no speck stands out
         hp[...] = 0
@@ -133,17 +138,17 @@ def _local_maxima(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: in
 
 
 def find_candidates(image: np.ndarray, breast: np.ndarray, *, patch_px: int = 27, snr: float = CANDIDATE_SNR,
-                    max_candidates: int = 8000) -> Candidates:
+                    wide_sigma_px: float = WIDE_SIGMA_PX, max_candidates: int = 8000) -> Candidates:
     """Local maxima (5×5) of the normalised high-pass above `snr` inside the breast,
     brightest first. Only the breast's bounding box (plus a margin) is filtered."""
     rows, cols = np.flatnonzero(breast.any(1)), np.flatnonzero(breast.any(0))
     if not len(rows):
         return Candidates(np.zeros((0, 2)), np.zeros(0, np.float32), np.zeros((0, patch_px, patch_px), np.float32))
-    margin = 4 * int(WIDE_SIGMA_PX) + patch_px
+    margin = 4 * int(np.ceil(wide_sigma_px)) + patch_px
     r0, r1 = max(0, rows[0] - margin), min(image.shape[0], rows[-1] + 1 + margin)
     c0, c1 = max(0, cols[0] - margin), min(image.shape[1], cols[-1] + 1 + margin)
     crop = breast[r0:r1, c0:c1]
-    hp = normalised_highpass(image[r0:r1, c0:c1], crop)
+    hp = normalised_highpass(image[r0:r1, c0:c1], crop, wide_sigma_px=wide_sigma_px)
     ys, xs = np.nonzero((hp > snr) & crop)
     peak = _local_maxima(hp, ys, xs)
     ys, xs = ys[peak], xs[peak]
@@ -174,9 +179,11 @@ class Detection:
 
 
 def detect(model: MCNet, image: np.ndarray, breast: np.ndarray, *, mc_floor: float = MC_FLOOR,
-           candidate_snr: float = CANDIDATE_SNR, pixel_spacing_mm: float = 0.07) -> Detection:
+           candidate_snr: float = CANDIDATE_SNR, wide_sigma_px: float = WIDE_SIGMA_PX,
+           pixel_spacing_mm: float = 0.07) -> Detection:
     """MCs and clusters of a 70 µm image."""
-    cands = find_candidates(image, breast, patch_px=model.config.patch_px, snr=candidate_snr)
+    cands = find_candidates(image, breast, patch_px=model.config.patch_px, snr=candidate_snr,
+                            wide_sigma_px=wide_sigma_px)
     p = score_candidates(model, cands.patches)
     keep = p >= mc_floor
     mcs = [MC(float(x), float(y), round(float(s), 4)) for (x, y), s in zip(cands.xy[keep], p[keep])]

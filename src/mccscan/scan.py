@@ -233,9 +233,9 @@ def score_tiles(model: MCCNet, image: np.ndarray, scanned: np.ndarray, **kwargs)
 
 
 def detector_options(loaded: LoadedModel) -> dict:
-    """The cluster detector's settings stored with its weights (MC floor, candidate SNR)."""
+    """The cluster detector's settings stored with its weights (MC floor, candidate stage)."""
     point = loaded.card.get("operating_point", {})
-    return {k: point[k] for k in ("mc_floor", "candidate_snr") if k in point}
+    return {k: point[k] for k in ("mc_floor", "candidate_snr", "wide_sigma_px") if k in point}
 
 
 def default_threshold(loaded: LoadedModel) -> float:

@@ -31,7 +31,7 @@ from mccscan.errors import InputError
 from mccscan.datasets.phantom import insert_clusters, make_phantom
 from mccscan.io import load_for_scan
 from mccscan.tiling import breast_mask
-from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, find_candidates
+from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
 from mccscan.evaluate import scan_phantoms
 from mccscan.metrics import cluster_froc, operating_point
 from mccscan.models import MCNet, MCNetConfig
@@ -57,6 +57,7 @@ class DetectorTrainConfig:
     tissue_spacing_mm: float | None = None  # their pixel spacing when the files lack one
     tissue_draws: int = 4  # insertions (1–3 clusters each) per real mammogram
     candidate_snr: float = CANDIDATE_SNR  # the candidate stage's threshold, in training and in the scans
+    wide_sigma_px: float = WIDE_SIGMA_PX  # the background its high-pass removes, likewise
     channels: tuple[int, ...] = MCNetConfig.channels  # MCNet's conv widths
 
 
@@ -82,7 +83,8 @@ def candidate_samples(image: np.ndarray, breast: np.ndarray, mcs: list, config: 
     the config asks: every MC, the brightest non-MCs and as many at random."""
     if config.acquisition:
         image = acquire(image, breast, draw_acquisition(rng), rng)
-    cands = find_candidates(image, breast, max_candidates=20_000, snr=config.candidate_snr)
+    cands = find_candidates(image, breast, max_candidates=20_000, snr=config.candidate_snr,
+                            wide_sigma_px=config.wide_sigma_px)
     y = candidate_labels(np.array([(m.x, m.y) for m in mcs]).reshape(-1, 2),
                          np.array([m.radius_px for m in mcs]), cands.xy)
     neg = np.flatnonzero(y == 0)
@@ -202,8 +204,10 @@ def choose_operating_point(weights: str | Path, val_phantoms: int = 20, *, progr
     """Scan the validation phantoms whole with these weights and store, in their card, the
     cluster score with the highest sensitivity at ≤ MAX_FP_PER_IMAGE false clusters per image."""
     loaded = load_model(weights)
-    snr = loaded.card.get("train_config", {}).get("candidate_snr", CANDIDATE_SNR)
-    loaded.card["operating_point"] = {"mc_floor": MC_FLOOR, "candidate_snr": snr}  # what the scans below use
+    trained = loaded.card.get("train_config", {})
+    loaded.card["operating_point"] = {  # the candidate stage it was trained on: what the scans below use
+        "mc_floor": MC_FLOOR, "candidate_snr": trained.get("candidate_snr", CANDIDATE_SNR),
+        "wide_sigma_px": trained.get("wide_sigma_px", WIDE_SIGMA_PX)}
     val, _ = scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], progress=progress)  # the scan a user runs
     froc = cluster_froc(val, n_bootstrap=0)
     threshold = operating_point(froc, MAX_FP_PER_IMAGE)
