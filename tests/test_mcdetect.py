@@ -1,6 +1,7 @@
 """The two-stage detector: candidates, the shipped MC network, clusters on a phantom."""
 
 import numpy as np
+import pytest
 
 from mccscan.clusters import MATCH_MARGIN_MM
 from mccscan.datasets.phantom import make_phantom
@@ -45,3 +46,9 @@ def test_a_specks_snr_does_not_depend_on_the_tissue_around_it_or_the_contrast_cu
         hp = normalised_highpass(curve(image), breast)
         fatty, dense = hp[300, 150], hp[300, 450]
         assert fatty > 3 and dense > 3 and 0.7 < fatty / dense < 1.4
+
+
+def test_a_background_narrower_than_the_fine_mean_is_refused():
+    image = np.zeros((64, 64), np.float32)
+    with pytest.raises(ValueError, match="wide_sigma_px"):
+        normalised_highpass(image, np.ones(image.shape, bool), wide_sigma_px=1.0)

@@ -36,3 +36,16 @@ def test_train_detector_inserts_clusters_into_given_mammograms(tmp_path, capsys)
     assert "nowhere: no such file or folder" in capsys.readouterr().err
     assert main(["train-detector", "--out", str(out), "--tissue", str(tissue), "--tissue-draws", "0"]) == 2
     assert "1 draw per mammogram" in capsys.readouterr().err
+
+
+def test_the_candidate_stage_it_was_trained_on_is_the_one_its_scans_use(tmp_path):
+    from mccscan.cli import main
+    from mccscan.scan import detector_options
+
+    out = tmp_path / "run"
+    assert main(["train-detector", "--out", str(out), "--train-phantoms", "1", "--val-phantoms", "1", "--epochs", "1",
+                 "--negatives", "100", "--wide-sigma", "3", "--candidate-snr", "3", "--channels", "8", "8", "16",
+                 "16"]) == 0
+    loaded = load_model(out / "mc.pt")
+    assert loaded.model.config.channels == (8, 8, 16, 16)
+    assert detector_options(loaded) == {"mc_floor": 0.5, "candidate_snr": 3.0, "wide_sigma_px": 3.0}
