@@ -1,6 +1,7 @@
 """Where the cluster detector loses clusters: stage by stage, on whole validation phantoms.
 
     python benchmarks/cluster_losses.py [--phantoms 20] [--pixel-spacing 0.07] [--weights mc.pt] [--per-cluster]
+    python benchmarks/cluster_losses.py --tissue CASES/sfm-benign-0 --weights runs/holdout-benign/mc.pt
 
 For each phantom cluster (validation seeds: never tested on, never trained on), counts how
 many of its MCs survive each stage of `mccscan.mcdetect`: a candidate at all (normalised
@@ -9,30 +10,34 @@ MC floor; and the P of its 3rd-best MC, which must reach the cluster threshold (
 a cluster). A cluster is lost at the first stage that leaves fewer than 3 of its MCs. With
 --pixel-spacing, each phantom is delivered at that spacing and brought back to 70 µm, as
 `mccscan evaluate` does. The breast mask is the phantom's own, so the mask is not measured.
+With --tissue, the clusters are the ones `benchmarks/real_tissue.py` inserts into those
+films (the same draws), so its sensitivity can be read against the stages here.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
 LOW_SNR = 2.5  # what a candidate stage with a lower threshold could still reach
 
 
-def cluster_stages(ph, image: np.ndarray, loaded) -> list[dict]:
-    """Per cluster of phantom `ph`: MCs that are candidates (at LOW_SNR and at the weights'
-    SNR), that reach the MC floor, and the P of the 3rd-best MC."""
+def cluster_stages(mcs, clusters, image: np.ndarray, breast: np.ndarray, loaded, image_id) -> list[dict]:
+    """Per cluster: MCs that are candidates (at LOW_SNR and at the weights' SNR), that reach
+    the MC floor, and the P of the 3rd-best MC. The candidate stage is the weights' own."""
     from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, find_candidates, score_candidates
+    from mccscan.scan import detector_options
     from mccscan.train_detector import mc_reach_px
 
-    point = loaded.card.get("operating_point", {})
-    snr, floor = point.get("candidate_snr", CANDIDATE_SNR), point.get("mc_floor", MC_FLOOR)
-    cands = find_candidates(image, ph.breast_mask, patch_px=loaded.model.config.patch_px, snr=LOW_SNR)
+    options = detector_options(loaded)
+    snr, floor = options.pop("candidate_snr", CANDIDATE_SNR), options.pop("mc_floor", MC_FLOOR)
+    cands = find_candidates(image, breast, patch_px=loaded.model.config.patch_px, snr=LOW_SNR, **options)
     p = score_candidates(loaded.model, cands.patches)
     rows = []
-    for cluster in ph.clusters:
-        members = [m for m in ph.mcs if m.cluster_id == cluster.id]
+    for cluster in clusters:
+        members = [m for m in mcs if m.cluster_id == cluster.id]
         low = at_snr = 0
         best_p = []
         for m in members:
@@ -43,9 +48,26 @@ def cluster_stages(ph, image: np.ndarray, loaded) -> list[dict]:
                 at_snr += 1
                 best_p.append(float(p[near].max()))
         best_p.sort(reverse=True)
-        rows.append({"seed": ph.seed, "cluster": cluster.id, "mcs": len(members), "low_snr": low, "snr": at_snr,
+        rows.append({"image": image_id, "cluster": cluster.id, "mcs": len(members), "low_snr": low, "snr": at_snr,
                      "floor": sum(v >= floor for v in best_p), "third_p": best_p[2] if len(best_p) >= 3 else 0.0,
                      "contrast": float(np.median([m.contrast for m in members]))})
+    return rows
+
+
+def tissue_rows(root: Path, inserts: int, loaded) -> list[dict]:
+    """The stages on the films under `root` with the clusters real_tissue.py inserts."""
+    from mccscan.datasets.cbis_ddsm import DDSM_PIXEL_SPACING_MM
+    from mccscan.datasets.phantom import insert_clusters
+    from mccscan.io import load_for_scan
+    from mccscan.tiling import breast_mask
+
+    rows = []
+    for k, path in enumerate(sorted(root.rglob("*.dcm"))):
+        image = load_for_scan(path, pixel_spacing_mm=DDSM_PIXEL_SPACING_MM).image
+        breast = breast_mask(image)
+        for draw in range(inserts):
+            tissue, mcs, clusters = insert_clusters(image, breast, np.random.default_rng((k, draw)), 2)
+            rows += cluster_stages(mcs, clusters, tissue, breast, loaded, f"{path.name}-{draw}")
     return rows
 
 
@@ -61,16 +83,24 @@ def main() -> None:
     parser.add_argument("--pixel-spacing", type=float, default=SCAN_PIXEL_SPACING_MM)
     parser.add_argument("--weights", help="mc weights (default: the shipped ones)")
     parser.add_argument("--per-cluster", action="store_true", help="also print a line per cluster")
+    parser.add_argument("--tissue", type=Path, help="real films (real_tissue.py's folder) instead of phantoms")
+    parser.add_argument("--inserts", type=int, default=4, help="with --tissue: insertion draws per film")
     args = parser.parse_args()
     loaded = load_detector("mc", args.weights)
     threshold = default_threshold(loaded)
-    rows = []
-    for seed in VAL_SEEDS[:args.phantoms]:
-        rows += cluster_stages(*delivered_phantom(int(seed), pixel_spacing_mm=args.pixel_spacing), loaded)
+    if args.tissue:
+        rows = tissue_rows(args.tissue, args.inserts, loaded)
+        where = f"{args.tissue} with inserted clusters"
+    else:
+        rows = []
+        for seed in VAL_SEEDS[:args.phantoms]:
+            ph, image = delivered_phantom(int(seed), pixel_spacing_mm=args.pixel_spacing)
+            rows += cluster_stages(ph.mcs, ph.clusters, image, ph.breast_mask, loaded, ph.seed)
+        where = f"{args.phantoms} validation phantoms delivered at {args.pixel_spacing} mm"
     if args.per_cluster:
-        print("seed cluster MCs candidates@2.5 candidates@SNR P>=floor 3rd-P contrast")
+        print("image cluster MCs candidates@2.5 candidates@SNR P>=floor 3rd-P contrast")
         for r in rows:
-            print(r["seed"], r["cluster"], r["mcs"], r["low_snr"], r["snr"], r["floor"], f"{r['third_p']:.3f}",
+            print(r["image"], r["cluster"], r["mcs"], r["low_snr"], r["snr"], r["floor"], f"{r['third_p']:.3f}",
                   f"{r['contrast']:.3f}")
     n = len(rows)
     stages = [("≥ 3 MCs are candidates at SNR 2.5", sum(r["low_snr"] >= 3 for r in rows)),
@@ -78,7 +108,7 @@ def main() -> None:
               ("≥ 3 MCs reach the MC floor", sum(r["floor"] >= 3 for r in rows)),
               (f"3rd-best MC reaches the cluster threshold {threshold:.3f}",
                sum(r["third_p"] >= threshold for r in rows))]
-    print(f"{n} clusters in {args.phantoms} validation phantoms delivered at {args.pixel_spacing} mm:")
+    print(f"{n} clusters in {where}:")
     for name, count in stages:
         print(f"  {name}: {count} ({count / n:.2f})")
 
