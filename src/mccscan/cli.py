@@ -95,7 +95,7 @@ def _cmd_train_detector(args) -> int:
                                  acquisition=not args.no_acquisition, tissue=tuple(args.tissue),
                                  tissue_spacing_mm=args.tissue_spacing, tissue_draws=args.tissue_draws,
                                  candidate_snr=args.candidate_snr, wide_sigma_px=args.wide_sigma,
-                                 channels=tuple(args.channels))
+                                 channels=tuple(args.channels), cosine_lr=args.cosine_lr)
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.recalibrate:
         card = choose_operating_point(Path(args.out) / "mc.pt", args.val_phantoms, progress=sys.stderr.isatty(),
@@ -487,6 +487,8 @@ def _args_train_detector(p) -> None:
                    help="insertions (1–3 clusters each) per real mammogram")
     p.add_argument("--candidate-snr", type=float, default=DetectorTrainConfig.candidate_snr, metavar="SNR",
                    help="candidate specks: local maxima this many noise units above their surroundings")
+    p.add_argument("--cosine-lr", action="store_true",
+                   help="decay the learning rate to 0 along a cosine (steadier last epochs than a constant rate)")
     p.add_argument("--wide-sigma", type=float, default=DetectorTrainConfig.wide_sigma_px, metavar="PX",
                    help="σ (70 µm px) of the background the candidate stage's high-pass removes")
     p.add_argument("--channels", type=int, nargs=4, default=DetectorTrainConfig.channels, metavar="C",

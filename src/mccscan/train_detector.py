@@ -50,6 +50,7 @@ class DetectorTrainConfig:
     epochs: int = 20
     batch_size: int = 256
     learning_rate: float = 1e-3
+    cosine_lr: bool = False  # decay the learning rate to 0 along a cosine over the run, batch by batch
     seed: int = 0
     size: str = "small"  # phantom size for training (the evaluation uses "large")
     acquisition: bool = True  # random pixel size, detector and contrast curve per image
@@ -151,6 +152,9 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     # model and optimiser; positives weighted to balance the classes
     model = MCNet(MCNetConfig(channels=config.channels))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    steps = config.epochs * -(-len(train_y) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + np.cos(np.pi * step / steps)) if config.cosine_lr else 1.0)
     pos_weight = torch.tensor((len(train_y) - train_y.sum()) / max(train_y.sum(), 1), dtype=torch.float32)
     x_t, y_t = torch.from_numpy(train_x)[:, None], torch.from_numpy(train_y.astype(np.float32))
     vx, vy = torch.from_numpy(val_x)[:, None], torch.from_numpy(val_y.astype(np.float32))
@@ -166,6 +170,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             loss_sum += loss.item() * len(index)
         model.eval()
         with torch.inference_mode():
