@@ -1,9 +1,11 @@
 """The two-stage cluster detector: find every MC-like speck, score each with a small CNN,
 then group the MCs by the clinical rule (≥ 3 within 1 cm², `mccscan.clusters`).
 
-1. Candidates: the image is high-passed (a 3×3 mean minus a wide blur), divided by its
-   local noise (the robust spread of the high-pass in each 4.5 mm block of breast), and every local maximum
-   above `CANDIDATE_SNR` is a candidate speck; at most `max_candidates`, brightest first.
+1. Candidates: the image is high-passed (a 3×3 mean minus a wide blur of σ `WIDE_SIGMA_PX`),
+   divided by its local noise (the robust spread of the high-pass in each 4.5 mm block of
+   breast), and every local maximum above `CANDIDATE_SNR` is a candidate speck; at most
+   `max_candidates`, brightest first. Weights store the σ and SNR they were trained with,
+   and their scans use those (`scan.detector_options`).
 2. Each candidate's 27×27 patch of that normalised image goes through `MCNet` → P(MC).
 3. MCs at P ≥ `mc_floor` are grouped; a group with ≥ 3 MCs in some 1 cm² square is a
    cluster, scored by the 3rd-best MC of its best square centimetre, so a cluster at
