@@ -45,7 +45,16 @@ def test_the_candidate_stage_it_was_trained_on_is_the_one_its_scans_use(tmp_path
     out = tmp_path / "run"
     assert main(["train-detector", "--out", str(out), "--train-phantoms", "1", "--val-phantoms", "1", "--epochs", "1",
                  "--negatives", "100", "--wide-sigma", "3", "--candidate-snr", "3", "--channels", "8", "8", "16",
-                 "16"]) == 0
+                 "16", "--cosine-lr"]) == 0
     loaded = load_model(out / "mc.pt")
     assert loaded.model.config.channels == (8, 8, 16, 16)
     assert detector_options(loaded) == {"mc_floor": 0.5, "candidate_snr": 3.0, "wide_sigma_px": 3.0}
+    assert loaded.card["train_config"]["cosine_lr"] is True
+
+
+def test_a_candidate_stage_it_cannot_run_is_refused_before_training(tmp_path, capsys):
+    from mccscan.cli import main
+
+    assert main(["train-detector", "--out", str(tmp_path / "run"), "--wide-sigma", "1"]) == 2
+    assert "--wide-sigma ≥ 1.5 px (got 1.0)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -5,11 +5,11 @@ clusters into real mammograms (exact truth on real tissue: every other speck the
 negative); pass each through a random acquisition (pixel size 50–200 µm, digital or film,
 contrast curve); find the candidate specks as a scan does, label each candidate MC or not
 (within an MC's radius + 2 px of its centre), train `MCNet` on the candidate patches
-(8 dihedral copies, BCE, Adam), keep the epoch with the best validation loss, then scan
-the validation phantoms whole and choose the operating point: the cluster score with the
-highest sensitivity at ≤ 0.5 false clusters per image. Weights, the operating point and
-the card land in OUT/ (mc.pt + mc.json). Seeds never overlap the evaluation phantoms
-(`evaluate.EVAL_PHANTOM_SEEDS`).
+(8 dihedral copies, BCE, Adam; a cosine-decaying rate with --cosine-lr), keep the epoch
+with the best validation loss, then scan the validation phantoms whole and choose the
+operating point: the cluster score with the highest sensitivity at ≤ 0.5 false clusters
+per image. Weights, the operating point and the card land in OUT/ (mc.pt + mc.json).
+Seeds never overlap the evaluation phantoms (`evaluate.EVAL_PHANTOM_SEEDS`).
 """
 
 from __future__ import annotations
@@ -131,6 +131,9 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     if too_few or (config.tissue and config.tissue_draws < 1):
         raise InputError("train-detector needs at least 1 training and 1 validation phantom, 1 epoch and, with "
                          "--tissue, 1 draw per mammogram")
+    if config.wide_sigma_px < 1.5 or config.candidate_snr <= 0:
+        raise InputError(f"the candidate stage needs --wide-sigma ≥ 1.5 px (got {config.wide_sigma_px}) and a positive "
+                         f"--candidate-snr (got {config.candidate_snr})")
     tissue_files = image_files(config.tissue)  # a missing folder fails now, not after the phantoms
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
