@@ -56,17 +56,17 @@ def cluster_stages(mcs, clusters, image: np.ndarray, breast: np.ndarray, loaded,
 
 def tissue_rows(root: Path, inserts: int, loaded) -> list[dict]:
     """The stages on the films under `root` with the clusters real_tissue.py inserts."""
-    from mccscan.datasets.cbis_ddsm import DDSM_PIXEL_SPACING_MM
-    from mccscan.datasets.phantom import insert_clusters
-    from mccscan.io import load_for_scan
+    from real_tissue import inserted_draws, read_films  # this folder: the same films and draws
+
     from mccscan.tiling import breast_mask
 
+    paths, images = read_films(root)
+    if not paths:
+        raise SystemExit(f"{root}: no DICOM in it (fetch the films as real_tissue.py says)")
     rows = []
-    for k, path in enumerate(sorted(root.rglob("*.dcm"))):
-        image = load_for_scan(path, pixel_spacing_mm=DDSM_PIXEL_SPACING_MM).image
+    for k, (path, image) in enumerate(zip(paths, images)):
         breast = breast_mask(image)
-        for draw in range(inserts):
-            tissue, mcs, clusters = insert_clusters(image, breast, np.random.default_rng((k, draw)), 2)
+        for draw, tissue, mcs, clusters in inserted_draws(image, breast, k, inserts):
             rows += cluster_stages(mcs, clusters, tissue, breast, loaded, f"{path.name}-{draw}")
     return rows
 

@@ -37,6 +37,21 @@ from mccscan.weights import DETECTORS, load_detector, load_model
 
 
 
+def read_films(root: Path) -> tuple[list[Path], list[np.ndarray]]:
+    """The DICOMs under `root` (sorted, so film k is the same in every run) at 70 µm, read at
+    the DDSM spacing."""
+    paths = sorted(root.rglob("*.dcm"))
+    return paths, [load_for_scan(p, pixel_spacing_mm=DDSM_PIXEL_SPACING_MM).image for p in paths]
+
+
+def inserted_draws(image: np.ndarray, breast: np.ndarray, index: int, inserts: int):
+    """Film number `index` with 2 phantom clusters inserted in its breast, `inserts` times
+    (draw d seeded by (index, d), so every benchmark meets the same clusters):
+    (draw, tissue, MCs, clusters)."""
+    for draw in range(inserts):
+        yield draw, *insert_clusters(image, breast, np.random.default_rng((index, draw)), 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="folder with the DICOMs (searched recursively)")
@@ -45,10 +60,9 @@ def main() -> None:
     parser.add_argument("--weights", nargs="+", type=Path,
                         help="weights files to measure (default: the shipped detectors)")
     args = parser.parse_args()
-    paths = sorted(args.root.rglob("*.dcm"))
+    paths, images = read_films(args.root)
     if not paths:
         parser.error(f"{args.root}: no DICOM in it (fetch the films as the docstring says)")
-    images = [load_for_scan(p, pixel_spacing_mm=DDSM_PIXEL_SPACING_MM).image for p in paths]
     print(f"{len(paths)} mammograms from {args.root}, read at {DDSM_PIXEL_SPACING_MM} mm → 70 µm "
           f"({images[0].shape[1]}×{images[0].shape[0]} px for the first)")
     margin_px = MATCH_MARGIN_MM / SCAN_PIXEL_SPACING_MM
@@ -68,9 +82,7 @@ def main() -> None:
             at_edge += sum(min(c.x, c.y, cols - 1 - c.x, rows - 1 - c.y) < edge_px for c in findings)
         inserted = []
         for k, image in enumerate(images):
-            breast = breast_mask(image)
-            for draw in range(args.inserts):
-                tissue, mcs, clusters = insert_clusters(image, breast, np.random.default_rng((k, draw)), 2)
+            for draw, tissue, mcs, clusters in inserted_draws(image, breast_mask(image), k, args.inserts):
                 found = scan_image(tissue, loaded).clusters
                 inserted.append(ImageClusters(f"{paths[k].name}-{draw}", [(c.x, c.y, c.score) for c in found],
                                               [c.outline for c in clusters], margin_px,
