@@ -58,3 +58,32 @@ def test_a_candidate_stage_it_cannot_run_is_refused_before_training(tmp_path, ca
     assert main(["train-detector", "--out", str(tmp_path / "run"), "--wide-sigma", "1"]) == 2
     assert "--wide-sigma ≥ 1.5 px (got 1.0)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path, monkeypatch, capsys):
+    import pytest
+    import torch
+
+    import mccscan.train_detector as td
+
+    config = DetectorTrainConfig(train_phantoms=1, val_phantoms=1, epochs=2, negatives_per_image=100, cosine_lr=True)
+    td.train_detector(tmp_path / "whole", config, progress=False)
+    save = td.save_checkpoint
+
+    def killed_after_epoch_1(path, state):
+        save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(td, "save_checkpoint", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        td.train_detector(tmp_path / "killed", config, progress=False)
+    monkeypatch.setattr(td, "save_checkpoint", save)
+    td.train_detector(tmp_path / "killed", config, progress=False)
+    assert "resuming from" in capsys.readouterr().out
+    whole, resumed = (load_model(tmp_path / run / "mc.pt") for run in ("whole", "killed"))
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key])
+    assert whole.card["history"] == resumed.card["history"] and len(resumed.card["history"]) == 2
+    assert whole.card["operating_point"] == resumed.card["operating_point"]
+    td.train_detector(tmp_path / "killed", DetectorTrainConfig(**{**config.__dict__, "seed": 1}), progress=False)
+    assert "belongs to a different configuration" in capsys.readouterr().out

@@ -140,13 +140,18 @@ def train(train_patches: np.ndarray, train_labels: np.ndarray, val_patches: np.n
         _write_metrics(out_dir / "metrics.csv", history)
         state = {"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch, "best": best, "history": history}
-        atomic_write(last_path, lambda fh: torch.save(state, fh))  # a crash mid-write keeps the previous one
+        save_checkpoint(last_path, state)
         if on_epoch is not None:
             on_epoch(row)
 
     plot_training_curves(history, out_dir / "training_curves.png")
     loaded = load_model(out_dir / "best.pt")
     return loaded.model, loaded.card
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """The state a killed run resumes from; a crash mid-write keeps the previous one."""
+    atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -9,7 +9,9 @@ contrast curve); find the candidate specks as a scan does, label each candidate 
 with the best validation loss, then scan the validation phantoms whole and choose the
 operating point: the cluster score with the highest sensitivity at ≤ 0.5 false clusters
 per image. Weights, the operating point and the card land in OUT/ (mc.pt + mc.json).
-Seeds never overlap the evaluation phantoms (`evaluate.EVAL_PHANTOM_SEEDS`).
+Seeds never overlap the evaluation phantoms (`evaluate.EVAL_PHANTOM_SEEDS`). The data are
+drawn from the seed and each epoch's order from (seed, epoch), so a run killed mid-way
+resumes from OUT/last.pt and ends with the same weights.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, WIDE_SIGMA_PX, find_candid
 from mccscan.evaluate import scan_phantoms
 from mccscan.metrics import cluster_froc, operating_point
 from mccscan.models import MCNet, MCNetConfig
+from mccscan.train import load_checkpoint, save_checkpoint
 from mccscan.weights import card_path, load_model, save_weights
 
 TRAIN_SEEDS = range(200_000, 201_000)  # the first `train_phantoms` of them
@@ -161,8 +164,24 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     pos_weight = torch.tensor((len(train_y) - train_y.sum()) / max(train_y.sum(), 1), dtype=torch.float32)
     x_t, y_t = torch.from_numpy(train_x)[:, None], torch.from_numpy(train_y.astype(np.float32))
     vx, vy = torch.from_numpy(val_x)[:, None], torch.from_numpy(val_y.astype(np.float32))
-    best_loss, history = float("inf"), []
-    for epoch in range(config.epochs):
+
+    # resume: the same configuration continues; without the cosine rate, --epochs may grow
+    start_epoch, best_loss, history = 0, float("inf"), []
+    last_path = out_dir / "last.pt"
+    if last_path.is_file():
+        state = load_checkpoint(last_path)
+        saved = state["config"]
+        if {**saved, "epochs": config.epochs} == asdict(config) and (
+                saved["epochs"] == config.epochs or not config.cosine_lr):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            start_epoch, best_loss, history = state["epoch"] + 1, state["best_loss"], state["history"]
+            print(f"resuming from {last_path} at epoch {start_epoch + 1}", flush=True)
+        else:
+            print(f"{last_path} belongs to a different configuration; starting afresh", flush=True)
+
+    for epoch in range(start_epoch, config.epochs):
         model.train()
         order = torch.randperm(len(y_t), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
         start, loss_sum = time.perf_counter(), 0.0
@@ -190,6 +209,9 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
         print(f"epoch {epoch + 1:3d}  loss {loss_sum / len(order):.4f}  val_loss {val_loss:.4f}  MC recall "
               f"{recall:.3f}  false {false_rate:.4f}  {time.perf_counter() - start:.0f} s"
               + ("  *best*" if improved else ""), flush=True)
+        save_checkpoint(last_path, {"config": asdict(config), "model": model.state_dict(),
+                                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                                    "epoch": epoch, "best_loss": best_loss, "history": history})
 
     card = json.loads(card_path(out_dir / "mc.pt").read_text())
     card.update({
