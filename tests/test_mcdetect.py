@@ -7,6 +7,7 @@ from mccscan.clusters import MATCH_MARGIN_MM
 from mccscan.datasets.phantom import make_phantom
 from mccscan.mcdetect import detect, find_candidates, normalised_highpass
 from mccscan.metrics import compare_clusters
+from mccscan.scan import detector_options
 from mccscan.weights import DETECTORS, load_model
 
 
@@ -25,7 +26,7 @@ def test_shipped_detector_finds_the_phantoms_clusters_and_not_its_isolated_mcs()
     found_all = []
     for seed in (230_003, 230_004):  # seeds no training used; clusters of median MC contrast 0.10–0.26
         ph = make_phantom(seed, size="small", n_clusters=3)
-        found = detect(loaded.model, ph.image, ph.breast_mask)
+        found = detect(loaded.model, ph.image, ph.breast_mask, **detector_options(loaded))
         reported = [c for c in found.clusters if c.score >= threshold]
         comparison = compare_clusters(reported, [c.outline for c in ph.clusters], MATCH_MARGIN_MM / 0.07)
         assert comparison.false_reported <= 1, comparison.summary()

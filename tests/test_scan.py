@@ -213,3 +213,16 @@ def test_every_compressed_transfer_syntax_gives_the_same_clusters(tmp_path):
         assert len(found) == len(reference), name
         for c in found:
             assert min(np.hypot(c.x - r.x, c.y - r.y) for r in reference) < 1 / 0.07, name
+
+
+def test_weights_whose_card_names_no_candidate_stage_scan_with_the_first_one():
+    from mccscan.mcdetect import FIRST_CANDIDATE_STAGE
+    from mccscan.models import MCNet
+    from mccscan.scan import detector_options
+
+    def options(point):
+        return detector_options(LoadedModel(MCNet(), "mc", "", {"operating_point": point}))
+
+    assert options({"mc_floor": 0.4}) == {"mc_floor": 0.4, **FIRST_CANDIDATE_STAGE}
+    assert options({"candidate_snr": 3.5}) == {"candidate_snr": 3.5, "wide_sigma_px": 6.0}
+    assert options({"candidate_snr": 2.5, "wide_sigma_px": 3.0}) == {"candidate_snr": 2.5, "wide_sigma_px": 3.0}

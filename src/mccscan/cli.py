@@ -487,7 +487,7 @@ def _args_train_detector(p) -> None:
                    help="insertions (1–3 clusters each) per real mammogram")
     p.add_argument("--candidate-snr", type=float, default=DetectorTrainConfig.candidate_snr, metavar="SNR",
                    help="candidate specks: local maxima this many noise units above their surroundings")
-    p.add_argument("--cosine-lr", action="store_true",
+    p.add_argument("--cosine-lr", action=argparse.BooleanOptionalAction, default=DetectorTrainConfig.cosine_lr,
                    help="decay the learning rate to 0 along a cosine (steadier last epochs than a constant rate)")
     p.add_argument("--wide-sigma", type=float, default=DetectorTrainConfig.wide_sigma_px, metavar="PX",
                    help="σ (70 µm px) of the background the candidate stage's high-pass removes")

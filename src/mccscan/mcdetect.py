@@ -5,7 +5,8 @@ then group the MCs by the clinical rule (≥ 3 within 1 cm², `mccscan.clusters`
    divided by its local noise (the robust spread of the high-pass in each 4.5 mm block of
    breast), and every local maximum above `CANDIDATE_SNR` is a candidate speck; at most
    `max_candidates`, brightest first. Weights store the σ and SNR they were trained with,
-   and their scans use those (`scan.detector_options`).
+   and their scans use those (`scan.detector_options`); weights from before that stored
+   nothing and were all trained on `FIRST_CANDIDATE_STAGE`.
 2. Each candidate's 27×27 patch of that normalised image goes through `MCNet` → P(MC).
 3. MCs at P ≥ `mc_floor` are grouped; a group with ≥ 3 MCs in some 1 cm² square is a
    cluster, scored by the 3rd-best MC of its best square centimetre, so a cluster at
@@ -27,8 +28,9 @@ from torch.nn import functional as F
 from mccscan.clusters import MC, Cluster, find_clusters
 from mccscan.models import MCNet
 
-CANDIDATE_SNR = 3.5  # a speck this many noise units above its surroundings is worth a look
-WIDE_SIGMA_PX = 6.0  # the background the high-pass removes
+CANDIDATE_SNR = 3.0  # a speck this many noise units above its surroundings is worth a look
+WIDE_SIGMA_PX = 3.0  # the background the high-pass removes: close, so faint specks in texture stand out
+FIRST_CANDIDATE_STAGE = {"candidate_snr": 3.5, "wide_sigma_px": 6.0}  # weights whose card names no stage used this
 MC_FLOOR = 0.5  # candidates at P(MC) ≥ this are MCs that clusters are built from
 
 

@@ -33,7 +33,7 @@ from mccscan.errors import InputError
 from mccscan.datasets.phantom import insert_clusters, make_phantom
 from mccscan.io import load_for_scan
 from mccscan.tiling import breast_mask
-from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
+from mccscan.mcdetect import CANDIDATE_SNR, FIRST_CANDIDATE_STAGE, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
 from mccscan.evaluate import scan_phantoms
 from mccscan.metrics import cluster_froc, operating_point
 from mccscan.models import MCNet, MCNetConfig
@@ -53,7 +53,7 @@ class DetectorTrainConfig:
     epochs: int = 20
     batch_size: int = 256
     learning_rate: float = 1e-3
-    cosine_lr: bool = False  # decay the learning rate to 0 along a cosine over the run, batch by batch
+    cosine_lr: bool = True  # decay the learning rate to 0 along a cosine over the run, batch by batch
     seed: int = 0
     size: str = "small"  # phantom size for training (the evaluation uses "large")
     acquisition: bool = True  # random pixel size, detector and contrast curve per image
@@ -234,10 +234,9 @@ def choose_operating_point(weights: str | Path, val_phantoms: int = 20, *, progr
     """Scan the validation phantoms whole with these weights and store, in their card, the
     cluster score with the highest sensitivity at ≤ MAX_FP_PER_IMAGE false clusters per image."""
     loaded = load_model(weights)
-    trained = loaded.card.get("train_config", {})
+    trained = {**FIRST_CANDIDATE_STAGE, **loaded.card.get("train_config", {})}
     loaded.card["operating_point"] = {  # the candidate stage it was trained on: what the scans below use
-        "mc_floor": MC_FLOOR, "candidate_snr": trained.get("candidate_snr", CANDIDATE_SNR),
-        "wide_sigma_px": trained.get("wide_sigma_px", WIDE_SIGMA_PX)}
+        "mc_floor": MC_FLOOR, "candidate_snr": trained["candidate_snr"], "wide_sigma_px": trained["wide_sigma_px"]}
     val, _ = scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], progress=progress)  # the scan a user runs
     froc = cluster_froc(val, n_bootstrap=0)
     threshold = operating_point(froc, MAX_FP_PER_IMAGE)
