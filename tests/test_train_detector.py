@@ -5,7 +5,8 @@ from mccscan.weights import load_model
 
 
 def test_train_detector_writes_weights_and_an_operating_point(tmp_path):
-    config = DetectorTrainConfig(train_phantoms=2, val_phantoms=1, epochs=1, negatives_per_image=200)
+    config = DetectorTrainConfig(train_phantoms=2, val_phantoms=1, epochs=1, negatives_per_image=200,
+                                 operating_point_spacings_mm=(0.07,))
     card = train_detector(tmp_path, config, progress=False, command="mccscan train-detector --test")
     from mccscan.metrics import ABOVE_ANY_SCORE
 
@@ -25,7 +26,8 @@ def test_train_detector_inserts_clusters_into_given_mammograms(tmp_path, capsys)
     make_phantom(7, size=(1400, 1100), n_clusters=0).write(tissue, stem="normal", formats=("dcm",))
     out = tmp_path / "run"
     assert main(["train-detector", "--out", str(out), "--train-phantoms", "1", "--val-phantoms", "1", "--epochs", "1",
-                 "--negatives", "100", "--tissue", str(tissue), "--tissue-draws", "2"]) == 0
+                 "--negatives", "100", "--tissue", str(tissue), "--tissue-draws", "2",
+                 "--operating-point-spacings", "0.07"]) == 0
     printed = capsys.readouterr().out
     tissue_line = next(line for line in printed.splitlines() if "from 1 real mammograms" in line)
     assert int(tissue_line.split("(")[1].split()[0]) > 0  # inserted MCs found as candidates
@@ -45,8 +47,10 @@ def test_the_candidate_stage_it_was_trained_on_is_the_one_its_scans_use(tmp_path
     out = tmp_path / "run"
     assert main(["train-detector", "--out", str(out), "--train-phantoms", "1", "--val-phantoms", "1", "--epochs", "1",
                  "--negatives", "100", "--wide-sigma", "3", "--candidate-snr", "3", "--channels", "8", "8", "16",
-                 "16", "--cosine-lr"]) == 0
+                 "16", "--cosine-lr", "--operating-point-spacings", "0.07", "0.14"]) == 0
     loaded = load_model(out / "mc.pt")
+    validation = loaded.card["operating_point"]["validation"]
+    assert validation["pixel_spacings_mm"] == [0.07, 0.14] and validation["images"] == 2  # 1 phantom at each
     assert loaded.model.config.channels == (8, 8, 16, 16)
     assert detector_options(loaded) == {"mc_floor": 0.5, "candidate_snr": 3.0, "wide_sigma_px": 3.0}
     assert loaded.card["train_config"]["cosine_lr"] is True
@@ -57,6 +61,8 @@ def test_a_candidate_stage_it_cannot_run_is_refused_before_training(tmp_path, ca
 
     assert main(["train-detector", "--out", str(tmp_path / "run"), "--wide-sigma", "1"]) == 2
     assert "--wide-sigma ≥ 1.5 px (got 1.0)" in capsys.readouterr().err
+    assert main(["train-detector", "--out", str(tmp_path / "run"), "--operating-point-spacings", "0.07", "0"]) == 2
+    assert "positive pixel spacings (mm), not [0.07, 0.0]" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
@@ -66,7 +72,8 @@ def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path, monkeypat
 
     import mccscan.train_detector as td
 
-    config = DetectorTrainConfig(train_phantoms=1, val_phantoms=1, epochs=2, negatives_per_image=100, cosine_lr=True)
+    config = DetectorTrainConfig(train_phantoms=1, val_phantoms=1, epochs=2, negatives_per_image=100, cosine_lr=True,
+                                 operating_point_spacings_mm=(0.07,))
     td.train_detector(tmp_path / "whole", config, progress=False)
     save = td.save_checkpoint
 

@@ -95,11 +95,12 @@ def _cmd_train_detector(args) -> int:
                                  acquisition=not args.no_acquisition, tissue=tuple(args.tissue),
                                  tissue_spacing_mm=args.tissue_spacing, tissue_draws=args.tissue_draws,
                                  candidate_snr=args.candidate_snr, wide_sigma_px=args.wide_sigma,
-                                 channels=tuple(args.channels), cosine_lr=args.cosine_lr)
+                                 channels=tuple(args.channels), cosine_lr=args.cosine_lr,
+                                 operating_point_spacings_mm=tuple(args.operating_point_spacings))
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.recalibrate:
-        card = choose_operating_point(Path(args.out) / "mc.pt", args.val_phantoms, progress=sys.stderr.isatty(),
-                                      command=command)
+        card = choose_operating_point(Path(args.out) / "mc.pt", args.val_phantoms, config.operating_point_spacings_mm,
+                                      progress=sys.stderr.isatty(), command=command)
     else:
         card = train_detector(args.out, config, progress=sys.stderr.isatty(), command=command)
     print(f"best epoch {card['epoch']} → {Path(args.out) / 'mc.pt'}; cluster operating point "
@@ -495,6 +496,9 @@ def _args_train_detector(p) -> None:
                    help="widths of MCNet's four conv layers")
     p.add_argument("--no-acquisition", action="store_true",
                    help="train on images as drawn, without random pixel size, detector and contrast curve")
+    p.add_argument("--operating-point-spacings", type=float, nargs="+", metavar="MM",
+                   default=DetectorTrainConfig.operating_point_spacings_mm,
+                   help="pixel sizes the validation phantoms are delivered at to choose the operating point")
     p.add_argument("--recalibrate", action="store_true",
                    help="no training: choose OUT/mc.pt's operating point again on the validation phantoms")
 

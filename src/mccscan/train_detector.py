@@ -43,6 +43,7 @@ from mccscan.weights import card_path, load_model, save_weights
 TRAIN_SEEDS = range(200_000, 201_000)  # the first `train_phantoms` of them
 VAL_SEEDS = range(210_000, 210_100)
 MAX_FP_PER_IMAGE = 0.5  # the default operating point's budget
+OPERATING_POINT_SPACINGS_MM = (0.05, 0.07, 0.1, 0.14, 0.2)  # it must hold at every pixel size training covers
 
 
 @dataclass
@@ -63,6 +64,7 @@ class DetectorTrainConfig:
     candidate_snr: float = CANDIDATE_SNR  # the candidate stage's threshold, in training and in the scans
     wide_sigma_px: float = WIDE_SIGMA_PX  # the background its high-pass removes, likewise
     channels: tuple[int, ...] = MCNetConfig.channels  # MCNet's conv widths
+    operating_point_spacings_mm: tuple[float, ...] = OPERATING_POINT_SPACINGS_MM  # validation phantoms delivered at
 
 
 def mc_reach_px(mc_radius_px):
@@ -137,6 +139,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     if config.wide_sigma_px < 1.5 or config.candidate_snr <= 0:
         raise InputError(f"the candidate stage needs --wide-sigma ≥ 1.5 px (got {config.wide_sigma_px}) and a positive "
                          f"--candidate-snr (got {config.candidate_snr})")
+    check_spacings(config.operating_point_spacings_mm)
     tissue_files = image_files(config.tissue)  # a missing folder fails now, not after the phantoms
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -226,24 +229,36 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
         "history": history,
     })
     atomic_write_text(card_path(out_dir / "mc.pt"), json.dumps(card, indent=2) + "\n")
-    return choose_operating_point(out_dir / "mc.pt", config.val_phantoms, progress=progress, command=command)
+    return choose_operating_point(out_dir / "mc.pt", config.val_phantoms, config.operating_point_spacings_mm,
+                                  progress=progress, command=command)
 
 
-def choose_operating_point(weights: str | Path, val_phantoms: int = 20, *, progress: bool = False,
-                           command: str = "") -> dict:
-    """Scan the validation phantoms whole with these weights and store, in their card, the
-    cluster score with the highest sensitivity at ≤ MAX_FP_PER_IMAGE false clusters per image."""
+def check_spacings(pixel_spacings_mm) -> None:
+    if not len(pixel_spacings_mm) or min(pixel_spacings_mm) <= 0:
+        raise InputError(f"the operating point needs positive pixel spacings (mm), not {list(pixel_spacings_mm)}")
+
+
+def choose_operating_point(weights: str | Path, val_phantoms: int = 20,
+                           pixel_spacings_mm: tuple[float, ...] = OPERATING_POINT_SPACINGS_MM, *,
+                           progress: bool = False, command: str = "") -> dict:
+    """Scan the validation phantoms whole, delivered at each of `pixel_spacings_mm`, with these
+    weights and store, in their card, the cluster score with the highest sensitivity at
+    ≤ MAX_FP_PER_IMAGE false clusters per image over all of them."""
+    check_spacings(pixel_spacings_mm)
     loaded = load_model(weights)
     trained = {**FIRST_CANDIDATE_STAGE, **loaded.card.get("train_config", {})}
     loaded.card["operating_point"] = {  # the candidate stage it was trained on: what the scans below use
         "mc_floor": MC_FLOOR, "candidate_snr": trained["candidate_snr"], "wide_sigma_px": trained["wide_sigma_px"]}
-    val, _ = scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], progress=progress)  # the scan a user runs
+    val = [image for spacing in pixel_spacings_mm  # the scan a user runs, on files of that spacing
+           for image in scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], pixel_spacing_mm=spacing,
+                                      progress=progress)[0]]
     froc = cluster_froc(val, n_bootstrap=0)
     threshold = operating_point(froc, MAX_FP_PER_IMAGE)
     card = {**loaded.card, "operating_point": {
         **loaded.card["operating_point"], "cluster_threshold": threshold,
         "max_fp_per_image": MAX_FP_PER_IMAGE, "chosen_by": command,
         "validation": {"images": froc["images"], "clusters": froc["clusters"],
+                       "phantoms": val_phantoms, "pixel_spacings_mm": list(pixel_spacings_mm),
                        "sensitivity_at_fp": {f: v["value"] for f, v in froc["sensitivity_at_fp"].items()}}}}
     atomic_write_text(card_path(weights), json.dumps(card, indent=2) + "\n")
     print(f"operating point: cluster score ≥ {threshold:.3f} (validation: "
