@@ -27,12 +27,12 @@ LOW_SNR = 2.5  # what a candidate stage with a lower threshold could still reach
 def cluster_stages(mcs, clusters, image: np.ndarray, breast: np.ndarray, loaded, image_id) -> list[dict]:
     """Per cluster: MCs that are candidates (at LOW_SNR and at the weights' SNR), that reach
     the MC floor, and the P of the 3rd-best MC. The candidate stage is the weights' own."""
-    from mccscan.mcdetect import MC_FLOOR, find_candidates, score_candidates
+    from mccscan.mcdetect import find_candidates, score_candidates
     from mccscan.scan import detector_options
     from mccscan.train_detector import mc_reach_px
 
     options = detector_options(loaded)
-    snr, floor = options.pop("candidate_snr"), options.pop("mc_floor", MC_FLOOR)
+    snr, floor = options.pop("candidate_snr"), options.pop("mc_floor")
     cands = find_candidates(image, breast, patch_px=loaded.model.config.patch_px, snr=LOW_SNR, **options)
     p = score_candidates(loaded.model, cands.patches)
     rows = []

@@ -47,13 +47,19 @@ def test_the_candidate_stage_it_was_trained_on_is_the_one_its_scans_use(tmp_path
     out = tmp_path / "run"
     assert main(["train-detector", "--out", str(out), "--train-phantoms", "1", "--val-phantoms", "1", "--epochs", "1",
                  "--negatives", "100", "--wide-sigma", "3", "--candidate-snr", "3", "--channels", "8", "8", "16",
-                 "16", "--cosine-lr", "--operating-point-spacings", "0.07", "0.14"]) == 0
+                 "16", "--cosine-lr", "--operating-point-spacings", "0.07", "0.14", "--mc-floor", "0.7"]) == 0
     loaded = load_model(out / "mc.pt")
     validation = loaded.card["operating_point"]["validation"]
     assert validation["pixel_spacings_mm"] == [0.07, 0.14] and validation["images"] == 2  # 1 phantom at each
     assert loaded.model.config.channels == (8, 8, 16, 16)
-    assert detector_options(loaded) == {"mc_floor": 0.5, "candidate_snr": 3.0, "wide_sigma_px": 3.0}
+    assert detector_options(loaded) == {"mc_floor": 0.7, "candidate_snr": 3.0, "wide_sigma_px": 3.0}
     assert loaded.card["train_config"]["cosine_lr"] is True
+    recalibrate = ["train-detector", "--out", str(out), "--recalibrate", "--val-phantoms", "1",
+                   "--operating-point-spacings", "0.07"]
+    assert main(recalibrate) == 0  # keeps the floor it was trained with …
+    assert detector_options(load_model(out / "mc.pt"))["mc_floor"] == 0.7
+    assert main(recalibrate + ["--mc-floor", "0.6"]) == 0  # … unless told another
+    assert detector_options(load_model(out / "mc.pt"))["mc_floor"] == 0.6
 
 
 def test_a_candidate_stage_it_cannot_run_is_refused_before_training(tmp_path, capsys):
@@ -63,6 +69,8 @@ def test_a_candidate_stage_it_cannot_run_is_refused_before_training(tmp_path, ca
     assert "--wide-sigma ≥ 1.5 px (got 1.0)" in capsys.readouterr().err
     assert main(["train-detector", "--out", str(tmp_path / "run"), "--operating-point-spacings", "0.07", "0"]) == 2
     assert "positive pixel spacings (mm), not [0.07, 0.0]" in capsys.readouterr().err
+    assert main(["train-detector", "--out", str(tmp_path / "run"), "--mc-floor", "1"]) == 2
+    assert "MC floor is a probability strictly between 0 and 1, not 1.0" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

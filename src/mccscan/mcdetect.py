@@ -6,7 +6,7 @@ then group the MCs by the clinical rule (≥ 3 within 1 cm², `mccscan.clusters`
    breast), and every local maximum above `CANDIDATE_SNR` is a candidate speck; at most
    `max_candidates`, brightest first. Weights store the σ and SNR they were trained with,
    and their scans use those (`scan.detector_options`); weights from before that stored
-   nothing and were all trained on `FIRST_CANDIDATE_STAGE`.
+   nothing and were all trained on `FIRST_DETECTOR_SETTINGS`.
 2. Each candidate's 27×27 patch of that normalised image goes through `MCNet` → P(MC).
 3. MCs at P ≥ `mc_floor` are grouped; a group with ≥ 3 MCs in some 1 cm² square is a
    cluster, scored by the 3rd-best MC of its best square centimetre, so a cluster at
@@ -30,8 +30,8 @@ from mccscan.models import MCNet
 
 CANDIDATE_SNR = 3.0  # a speck this many noise units above its surroundings is worth a look
 WIDE_SIGMA_PX = 3.0  # the background the high-pass removes: close, so faint specks in texture stand out
-FIRST_CANDIDATE_STAGE = {"candidate_snr": 3.5, "wide_sigma_px": 6.0}  # weights whose card names no stage used this
-MC_FLOOR = 0.5  # candidates at P(MC) ≥ this are MCs that clusters are built from
+MC_FLOOR = 0.8  # candidates at P(MC) ≥ this are the MCs clusters are built from (0.5 let texture specks in)
+FIRST_DETECTOR_SETTINGS = {"mc_floor": 0.5, "candidate_snr": 3.5, "wide_sigma_px": 6.0}  # of cards that name none
 
 
 @dataclass

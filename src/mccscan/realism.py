@@ -7,7 +7,7 @@ phantom with real mammograms (`benchmarks/realism.py`).
 2. the fraction of the spectral power in the MC band, 1/14–1/2 cycles/px (the scale of
    0.1–1 mm specks), as log10;
 3. the density of MC-like specks per cm²: the candidates the detector's first stage finds
-   (as first shipped: SNR 3.5 over a σ 6 px background, `mcdetect.FIRST_CANDIDATE_STAGE`),
+   (as first shipped: SNR 3.5 over a σ 6 px background, `mcdetect.FIRST_DETECTOR_SETTINGS`),
    every one of which its network must accept or reject;
 4. the intensity histogram inside the breast: median and the 5–95 % spread.
 """
@@ -84,7 +84,7 @@ def spectral_slope(freq: np.ndarray, power: np.ndarray, band: tuple[float, float
 
 def measure(image: np.ndarray, breast: np.ndarray) -> Realism:
     """The four statistics of one mammogram at the scan's 70 µm with its breast mask."""
-    from mccscan.mcdetect import FIRST_CANDIDATE_STAGE, find_candidates
+    from mccscan.mcdetect import FIRST_DETECTOR_SETTINGS, find_candidates
 
     if image.shape != breast.shape:
         raise ValueError(f"image {image.shape} and breast mask {breast.shape} differ in shape")
@@ -99,7 +99,7 @@ def measure(image: np.ndarray, breast: np.ndarray) -> Realism:
     band = (freq >= MC_BAND_CYCLES_PER_PX[0]) & (freq <= MC_BAND_CYCLES_PER_PX[1])
     weights = freq  # radial average → ring area ∝ f
     fraction = float((power[band] * weights[band]).sum() / (power * weights).sum())
-    stage = FIRST_CANDIDATE_STAGE  # the speck of the published figures, kept so that they stay comparable
+    stage = FIRST_DETECTOR_SETTINGS  # the speck of the published figures, kept so that they stay comparable
     specks = len(find_candidates(image, inner, max_candidates=10**7, snr=stage["candidate_snr"],
                                  wide_sigma_px=stage["wide_sigma_px"]).snr)
     area_cm2 = inner.sum() * (PIXEL_SPACING_MM / 10) ** 2

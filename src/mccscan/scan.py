@@ -28,7 +28,7 @@ import torch
 from mccscan.errors import InputError
 from mccscan.io import DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, ScanImage, load_for_scan
 from mccscan.clusters import Cluster
-from mccscan.mcdetect import FIRST_CANDIDATE_STAGE, detect
+from mccscan.mcdetect import FIRST_DETECTOR_SETTINGS, detect
 from mccscan.models import MCCNet, MCNet
 from mccscan.tiling import PATCH_SIZE_PX, TileGrid, breast_mask
 from mccscan.weights import LoadedModel
@@ -236,7 +236,7 @@ def detector_options(loaded: LoadedModel) -> dict:
     """The cluster detector's settings stored with its weights (MC floor, candidate stage);
     a card that names no candidate stage was trained on the first one."""
     point = loaded.card.get("operating_point", {})
-    return {**FIRST_CANDIDATE_STAGE, **{k: point[k] for k in ("mc_floor", "candidate_snr", "wide_sigma_px")
+    return {**FIRST_DETECTOR_SETTINGS, **{k: point[k] for k in ("mc_floor", "candidate_snr", "wide_sigma_px")
                                         if k in point}}
 
 

@@ -33,7 +33,7 @@ from mccscan.errors import InputError
 from mccscan.datasets.phantom import insert_clusters, make_phantom
 from mccscan.io import load_for_scan
 from mccscan.tiling import breast_mask
-from mccscan.mcdetect import CANDIDATE_SNR, FIRST_CANDIDATE_STAGE, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
+from mccscan.mcdetect import CANDIDATE_SNR, FIRST_DETECTOR_SETTINGS, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
 from mccscan.evaluate import scan_phantoms
 from mccscan.metrics import cluster_froc, operating_point
 from mccscan.models import MCNet, MCNetConfig
@@ -65,6 +65,7 @@ class DetectorTrainConfig:
     wide_sigma_px: float = WIDE_SIGMA_PX  # the background its high-pass removes, likewise
     channels: tuple[int, ...] = MCNetConfig.channels  # MCNet's conv widths
     operating_point_spacings_mm: tuple[float, ...] = OPERATING_POINT_SPACINGS_MM  # validation phantoms delivered at
+    mc_floor: float = MC_FLOOR  # the P(MC) its scans build clusters from
 
 
 def mc_reach_px(mc_radius_px):
@@ -140,6 +141,8 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
         raise InputError(f"the candidate stage needs --wide-sigma ≥ 1.5 px (got {config.wide_sigma_px}) and a positive "
                          f"--candidate-snr (got {config.candidate_snr})")
     check_spacings(config.operating_point_spacings_mm)
+    if not 0 < config.mc_floor < 1:
+        raise InputError(f"the MC floor is a probability strictly between 0 and 1, not {config.mc_floor}")
     tissue_files = image_files(config.tissue)  # a missing folder fails now, not after the phantoms
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +233,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     })
     atomic_write_text(card_path(out_dir / "mc.pt"), json.dumps(card, indent=2) + "\n")
     return choose_operating_point(out_dir / "mc.pt", config.val_phantoms, config.operating_point_spacings_mm,
-                                  progress=progress, command=command)
+                                  mc_floor=config.mc_floor, progress=progress, command=command)
 
 
 def check_spacings(pixel_spacings_mm) -> None:
@@ -240,15 +243,19 @@ def check_spacings(pixel_spacings_mm) -> None:
 
 def choose_operating_point(weights: str | Path, val_phantoms: int = 20,
                            pixel_spacings_mm: tuple[float, ...] = OPERATING_POINT_SPACINGS_MM, *,
-                           progress: bool = False, command: str = "") -> dict:
+                           mc_floor: float | None = None, progress: bool = False, command: str = "") -> dict:
     """Scan the validation phantoms whole, delivered at each of `pixel_spacings_mm`, with these
     weights and store, in their card, the cluster score with the highest sensitivity at
-    ≤ MAX_FP_PER_IMAGE false clusters per image over all of them."""
+    ≤ MAX_FP_PER_IMAGE false clusters per image over all of them. The MC floor is the
+    training config's unless given."""
     check_spacings(pixel_spacings_mm)
+    if mc_floor is not None and not 0 < mc_floor < 1:
+        raise InputError(f"the MC floor is a probability strictly between 0 and 1, not {mc_floor}")
     loaded = load_model(weights)
-    trained = {**FIRST_CANDIDATE_STAGE, **loaded.card.get("train_config", {})}
+    trained = {**FIRST_DETECTOR_SETTINGS, **loaded.card.get("train_config", {})}
     loaded.card["operating_point"] = {  # the candidate stage it was trained on: what the scans below use
-        "mc_floor": MC_FLOOR, "candidate_snr": trained["candidate_snr"], "wide_sigma_px": trained["wide_sigma_px"]}
+        "mc_floor": trained["mc_floor"] if mc_floor is None else mc_floor,
+        "candidate_snr": trained["candidate_snr"], "wide_sigma_px": trained["wide_sigma_px"]}
     val = [image for spacing in pixel_spacings_mm  # the scan a user runs, on files of that spacing
            for image in scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], pixel_spacing_mm=spacing,
                                       progress=progress)[0]]
