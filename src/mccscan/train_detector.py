@@ -6,12 +6,13 @@ negative); pass each through a random acquisition (pixel size 50–200 µm, digi
 contrast curve); find the candidate specks as a scan does, label each candidate MC or not
 (within an MC's radius + 2 px of its centre), train `MCNet` on the candidate patches
 (8 dihedral copies, BCE, Adam; a cosine-decaying rate with --cosine-lr), keep the epoch
-with the best validation loss, then scan the validation phantoms whole and choose the
-operating point: the cluster score with the highest sensitivity at ≤ 0.5 false clusters
-per image. Weights, the operating point and the card land in OUT/ (mc.pt + mc.json).
-Seeds never overlap the evaluation phantoms (`evaluate.EVAL_PHANTOM_SEEDS`). The data are
-drawn from the seed and each epoch's order from (seed, epoch), so a run killed mid-way
-resumes from OUT/last.pt and ends with the same weights.
+with the best validation loss, then scan the validation phantoms whole, delivered at each
+pixel size training covers, and choose the operating point: the cluster score with the
+highest sensitivity at ≤ 0.5 false clusters per image. Weights, the operating point and
+the card land in OUT/ (mc.pt + mc.json). Seeds never overlap the evaluation phantoms
+(`evaluate.EVAL_PHANTOM_SEEDS`). The data are drawn from the seed and each epoch's order
+from (seed, epoch), so a run killed mid-way resumes from OUT/last.pt and ends with the
+same weights.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class DetectorTrainConfig:
     candidate_snr: float = CANDIDATE_SNR  # the candidate stage's threshold, in training and in the scans
     wide_sigma_px: float = WIDE_SIGMA_PX  # the background its high-pass removes, likewise
     channels: tuple[int, ...] = MCNetConfig.channels  # MCNet's conv widths
-    operating_point_spacings_mm: tuple[float, ...] = OPERATING_POINT_SPACINGS_MM  # validation phantoms delivered at
+    operating_point_spacings_mm: tuple[float, ...] = OPERATING_POINT_SPACINGS_MM  # the validation scans' pixel sizes
     mc_floor: float = MC_FLOOR  # the P(MC) its scans build clusters from
 
 
@@ -140,9 +141,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     if config.wide_sigma_px < 1.5 or config.candidate_snr <= 0:
         raise InputError(f"the candidate stage needs --wide-sigma ≥ 1.5 px (got {config.wide_sigma_px}) and a positive "
                          f"--candidate-snr (got {config.candidate_snr})")
-    check_spacings(config.operating_point_spacings_mm)
-    if not 0 < config.mc_floor < 1:
-        raise InputError(f"the MC floor is a probability strictly between 0 and 1, not {config.mc_floor}")
+    check_operating_point_settings(config.operating_point_spacings_mm, config.mc_floor)
     tissue_files = image_files(config.tissue)  # a missing folder fails now, not after the phantoms
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,9 +235,12 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
                                   mc_floor=config.mc_floor, progress=progress, command=command)
 
 
-def check_spacings(pixel_spacings_mm) -> None:
+def check_operating_point_settings(pixel_spacings_mm, mc_floor: float | None) -> None:
+    """Refuse, before any work, what `choose_operating_point` cannot use."""
     if not len(pixel_spacings_mm) or min(pixel_spacings_mm) <= 0:
         raise InputError(f"the operating point needs positive pixel spacings (mm), not {list(pixel_spacings_mm)}")
+    if mc_floor is not None and not 0 < mc_floor < 1:
+        raise InputError(f"the MC floor is a probability strictly between 0 and 1, not {mc_floor}")
 
 
 def choose_operating_point(weights: str | Path, val_phantoms: int = 20,
@@ -248,12 +250,10 @@ def choose_operating_point(weights: str | Path, val_phantoms: int = 20,
     weights and store, in their card, the cluster score with the highest sensitivity at
     ≤ MAX_FP_PER_IMAGE false clusters per image over all of them. The MC floor is the
     training config's unless given."""
-    check_spacings(pixel_spacings_mm)
-    if mc_floor is not None and not 0 < mc_floor < 1:
-        raise InputError(f"the MC floor is a probability strictly between 0 and 1, not {mc_floor}")
+    check_operating_point_settings(pixel_spacings_mm, mc_floor)
     loaded = load_model(weights)
     trained = {**FIRST_DETECTOR_SETTINGS, **loaded.card.get("train_config", {})}
-    loaded.card["operating_point"] = {  # the candidate stage it was trained on: what the scans below use
+    loaded.card["operating_point"] = {  # the settings it was trained with: what the scans below use
         "mc_floor": trained["mc_floor"] if mc_floor is None else mc_floor,
         "candidate_snr": trained["candidate_snr"], "wide_sigma_px": trained["wide_sigma_px"]}
     val = [image for spacing in pixel_spacings_mm  # the scan a user runs, on files of that spacing
