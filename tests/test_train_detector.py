@@ -54,12 +54,18 @@ def test_the_candidate_stage_it_was_trained_on_is_the_one_its_scans_use(tmp_path
     assert loaded.model.config.channels == (8, 8, 16, 16)
     assert detector_options(loaded) == {"mc_floor": 0.7, "candidate_snr": 3.0, "wide_sigma_px": 3.0}
     assert loaded.card["train_config"]["cosine_lr"] is True
-    recalibrate = ["train-detector", "--out", str(out), "--recalibrate", "--val-phantoms", "1",
-                   "--operating-point-spacings", "0.07"]
-    assert main(recalibrate) == 0  # keeps the floor it was trained with …
-    assert detector_options(load_model(out / "mc.pt"))["mc_floor"] == 0.7
-    assert main(recalibrate + ["--mc-floor", "0.6"]) == 0  # … unless told another
-    assert detector_options(load_model(out / "mc.pt"))["mc_floor"] == 0.6
+    card = json.loads((out / "mc.json").read_text())  # shaped like the shipped card: its train_config names neither
+    for key in ("mc_floor", "operating_point_spacings_mm"):
+        del card["train_config"][key]
+    (out / "mc.json").write_text(json.dumps(card))
+    recalibrate = ["train-detector", "--out", str(out), "--recalibrate", "--val-phantoms", "1"]
+    assert main(recalibrate) == 0  # keeps the card's floor and pixel sizes …
+    loaded = load_model(out / "mc.pt")
+    assert detector_options(loaded)["mc_floor"] == 0.7
+    assert loaded.card["operating_point"]["validation"]["pixel_spacings_mm"] == [0.07, 0.14]
+    assert main(recalibrate + ["--mc-floor", "0.6", "--operating-point-spacings", "0.07"]) == 0  # … unless told
+    loaded = load_model(out / "mc.pt")
+    assert detector_options(loaded)["mc_floor"] == 0.6 and loaded.card["operating_point"]["validation"]["images"] == 1
 
 
 def test_a_candidate_stage_it_cannot_run_is_refused_before_training(tmp_path, capsys):

@@ -96,11 +96,12 @@ def _cmd_train_detector(args) -> int:
                                  tissue_spacing_mm=args.tissue_spacing, tissue_draws=args.tissue_draws,
                                  candidate_snr=args.candidate_snr, wide_sigma_px=args.wide_sigma,
                                  channels=tuple(args.channels), cosine_lr=args.cosine_lr,
-                                 operating_point_spacings_mm=tuple(args.operating_point_spacings),
-                                 mc_floor=DetectorTrainConfig.mc_floor if args.mc_floor is None else args.mc_floor)
+                                 **({} if args.mc_floor is None else {"mc_floor": args.mc_floor}),
+                                 **({} if args.operating_point_spacings is None else
+                                    {"operating_point_spacings_mm": tuple(args.operating_point_spacings)}))
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.recalibrate:
-        card = choose_operating_point(Path(args.out) / "mc.pt", args.val_phantoms, config.operating_point_spacings_mm,
+        card = choose_operating_point(Path(args.out) / "mc.pt", args.val_phantoms, args.operating_point_spacings,
                                       mc_floor=args.mc_floor, progress=sys.stderr.isatty(), command=command)
     else:
         card = train_detector(args.out, config, progress=sys.stderr.isatty(), command=command)
@@ -498,11 +499,12 @@ def _args_train_detector(p) -> None:
     p.add_argument("--no-acquisition", action="store_true",
                    help="train on images as drawn, without random pixel size, detector and contrast curve")
     p.add_argument("--operating-point-spacings", type=float, nargs="+", metavar="MM",
-                   default=DetectorTrainConfig.operating_point_spacings_mm,
-                   help="pixel sizes the validation phantoms are delivered at to choose the operating point")
+                   help="pixel sizes the validation phantoms are delivered at to choose the operating point "
+                        f"(default {' '.join(map(str, DetectorTrainConfig.operating_point_spacings_mm))}; with "
+                        "--recalibrate, the card's)")
     p.add_argument("--mc-floor", type=float, default=None, metavar="P",
                    help=f"P(MC) the scans build clusters from (default {DetectorTrainConfig.mc_floor}; with "
-                        "--recalibrate, the one the weights were trained with)")
+                        "--recalibrate, the card's)")
     p.add_argument("--recalibrate", action="store_true",
                    help="no training: choose OUT/mc.pt's operating point again on the validation phantoms")
 

@@ -5,7 +5,7 @@ clusters into real mammograms (exact truth on real tissue: every other speck the
 negative); pass each through a random acquisition (pixel size 50–200 µm, digital or film,
 contrast curve); find the candidate specks as a scan does, label each candidate MC or not
 (within an MC's radius + 2 px of its centre), train `MCNet` on the candidate patches
-(8 dihedral copies, BCE, Adam; a cosine-decaying rate with --cosine-lr), keep the epoch
+(8 dihedral copies, BCE, Adam with a cosine-decaying rate), keep the epoch
 with the best validation loss, then scan the validation phantoms whole, delivered at each
 pixel size training covers, and choose the operating point: the cluster score with the
 highest sensitivity at ≤ 0.5 false clusters per image. Weights, the operating point and
@@ -170,14 +170,15 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     x_t, y_t = torch.from_numpy(train_x)[:, None], torch.from_numpy(train_y.astype(np.float32))
     vx, vy = torch.from_numpy(val_x)[:, None], torch.from_numpy(val_y.astype(np.float32))
 
-    # resume: the same configuration continues; without the cosine rate, --epochs may grow
+    # resume: the same training continues (the operating point's settings may change); without
+    # the cosine rate, --epochs may grow
     start_epoch, best_loss, history = 0, float("inf"), []
     last_path = out_dir / "last.pt"
     if last_path.is_file():
         state = load_checkpoint(last_path)
         saved = state["config"]
-        if {**saved, "epochs": config.epochs} == asdict(config) and (
-                saved["epochs"] == config.epochs or not config.cosine_lr):
+        if training_settings({**saved, "epochs": config.epochs}) == training_settings(asdict(config)) and (
+                saved["epochs"] == config.epochs or not config.cosine_lr and state["epoch"] < config.epochs):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
@@ -235,6 +236,11 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
                                   mc_floor=config.mc_floor, progress=progress, command=command)
 
 
+def training_settings(config: dict) -> dict:
+    """What decides the weights: the config less the operating point's settings."""
+    return {k: v for k, v in config.items() if k not in ("mc_floor", "operating_point_spacings_mm")}
+
+
 def check_operating_point_settings(pixel_spacings_mm, mc_floor: float | None) -> None:
     """Refuse, before any work, what `choose_operating_point` cannot use."""
     if not len(pixel_spacings_mm) or min(pixel_spacings_mm) <= 0:
@@ -244,18 +250,23 @@ def check_operating_point_settings(pixel_spacings_mm, mc_floor: float | None) ->
 
 
 def choose_operating_point(weights: str | Path, val_phantoms: int = 20,
-                           pixel_spacings_mm: tuple[float, ...] = OPERATING_POINT_SPACINGS_MM, *,
+                           pixel_spacings_mm: tuple[float, ...] | None = None, *,
                            mc_floor: float | None = None, progress: bool = False, command: str = "") -> dict:
     """Scan the validation phantoms whole, delivered at each of `pixel_spacings_mm`, with these
     weights and store, in their card, the cluster score with the highest sensitivity at
-    ≤ MAX_FP_PER_IMAGE false clusters per image over all of them. The MC floor is the
-    training config's unless given."""
-    check_operating_point_settings(pixel_spacings_mm, mc_floor)
+    ≤ MAX_FP_PER_IMAGE false clusters per image over all of them. The MC floor and the pixel
+    sizes not given are the card's (its operating point, else its training config, else the
+    first settings and OPERATING_POINT_SPACINGS_MM)."""
     loaded = load_model(weights)
-    trained = {**FIRST_DETECTOR_SETTINGS, **loaded.card.get("train_config", {})}
-    loaded.card["operating_point"] = {  # the settings it was trained with: what the scans below use
-        "mc_floor": trained["mc_floor"] if mc_floor is None else mc_floor,
-        "candidate_snr": trained["candidate_snr"], "wide_sigma_px": trained["wide_sigma_px"]}
+    point, trained = loaded.card.get("operating_point", {}), loaded.card.get("train_config", {})
+    settings = {**FIRST_DETECTOR_SETTINGS, **trained, **point}  # the candidate stage always as trained
+    if pixel_spacings_mm is None:
+        pixel_spacings_mm = tuple(point.get("validation", {}).get("pixel_spacings_mm") or trained.get(
+            "operating_point_spacings_mm") or OPERATING_POINT_SPACINGS_MM)
+    check_operating_point_settings(pixel_spacings_mm, mc_floor)
+    loaded.card["operating_point"] = {  # what the scans below use
+        "mc_floor": settings["mc_floor"] if mc_floor is None else mc_floor,
+        "candidate_snr": settings["candidate_snr"], "wide_sigma_px": settings["wide_sigma_px"]}
     val = [image for spacing in pixel_spacings_mm  # the scan a user runs, on files of that spacing
            for image in scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], pixel_spacing_mm=spacing,
                                       progress=progress)[0]]
