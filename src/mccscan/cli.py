@@ -96,9 +96,9 @@ def _cmd_train_detector(args) -> int:
                                  tissue_spacing_mm=args.tissue_spacing, tissue_draws=args.tissue_draws,
                                  candidate_snr=args.candidate_snr, wide_sigma_px=args.wide_sigma,
                                  channels=tuple(args.channels), cosine_lr=args.cosine_lr,
-                                 **({} if args.mc_floor is None else {"mc_floor": args.mc_floor}),
-                                 **({} if args.operating_point_spacings is None else
-                                    {"operating_point_spacings_mm": tuple(args.operating_point_spacings)}))
+                                 mc_floor=DetectorTrainConfig.mc_floor if args.mc_floor is None else args.mc_floor,
+                                 operating_point_spacings_mm=tuple(args.operating_point_spacings
+                                                                   or DetectorTrainConfig.operating_point_spacings_mm))
     command = "mccscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.recalibrate:
         card = choose_operating_point(Path(args.out) / "mc.pt", args.val_phantoms, args.operating_point_spacings,

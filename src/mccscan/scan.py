@@ -233,11 +233,11 @@ def score_tiles(model: MCCNet, image: np.ndarray, scanned: np.ndarray, **kwargs)
 
 
 def detector_options(loaded: LoadedModel) -> dict:
-    """The cluster detector's settings stored with its weights (MC floor, candidate stage);
-    a card that names no candidate stage was trained on the first one."""
-    point = loaded.card.get("operating_point", {})
-    return {**FIRST_DETECTOR_SETTINGS, **{k: point[k] for k in ("mc_floor", "candidate_snr", "wide_sigma_px")
-                                        if k in point}}
+    """The cluster detector's settings stored with its weights (MC floor, candidate stage):
+    its operating point's, else its training config's; a card that names none was trained
+    on the first ones."""
+    named = {**loaded.card.get("train_config", {}), **loaded.card.get("operating_point", {})}
+    return {k: named.get(k, first) for k, first in FIRST_DETECTOR_SETTINGS.items()}
 
 
 def default_threshold(loaded: LoadedModel) -> float:

@@ -34,8 +34,9 @@ from mccscan.errors import InputError
 from mccscan.datasets.phantom import insert_clusters, make_phantom
 from mccscan.io import load_for_scan
 from mccscan.tiling import breast_mask
-from mccscan.mcdetect import CANDIDATE_SNR, FIRST_DETECTOR_SETTINGS, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
+from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
 from mccscan.evaluate import scan_phantoms
+from mccscan.scan import detector_options
 from mccscan.metrics import cluster_froc, operating_point
 from mccscan.models import MCNet, MCNetConfig
 from mccscan.train import load_checkpoint, save_checkpoint
@@ -178,7 +179,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
         state = load_checkpoint(last_path)
         saved = state["config"]
         if training_settings({**saved, "epochs": config.epochs}) == training_settings(asdict(config)) and (
-                saved["epochs"] == config.epochs or not config.cosine_lr and state["epoch"] < config.epochs):
+                saved["epochs"] == config.epochs or (not config.cosine_lr and state["epoch"] < config.epochs)):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
@@ -259,14 +260,12 @@ def choose_operating_point(weights: str | Path, val_phantoms: int = 20,
     first settings and OPERATING_POINT_SPACINGS_MM)."""
     loaded = load_model(weights)
     point, trained = loaded.card.get("operating_point", {}), loaded.card.get("train_config", {})
-    settings = {**FIRST_DETECTOR_SETTINGS, **trained, **point}  # the candidate stage always as trained
     if pixel_spacings_mm is None:
         pixel_spacings_mm = tuple(point.get("validation", {}).get("pixel_spacings_mm") or trained.get(
             "operating_point_spacings_mm") or OPERATING_POINT_SPACINGS_MM)
     check_operating_point_settings(pixel_spacings_mm, mc_floor)
     loaded.card["operating_point"] = {  # what the scans below use
-        "mc_floor": settings["mc_floor"] if mc_floor is None else mc_floor,
-        "candidate_snr": settings["candidate_snr"], "wide_sigma_px": settings["wide_sigma_px"]}
+        **detector_options(loaded), **({} if mc_floor is None else {"mc_floor": mc_floor})}
     val = [image for spacing in pixel_spacings_mm  # the scan a user runs, on files of that spacing
            for image in scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], pixel_spacing_mm=spacing,
                                       progress=progress)[0]]
