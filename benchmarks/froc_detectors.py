@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from mccscan.evaluate import EVAL_PHANTOM_SEEDS, evaluate_on_phantoms
-from mccscan.metrics import FROC_FP_RATES
+from mccscan.metrics import FROC_FP_RATES, by_kind_text
 from mccscan.plots import plot_cluster_frocs
 from mccscan.weights import DETECTORS, load_model
 
@@ -49,6 +49,8 @@ def main() -> None:
               f"({iso['fraction']:.1%}) | {benign['with_a_cluster']}/{benign['sites']} ({benign['fraction']:.1%}) | "
               f"{op['fp_per_image']:.2f} (sens. {op['found']}/{op['clusters']}) | "
               f"{r['scan_s_median']:.2f} |")
+    for name, r in results.items():
+        print(f"lookalikes → cluster by kind, {name}: {by_kind_text(r['lookalike_sites'])}")
     Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
 
 

@@ -146,6 +146,9 @@ def test_evaluate_the_cluster_detector_on_unseen_phantoms(tmp_path, capsys):
     assert froc["images"] == 2 and froc["seeds"] == [220000, 220001]
     assert froc["isolated_sites"]["sites"] > 0 and froc["operating_point"]["threshold"] < 1
     assert froc["lookalike_sites"]["sites"] > 0 and froc["pixel_spacing_mm"] == 0.07
+    by_kind = froc["lookalike_sites"]["by_kind"]  # every lookalike counted once, under its kind
+    assert sum(v["sites"] for v in by_kind.values()) == froc["lookalike_sites"]["sites"]
+    assert set(by_kind) <= {"coarse", "rim", "vascular", "skin"} and "benign lookalikes that produce" in printed
 
 
 def test_phantoms_delivered_at_another_pixel_size_are_scanned_as_such_files(tmp_path, capsys):
@@ -182,6 +185,9 @@ def test_cluster_froc_on_a_tiny_set_with_a_known_answer():
     c = ImageClusters("c", [(500, 500, 0.7)], [square], 10, lookalike_sites=np.array([(520, 500), (2000, 0)]))
     assert isolated_site_rate([c], 0.65, radius_px=72, kind="lookalike") == {"sites": 2, "with_a_cluster": 1,
                                                                              "fraction": 0.5}
+    c.lookalike_kinds = ("vascular", "coarse")  # known kinds: the rate per kind shows which one fails
+    assert isolated_site_rate([c], 0.65, radius_px=72, kind="lookalike")["by_kind"] == {
+        "coarse": {"sites": 1, "with_a_cluster": 0}, "vascular": {"sites": 1, "with_a_cluster": 1}}
     with pytest.raises(ValueError, match="kind"):
         isolated_site_rate([c], 0.65, radius_px=72, kind="vascular")
 

@@ -164,6 +164,7 @@ def _cmd_reproduce(args) -> int:
 def _cmd_evaluate(args) -> int:
     from mccscan.evaluate import EVAL_PHANTOM_SEEDS, evaluate_on_dataset, evaluate_on_phantoms
     from mccscan.io import SCAN_PIXEL_SPACING_MM
+    from mccscan.metrics import by_kind_text
     from mccscan.weights import load_detector
 
     loaded = load_detector(args.detector, args.weights)
@@ -209,7 +210,9 @@ def _cmd_evaluate(args) -> int:
                   f"{op['fp_per_image']:.2f} false per image")
         for key, what in (("isolated_sites", "isolated 1–2-MC sites"), ("lookalike_sites", "benign lookalikes")):
             if key in cf:
-                print(f"  {what} that produce a cluster: {cf[key]['with_a_cluster']}/{cf[key]['sites']}")
+                by_kind = by_kind_text(cf[key])
+                print(f"  {what} that produce a cluster: {cf[key]['with_a_cluster']}/{cf[key]['sites']}"
+                      + (f" ({by_kind})" if by_kind else ""))
     print(f"→ {args.out}/evaluation.json")
     return 0
 

@@ -113,7 +113,7 @@ def phantom_clusters(ph, detections: list[tuple[float, float, float]]) -> ImageC
                          MATCH_MARGIN_MM / ph.pixel_spacing_mm,
                          isolated_sites([(m.x, m.y) for m in ph.mcs if m.cluster_id is None]),
                          np.array([(b.x, b.y) for b in ph.lookalikes]).reshape(-1, 2),
-                         cluster_contrast(ph.mcs, ph.clusters))
+                         tuple(b.kind for b in ph.lookalikes), cluster_contrast(ph.mcs, ph.clusters))
 
 
 def cluster_contrast(mcs, clusters) -> np.ndarray:

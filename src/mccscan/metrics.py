@@ -219,6 +219,7 @@ class ImageClusters:
     margin_px: float
     isolated_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # 1–2-MC sites, for the stress metric
     lookalike_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # benign calcifications, likewise
+    lookalike_kinds: tuple[str, ...] = ()  # each lookalike's kind (vascular, coarse, …), when known
     truth_contrast: np.ndarray | None = None  # median MC contrast of each true cluster, when known (synthetic)
     hits: np.ndarray = field(init=False)  # (n, n_truth) bool
 
@@ -308,18 +309,32 @@ def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px:
                        kind: str = "isolated") -> dict:
     """The stress metric: the share of isolated 1–2-MC sites (kind "isolated") or benign
     lookalike calcifications ("lookalike") with a detected cluster (one that matches no
-    true cluster) centred within `radius_px` of them."""
+    true cluster) centred within `radius_px` of them. Lookalikes whose kinds are known are
+    also counted per kind ("by_kind"), so a regression shows which kind it comes from."""
     if kind not in ("isolated", "lookalike"):
         raise ValueError(f"kind must be 'isolated' or 'lookalike', not {kind!r}")
-    sites = flagged = 0
+    flagged_by_kind: dict[str, list[bool]] = {}
+    flagged_all = []
     for im in images:
         keep = (im.detections[:, 2] >= threshold) & ~im.hits.any(1)
         false_xy = im.detections[keep, :2]
-        for x, y in {"isolated": im.isolated_sites, "lookalike": im.lookalike_sites}[kind]:
-            sites += 1
-            near = np.hypot(false_xy[:, 0] - x, false_xy[:, 1] - y) <= radius_px
-            flagged += bool(near.any())
-    return {"sites": sites, "with_a_cluster": flagged, "fraction": flagged / sites if sites else None}
+        sites = im.isolated_sites if kind == "isolated" else im.lookalike_sites
+        kinds = im.lookalike_kinds if kind == "lookalike" and len(im.lookalike_kinds) == len(sites) else ()
+        for k, (x, y) in enumerate(sites):
+            flagged = bool((np.hypot(false_xy[:, 0] - x, false_xy[:, 1] - y) <= radius_px).any())
+            flagged_all.append(flagged)
+            if kinds:
+                flagged_by_kind.setdefault(kinds[k], []).append(flagged)
+    result = {"sites": len(flagged_all), "with_a_cluster": sum(flagged_all),
+              "fraction": sum(flagged_all) / len(flagged_all) if flagged_all else None}
+    if flagged_by_kind:
+        result["by_kind"] = {k: {"sites": len(v), "with_a_cluster": sum(v)} for k, v in sorted(flagged_by_kind.items())}
+    return result
+
+
+def by_kind_text(site_rate: dict) -> str:
+    """"vascular 12/25, coarse 4/61": a stress metric's counts per kind, for a report ("" if none)."""
+    return ", ".join(f"{k} {v['with_a_cluster']}/{v['sites']}" for k, v in site_rate.get("by_kind", {}).items())
 
 
 @dataclass
