@@ -122,30 +122,41 @@ def cluster_contrast(mcs, clusters) -> np.ndarray:
 
 
 def delivered_phantom(seed: int, *, size: str = "large", pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM):
-    """The phantom of `seed` and its 70 µm image as the scan receives it: at another
-    `pixel_spacing_mm`, delivered on that pixel grid (integrated onto it, or interpolated
-    when finer) and brought back to 70 µm as a file of that spacing would be."""
-    from mccscan.datasets.acquisition import Acquisition, acquire
+    """The phantom of `seed` and its 70 µm image as the scan receives it at `pixel_spacing_mm`
+    (`delivered_image`)."""
     from mccscan.datasets.phantom import make_phantom
 
     ph = make_phantom(seed, size=size)
-    image = ph.image if pixel_spacing_mm == SCAN_PIXEL_SPACING_MM else acquire(
-        ph.image, ph.breast_mask, Acquisition(pixel_spacing_mm=pixel_spacing_mm), np.random.default_rng(seed))
-    return ph, image
+    return ph, delivered_image(ph, pixel_spacing_mm)
 
 
-def scan_phantoms(loaded: LoadedModel, seeds, *, size: str = "large", pixel_spacing_mm: float = SCAN_PIXEL_SPACING_MM,
+def delivered_image(ph, pixel_spacing_mm: float) -> np.ndarray:
+    """A phantom's 70 µm image as the scan receives it: at another `pixel_spacing_mm`,
+    delivered on that pixel grid (integrated onto it, or interpolated when finer) and
+    brought back to 70 µm as a file of that spacing would be; the same for a given seed."""
+    from mccscan.datasets.acquisition import Acquisition, acquire
+
+    return ph.image if pixel_spacing_mm == SCAN_PIXEL_SPACING_MM else acquire(
+        ph.image, ph.breast_mask, Acquisition(pixel_spacing_mm=pixel_spacing_mm), np.random.default_rng(ph.seed))
+
+
+def scan_phantoms(loaded: LoadedModel, seeds, *, size: str = "large",
+                  pixel_spacings_mm: tuple[float, ...] = (SCAN_PIXEL_SPACING_MM,),
                   progress: bool = False) -> tuple[list[ImageClusters], list[float]]:
-    """One phantom per seed (delivered at `pixel_spacing_mm`: `delivered_phantom`), scanned as
-    `mccscan scan` does: its clusters against the truth, and the scan's seconds."""
+    """One phantom per seed, delivered at each of `pixel_spacings_mm` (`delivered_image`; drawn
+    once for all of them) and scanned as `mccscan scan` does: its clusters against the truth,
+    and the scan's seconds, seed by seed and spacing by spacing."""
     from tqdm import tqdm
+
+    from mccscan.datasets.phantom import make_phantom
 
     images, seconds = [], []
     for seed in tqdm([int(s) for s in seeds], desc="phantoms", unit="img", disable=not progress):
-        ph, image = delivered_phantom(seed, size=size, pixel_spacing_mm=pixel_spacing_mm)
-        result = scan_image(image, loaded)
-        seconds.append(result.elapsed_s)
-        images.append(phantom_clusters(ph, [(c.x, c.y, c.score) for c in result.clusters]))
+        ph = make_phantom(seed, size=size)
+        for spacing in pixel_spacings_mm:
+            result = scan_image(delivered_image(ph, spacing), loaded)
+            seconds.append(result.elapsed_s)
+            images.append(phantom_clusters(ph, [(c.x, c.y, c.score) for c in result.clusters]))
     return images, seconds
 
 
@@ -164,7 +175,7 @@ def evaluate_on_phantoms(loaded: LoadedModel, n_phantoms: int = len(EVAL_PHANTOM
     if not low <= pixel_spacing_mm <= high:
         raise InputError(f"pixel spacing {pixel_spacing_mm} mm is outside {low}–{high} mm")
     seeds = EVAL_PHANTOM_SEEDS[:n_phantoms]
-    images, seconds = scan_phantoms(loaded, seeds, pixel_spacing_mm=pixel_spacing_mm, progress=progress)
+    images, seconds = scan_phantoms(loaded, seeds, pixel_spacings_mm=(pixel_spacing_mm,), progress=progress)
     threshold = default_threshold(loaded)
     summary = cluster_froc(images, n_bootstrap=n_bootstrap)
     summary["operating_point"] = {"threshold": threshold, **dict(zip(("found", "false", "clusters"),

@@ -266,9 +266,8 @@ def choose_operating_point(weights: str | Path, val_phantoms: int = 20,
     check_operating_point_settings(pixel_spacings_mm, mc_floor)
     loaded.card["operating_point"] = {  # what the scans below use
         **detector_options(loaded), **({} if mc_floor is None else {"mc_floor": mc_floor})}
-    val = [image for spacing in pixel_spacings_mm  # the scan a user runs, on files of that spacing
-           for image in scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], pixel_spacing_mm=spacing,
-                                      progress=progress)[0]]
+    val = scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], pixel_spacings_mm=tuple(pixel_spacings_mm),
+                        progress=progress)[0]  # the scan a user runs, on files of each spacing
     froc = cluster_froc(val, n_bootstrap=0)
     threshold = operating_point(froc, MAX_FP_PER_IMAGE)
     card = {**loaded.card, "operating_point": {
