@@ -77,6 +77,8 @@ def test_a_candidate_stage_it_cannot_run_is_refused_before_training(tmp_path, ca
     assert "positive pixel spacings (mm), not [0.07, 0.0]" in capsys.readouterr().err
     assert main(["train-detector", "--out", str(tmp_path / "run"), "--mc-floor", "1"]) == 2
     assert "MC floor is a probability strictly between 0 and 1, not 1.0" in capsys.readouterr().err
+    assert main(["train-detector", "--out", str(tmp_path / "run"), "--lookalike-repeats", "0"]) == 2
+    assert "1 lookalike repeat" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
@@ -108,3 +110,26 @@ def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path, monkeypat
     assert whole.card["operating_point"] == resumed.card["operating_point"]
     td.train_detector(tmp_path / "killed", DetectorTrainConfig(**{**config.__dict__, "seed": 1}), progress=False)
     assert "belongs to a different configuration" in capsys.readouterr().out
+
+
+def test_candidates_on_benign_lookalikes_become_repeated_negatives():
+    from dataclasses import replace
+
+    import numpy as np
+
+    from mccscan.datasets.phantom import make_phantom
+    from mccscan.train_detector import candidate_samples
+
+    ph = make_phantom(4, size="small")
+    assert ph.lookalikes
+    config = DetectorTrainConfig(acquisition=False, negatives_per_image=100)
+    base_x, base_y = candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, np.random.default_rng(0),
+                                       ph.lookalikes)
+    hard_x, hard_y = candidate_samples(ph.image, ph.breast_mask, ph.mcs, replace(config, lookalike_repeats=3),
+                                       np.random.default_rng(0), ph.lookalikes)
+    assert hard_y.sum() == base_y.sum() and len(hard_y) > len(base_y)  # the same MCs; more negatives
+    _, base_counts = np.unique(base_x.reshape(len(base_x), -1), axis=0, return_counts=True)
+    patches, counts = np.unique(hard_x.reshape(len(hard_x), -1), axis=0, return_counts=True)
+    assert base_counts.max() == 1 and set(counts) == {1, 3}  # each lookalike candidate 3 times, nothing else repeated
+    repeated = {p.tobytes() for p in patches[counts == 3]}
+    assert not any(x.tobytes() in repeated for x, y in zip(hard_x.reshape(len(hard_x), -1), hard_y) if y == 1)

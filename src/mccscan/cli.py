@@ -96,6 +96,7 @@ def _cmd_train_detector(args) -> int:
                                  tissue_spacing_mm=args.tissue_spacing, tissue_draws=args.tissue_draws,
                                  candidate_snr=args.candidate_snr, wide_sigma_px=args.wide_sigma,
                                  channels=tuple(args.channels), cosine_lr=args.cosine_lr,
+                                 lookalike_repeats=args.lookalike_repeats,
                                  mc_floor=DetectorTrainConfig.mc_floor if args.mc_floor is None else args.mc_floor,
                                  operating_point_spacings_mm=tuple(args.operating_point_spacings
                                                                    or DetectorTrainConfig.operating_point_spacings_mm))
@@ -499,6 +500,9 @@ def _args_train_detector(p) -> None:
                    help="σ (70 µm px) of the background the candidate stage's high-pass removes")
     p.add_argument("--channels", type=int, nargs=4, default=DetectorTrainConfig.channels, metavar="C",
                    help="widths of MCNet's four conv layers")
+    p.add_argument("--lookalike-repeats", type=int, default=DetectorTrainConfig.lookalike_repeats, metavar="N",
+                   help="above 1: every candidate on a phantom's benign lookalike (vascular track, coarse, rim, skin) "
+                        "is a negative, N times")
     p.add_argument("--no-acquisition", action="store_true",
                    help="train on images as drawn, without random pixel size, detector and contrast curve")
     p.add_argument("--operating-point-spacings", type=float, nargs="+", metavar="MM",

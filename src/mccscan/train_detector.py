@@ -68,6 +68,7 @@ class DetectorTrainConfig:
     channels: tuple[int, ...] = MCNetConfig.channels  # MCNet's conv widths
     operating_point_spacings_mm: tuple[float, ...] = OPERATING_POINT_SPACINGS_MM  # the validation scans' pixel sizes
     mc_floor: float = MC_FLOOR  # the P(MC) its scans build clusters from
+    lookalike_repeats: int = 1  # > 1: every candidate on a phantom's benign lookalike is a negative, this many times
 
 
 def mc_reach_px(mc_radius_px):
@@ -87,21 +88,29 @@ def candidate_labels(mc_xy: np.ndarray, mc_radius_px: np.ndarray, xy: np.ndarray
 
 
 def candidate_samples(image: np.ndarray, breast: np.ndarray, mcs: list, config: DetectorTrainConfig,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                      rng: np.random.Generator, lookalikes: list = ()) -> tuple[np.ndarray, np.ndarray]:
     """Candidate patches of one image as a scan finds them, after a random acquisition when
-    the config asks: every MC, the brightest non-MCs and as many at random."""
+    the config asks: every MC, the brightest non-MCs and as many at random; with
+    `config.lookalike_repeats` > 1, also every candidate on a benign lookalike (within its
+    radius + 10 px), that many times: the specks of a vascular track look like MCs one by one."""
     if config.acquisition:
         image = acquire(image, breast, draw_acquisition(rng), rng)
     cands = find_candidates(image, breast, max_candidates=20_000, snr=config.candidate_snr,
                             wide_sigma_px=config.wide_sigma_px)
     y = candidate_labels(np.array([(m.x, m.y) for m in mcs]).reshape(-1, 2),
                          np.array([m.radius_px for m in mcs]), cands.xy)
-    neg = np.flatnonzero(y == 0)
+    on_lookalike = np.zeros(len(y), bool)
+    if config.lookalike_repeats > 1:
+        for b in lookalikes:
+            on_lookalike |= np.hypot(*(cands.xy - (b.x, b.y)).T) <= b.radius_px + 10
+        on_lookalike &= y == 0
+    neg = np.flatnonzero((y == 0) & ~on_lookalike)
     half = config.negatives_per_image // 2
     brightest = neg[:half]  # candidates come brightest first
     rest = neg[half:]
     sampled = rng.choice(rest, min(len(rest), half), replace=False) if len(rest) else rest
-    keep = np.sort(np.concatenate([np.flatnonzero(y == 1), brightest, sampled]))
+    keep = np.sort(np.concatenate([np.flatnonzero(y == 1), brightest, sampled,
+                                   np.repeat(np.flatnonzero(on_lookalike), config.lookalike_repeats)]))
     return cands.patches[keep], y[keep]
 
 
@@ -110,7 +119,7 @@ def phantom_samples(seeds, config: DetectorTrainConfig, rng: np.random.Generator
     parts = []
     for seed in tqdm(list(seeds), desc="phantoms", unit="img", disable=not progress):
         ph = make_phantom(int(seed), size=config.size, n_clusters=int(rng.integers(1, 5)))
-        parts.append(candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, rng))
+        parts.append(candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, rng, ph.lookalikes))
     return tuple(np.concatenate(a) for a in zip(*parts))
 
 
@@ -135,10 +144,10 @@ def dihedral(batch: torch.Tensor, k: int) -> torch.Tensor:
 
 def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTrainConfig(), *,
                    progress: bool = True, command: str = "") -> dict:
-    too_few = min(config.train_phantoms, config.val_phantoms, config.epochs) < 1
+    too_few = min(config.train_phantoms, config.val_phantoms, config.epochs, config.lookalike_repeats) < 1
     if too_few or (config.tissue and config.tissue_draws < 1):
-        raise InputError("train-detector needs at least 1 training and 1 validation phantom, 1 epoch and, with "
-                         "--tissue, 1 draw per mammogram")
+        raise InputError("train-detector needs at least 1 training and 1 validation phantom, 1 epoch, 1 lookalike "
+                         "repeat and, with --tissue, 1 draw per mammogram")
     if config.wide_sigma_px < 1.5 or config.candidate_snr <= 0:
         raise InputError(f"the candidate stage needs --wide-sigma ≥ 1.5 px (got {config.wide_sigma_px}) and a positive "
                          f"--candidate-snr (got {config.candidate_snr})")
