@@ -185,9 +185,13 @@ def test_cluster_froc_on_a_tiny_set_with_a_known_answer():
     c = ImageClusters("c", [(500, 500, 0.7)], [square], 10, lookalike_sites=np.array([(520, 500), (2000, 0)]))
     assert isolated_site_rate([c], 0.65, radius_px=72, kind="lookalike") == {"sites": 2, "with_a_cluster": 1,
                                                                              "fraction": 0.5}
-    c.lookalike_kinds = ("vascular", "coarse")  # known kinds: the rate per kind shows which one fails
+    c = ImageClusters("c", [(500, 500, 0.7)], [square], 10, lookalike_sites=np.array([(520, 500), (2000, 0)]),
+                      lookalike_kinds=("vascular", "coarse"))  # known kinds: the rate per kind shows which one fails
     assert isolated_site_rate([c], 0.65, radius_px=72, kind="lookalike")["by_kind"] == {
         "coarse": {"sites": 1, "with_a_cluster": 0}, "vascular": {"sites": 1, "with_a_cluster": 1}}
+    with pytest.raises(ValueError, match="c: 1 lookalike kinds for 2 lookalike sites"):
+        ImageClusters("c", [], [square], 10, lookalike_sites=np.array([(520, 500), (2000, 0)]),
+                      lookalike_kinds=("vascular",))
     with pytest.raises(ValueError, match="kind"):
         isolated_site_rate([c], 0.65, radius_px=72, kind="vascular")
 

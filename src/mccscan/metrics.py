@@ -227,6 +227,9 @@ class ImageClusters:
         from mccscan.clusters import inside_polygon
 
         self.detections = np.asarray(self.detections, np.float64).reshape(-1, 3)
+        if self.lookalike_kinds and len(self.lookalike_kinds) != len(self.lookalike_sites):
+            raise ValueError(f"{self.image_id}: {len(self.lookalike_kinds)} lookalike kinds for "
+                             f"{len(self.lookalike_sites)} lookalike sites")
         self.hits = np.array([[inside_polygon(x, y, outline, self.margin_px) for outline in self.truth]
                               for x, y, _ in self.detections], bool).reshape(len(self.detections), len(self.truth))
 
@@ -319,7 +322,7 @@ def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px:
         keep = (im.detections[:, 2] >= threshold) & ~im.hits.any(1)
         false_xy = im.detections[keep, :2]
         sites = im.isolated_sites if kind == "isolated" else im.lookalike_sites
-        kinds = im.lookalike_kinds if kind == "lookalike" and len(im.lookalike_kinds) == len(sites) else ()
+        kinds = im.lookalike_kinds if kind == "lookalike" else ()
         for k, (x, y) in enumerate(sites):
             flagged = bool((np.hypot(false_xy[:, 0] - x, false_xy[:, 1] - y) <= radius_px).any())
             flagged_all.append(flagged)
