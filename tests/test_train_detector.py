@@ -120,13 +120,14 @@ def test_candidates_on_benign_lookalikes_become_repeated_negatives():
     from mccscan.datasets.phantom import make_phantom
     from mccscan.train_detector import candidate_samples
 
+    from mccscan.datasets.phantom import Lookalike
+
     ph = make_phantom(4, size="small")
-    assert ph.lookalikes
+    lookalikes = [*ph.lookalikes, Lookalike(ph.mcs[0].x, ph.mcs[0].y, 5.0, "coarse")]  # one on an MC: it stays an MC
     config = DetectorTrainConfig(acquisition=False, negatives_per_image=100)
-    base_x, base_y = candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, np.random.default_rng(0),
-                                       ph.lookalikes)
+    base_x, base_y = candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, np.random.default_rng(0), lookalikes)
     hard_x, hard_y = candidate_samples(ph.image, ph.breast_mask, ph.mcs, replace(config, lookalike_repeats=3),
-                                       np.random.default_rng(0), ph.lookalikes)
+                                       np.random.default_rng(0), lookalikes)
     assert hard_y.sum() == base_y.sum() and len(hard_y) > len(base_y)  # the same MCs; more negatives
     _, base_counts = np.unique(base_x.reshape(len(base_x), -1), axis=0, return_counts=True)
     patches, counts = np.unique(hard_x.reshape(len(hard_x), -1), axis=0, return_counts=True)

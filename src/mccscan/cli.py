@@ -165,7 +165,7 @@ def _cmd_reproduce(args) -> int:
 def _cmd_evaluate(args) -> int:
     from mccscan.evaluate import EVAL_PHANTOM_SEEDS, evaluate_on_dataset, evaluate_on_phantoms
     from mccscan.io import SCAN_PIXEL_SPACING_MM
-    from mccscan.metrics import by_kind_text
+    from mccscan.metrics import by_contrast_text, by_kind_text
     from mccscan.weights import load_detector
 
     loaded = load_detector(args.detector, args.weights)
@@ -204,11 +204,8 @@ def _cmd_evaluate(args) -> int:
               + " FP/image")
         op = cf.get("operating_point", {})
         if "by_contrast" in op:
-            by = op["by_contrast"]
             print(f"  at the operating point (score ≥ {op['threshold']:.3f}): {op['found']}/{op['clusters']} found "
-                  f"({by['visible']['found']}/{by['visible']['clusters']} at median MC contrast ≥ "
-                  f"{by['faint_below']}, {by['faint']['found']}/{by['faint']['clusters']} fainter), "
-                  f"{op['fp_per_image']:.2f} false per image")
+                  f"({by_contrast_text(op['by_contrast'])}), {op['fp_per_image']:.2f} false per image")
         for key, what in (("isolated_sites", "isolated 1–2-MC sites"), ("lookalike_sites", "benign lookalikes")):
             if key in cf:
                 by_kind = by_kind_text(cf[key])

@@ -151,7 +151,7 @@ def scan_phantoms(loaded: LoadedModel, seeds, *, size: str = "large",
     from mccscan.datasets.phantom import make_phantom
 
     images, seconds = [], []
-    for seed in tqdm([int(s) for s in seeds], desc="phantoms", unit="img", disable=not progress):
+    for seed in tqdm([int(s) for s in seeds], desc="phantoms", unit="phantom", disable=not progress):
         ph = make_phantom(seed, size=size)
         for spacing in pixel_spacings_mm:
             result = scan_image(delivered_image(ph, spacing), loaded)

@@ -312,8 +312,9 @@ def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px:
                        kind: str = "isolated") -> dict:
     """The stress metric: the share of isolated 1–2-MC sites (kind "isolated") or benign
     lookalike calcifications ("lookalike") with a detected cluster (one that matches no
-    true cluster) centred within `radius_px` of them. Lookalikes whose kinds are known are
-    also counted per kind ("by_kind"), so a regression shows which kind it comes from."""
+    true cluster) centred within `radius_px` of them. Lookalikes of images that know their
+    kinds are also counted per kind ("by_kind"), so a regression shows which kind it comes
+    from."""
     if kind not in ("isolated", "lookalike"):
         raise ValueError(f"kind must be 'isolated' or 'lookalike', not {kind!r}")
     flagged_by_kind: dict[str, list[bool]] = {}
@@ -323,16 +324,23 @@ def isolated_site_rate(images: list[ImageClusters], threshold: float, radius_px:
         false_xy = im.detections[keep, :2]
         sites = im.isolated_sites if kind == "isolated" else im.lookalike_sites
         kinds = im.lookalike_kinds if kind == "lookalike" else ()
-        for k, (x, y) in enumerate(sites):
+        for i, (x, y) in enumerate(sites):
             flagged = bool((np.hypot(false_xy[:, 0] - x, false_xy[:, 1] - y) <= radius_px).any())
             flagged_all.append(flagged)
             if kinds:
-                flagged_by_kind.setdefault(kinds[k], []).append(flagged)
+                flagged_by_kind.setdefault(kinds[i], []).append(flagged)
     result = {"sites": len(flagged_all), "with_a_cluster": sum(flagged_all),
               "fraction": sum(flagged_all) / len(flagged_all) if flagged_all else None}
     if flagged_by_kind:
         result["by_kind"] = {k: {"sites": len(v), "with_a_cluster": sum(v)} for k, v in sorted(flagged_by_kind.items())}
     return result
+
+
+def by_contrast_text(split: dict) -> str:
+    """"22/22 at median MC contrast ≥ 0.05, 3/10 fainter": `found_by_contrast`, for a report."""
+    visible, faint = split["visible"], split["faint"]
+    return (f"{visible['found']}/{visible['clusters']} at median MC contrast ≥ {split['faint_below']}, "
+            f"{faint['found']}/{faint['clusters']} fainter")
 
 
 def by_kind_text(site_rate: dict) -> str:

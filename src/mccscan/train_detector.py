@@ -186,7 +186,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     last_path = out_dir / "last.pt"
     if last_path.is_file():
         state = load_checkpoint(last_path)
-        saved = state["config"]
+        saved = {**asdict(DetectorTrainConfig()), **state["config"]}  # settings added since: the defaults it ran with
         if training_settings({**saved, "epochs": config.epochs}) == training_settings(asdict(config)) and (
                 saved["epochs"] == config.epochs or (not config.cosine_lr and state["epoch"] < config.epochs)):
             model.load_state_dict(state["model"])
