@@ -117,10 +117,8 @@ def test_candidates_on_benign_lookalikes_become_repeated_negatives():
 
     import numpy as np
 
-    from mccscan.datasets.phantom import make_phantom
+    from mccscan.datasets.phantom import Lookalike, make_phantom
     from mccscan.train_detector import candidate_samples
-
-    from mccscan.datasets.phantom import Lookalike
 
     ph = make_phantom(4, size="small")
     lookalikes = [*ph.lookalikes, Lookalike(ph.mcs[0].x, ph.mcs[0].y, 5.0, "coarse")]  # one on an MC: it stays an MC
