@@ -33,7 +33,8 @@ def cluster_stages(mcs, clusters, image: np.ndarray, breast: np.ndarray, loaded,
 
     options = detector_options(loaded)
     snr, floor = options.pop("candidate_snr"), options.pop("mc_floor")
-    cands = find_candidates(image, breast, patch_px=loaded.model.config.patch_px, snr=LOW_SNR, **options)
+    cands = find_candidates(image, breast, patch_px=loaded.model.config.patch_px, snr=LOW_SNR,
+                            context_pool=loaded.model.config.context_pool, **options)
     p = score_candidates(loaded.model, cands.patches)
     rows = []
     for cluster in clusters:

@@ -17,7 +17,7 @@ def test_candidates_include_a_faint_speck_and_are_centred_on_it():
     image[200:203, 150:153] += 0.08  # a 3-px speck, 8 noise units above its surroundings
     cands = find_candidates(image, np.ones(image.shape, bool))
     assert np.hypot(*(cands.xy[0] - (151, 201))) <= 1.5  # the brightest candidate is the speck
-    assert cands.patches.shape[1:] == (27, 27) and cands.patches[0][13, 13] == cands.snr[0]
+    assert cands.patches.shape[1:] == (1, 27, 27) and cands.patches[0, 0, 13, 13] == cands.snr[0]
 
 
 def test_shipped_detector_finds_the_phantoms_clusters_and_not_its_isolated_mcs():

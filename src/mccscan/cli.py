@@ -96,7 +96,7 @@ def _cmd_train_detector(args) -> int:
                                  tissue_spacing_mm=args.tissue_spacing, tissue_draws=args.tissue_draws,
                                  candidate_snr=args.candidate_snr, wide_sigma_px=args.wide_sigma,
                                  channels=tuple(args.channels), cosine_lr=args.cosine_lr,
-                                 lookalike_repeats=args.lookalike_repeats,
+                                 lookalike_repeats=args.lookalike_repeats, context_pool=args.context_pool,
                                  mc_floor=DetectorTrainConfig.mc_floor if args.mc_floor is None else args.mc_floor,
                                  operating_point_spacings_mm=tuple(args.operating_point_spacings
                                                                    or DetectorTrainConfig.operating_point_spacings_mm))
@@ -500,6 +500,9 @@ def _args_train_detector(p) -> None:
     p.add_argument("--lookalike-repeats", type=int, default=DetectorTrainConfig.lookalike_repeats, metavar="N",
                    help="above 1: every candidate on a phantom's benign lookalike (vascular track, coarse, rim, skin) "
                         "is a negative, N times")
+    p.add_argument("--context-pool", type=int, default=DetectorTrainConfig.context_pool, metavar="K",
+                   help="odd K > 0: MCNet also sees the 27·K px (K = 5: 9.5 mm) around each speck, pooled K×K, so "
+                        "a faint MC among others can count on them (default 0: the patch alone)")
     p.add_argument("--no-acquisition", action="store_true",
                    help="train on images as drawn, without random pixel size, detector and contrast curve")
     p.add_argument("--operating-point-spacings", type=float, nargs="+", metavar="MM",

@@ -38,7 +38,7 @@ FIRST_DETECTOR_SETTINGS = {"mc_floor": 0.5, "candidate_snr": 3.5, "wide_sigma_px
 class Candidates:
     xy: np.ndarray  # (n, 2) float, (x, y) px
     snr: np.ndarray  # (n,) high-pass response in noise units
-    patches: np.ndarray  # (n, patch, patch) float32: the normalised high-pass around each
+    patches: np.ndarray  # (n, 1 or 3, patch, patch) float32: the normalised high-pass around each (+ its context)
 
 
 def _gaussian_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
@@ -142,12 +142,16 @@ def _local_maxima(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: in
 
 
 def find_candidates(image: np.ndarray, breast: np.ndarray, *, patch_px: int = 27, snr: float = CANDIDATE_SNR,
-                    wide_sigma_px: float = WIDE_SIGMA_PX, max_candidates: int = 8000) -> Candidates:
+                    wide_sigma_px: float = WIDE_SIGMA_PX, context_pool: int = 0,
+                    max_candidates: int = 8000) -> Candidates:
     """Local maxima (5×5) of the normalised high-pass above `snr` inside the breast,
-    brightest first. Only the breast's bounding box (plus a margin) is filtered."""
+    brightest first, each with the input `MCNet` scores (`context_pool` as its config's).
+    Only the breast's bounding box (plus a margin) is filtered."""
+    channels = 3 if context_pool else 1
     rows, cols = np.flatnonzero(breast.any(1)), np.flatnonzero(breast.any(0))
     if not len(rows):
-        return Candidates(np.zeros((0, 2)), np.zeros(0, np.float32), np.zeros((0, patch_px, patch_px), np.float32))
+        return Candidates(np.zeros((0, 2)), np.zeros(0, np.float32),
+                          np.zeros((0, channels, patch_px, patch_px), np.float32))
     margin = 4 * int(np.ceil(wide_sigma_px)) + patch_px
     r0, r1 = max(0, rows[0] - margin), min(image.shape[0], rows[-1] + 1 + margin)
     c0, c1 = max(0, cols[0] - margin), min(image.shape[1], cols[-1] + 1 + margin)
@@ -158,10 +162,31 @@ def find_candidates(image: np.ndarray, breast: np.ndarray, *, patch_px: int = 27
     ys, xs = ys[peak], xs[peak]
     order = np.argsort(-hp[ys, xs], kind="stable")[:max_candidates]
     ys, xs = ys[order], xs[order]
-    half = patch_px // 2
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(hp, half), (patch_px, patch_px))
-    patches = np.ascontiguousarray(windows[ys, xs], np.float32)  # centred on each peak
+    maps = [hp, *(_pooled(hp, context_pool) if context_pool else ())]
+    patches = np.stack([_patches_around(m, ys, xs, patch_px, step) for m, step in
+                        zip(maps, (1, context_pool, context_pool))], 1)  # (n, channels, patch, patch)
     return Candidates(np.stack([xs + c0, ys + r0], 1).astype(np.float64), hp[ys, xs].astype(np.float32), patches)
+
+
+def _pooled(hp: np.ndarray, size_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and the max of each size_px × size_px neighbourhood (same shape as hp): the
+    context tower's view, where a faint speck still shows in the max and texture in the mean."""
+    with torch.inference_mode():
+        x = torch.from_numpy(hp)[None, None]
+        mean = F.avg_pool2d(x, size_px, 1, size_px // 2, count_include_pad=False)
+        top = F.max_pool2d(x, size_px, 1, size_px // 2)
+    return mean[0, 0].numpy(), top[0, 0].numpy()
+
+
+def _patches_around(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, patch_px: int, step_px: int) -> np.ndarray:
+    """(n, patch_px, patch_px) float32: values every step_px px on a grid centred on each (y, x),
+    zero outside."""
+    offsets = step_px * (np.arange(patch_px) - patch_px // 2)
+    reach = int(offsets[-1])
+    padded = np.pad(values, reach)
+    rows = ys[:, None, None] + reach + offsets[None, :, None]
+    cols = xs[:, None, None] + reach + offsets[None, None, :]
+    return padded[rows, cols].astype(np.float32, copy=False)
 
 
 def score_candidates(model: MCNet, patches: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -171,7 +196,7 @@ def score_candidates(model: MCNet, patches: np.ndarray, batch_size: int = 256) -
     out = []
     with torch.inference_mode():
         for i in range(0, len(patches), batch_size):
-            out.append(torch.sigmoid(model(torch.from_numpy(patches[i:i + batch_size])[:, None])).numpy())
+            out.append(torch.sigmoid(model(torch.from_numpy(patches[i:i + batch_size]))).numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -187,7 +212,7 @@ def detect(model: MCNet, image: np.ndarray, breast: np.ndarray, *, mc_floor: flo
            pixel_spacing_mm: float = 0.07) -> Detection:
     """MCs and clusters of a 70 µm image."""
     cands = find_candidates(image, breast, patch_px=model.config.patch_px, snr=candidate_snr,
-                            wide_sigma_px=wide_sigma_px)
+                            wide_sigma_px=wide_sigma_px, context_pool=model.config.context_pool)
     p = score_candidates(model, cands.patches)
     keep = p >= mc_floor
     mcs = [MC(float(x), float(y), round(float(s), 4)) for (x, y), s in zip(cands.xy[keep], p[keep])]

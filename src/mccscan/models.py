@@ -285,18 +285,28 @@ def arch_name(model: nn.Module) -> str:
 
 @dataclass(frozen=True)
 class MCNetConfig:
-    """A small CNN that scores one candidate speck from the patch around it (valid convs)."""
+    """A small CNN that scores one candidate speck from the patch around it (valid convs),
+    and, with `context_pool`, from the square centimetre around it too."""
 
     patch_px: int = 27  # 1.9 mm: an MC (0.1–1 mm) and its surroundings
     channels: tuple[int, ...] = (24, 24, 48, 48)  # 64,729 parameters, chosen by the FROC on real tissue
     kernels_px: tuple[int, ...] = (5, 5, 5, 3)
     pool_after: int = 2  # one 2×2 max pool after this many convs
+    context_pool: int = 0  # > 0: a second tower sees patch_px × this px (5: 9.5 mm), mean- and max-pooled by this
+    context_channels: tuple[int, ...] = (12, 12, 24, 24)  # its conv widths (same kernels)
 
     def __post_init__(self):
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        object.__setattr__(self, "kernels_px", tuple(int(k) for k in self.kernels_px))
-        if len(self.channels) != len(self.kernels_px):
-            raise ValueError("give one kernel size per conv layer")
+        for name in ("channels", "kernels_px", "context_channels"):
+            object.__setattr__(self, name, tuple(int(c) for c in getattr(self, name)))
+        if len(self.channels) != len(self.kernels_px) or len(self.context_channels) != len(self.kernels_px):
+            raise ValueError("give one kernel size per conv layer, and as many context widths")
+        if self.context_pool < 0 or (self.context_pool and self.context_pool % 2 == 0):
+            raise ValueError(f"context_pool is 0 (no context) or an odd pooling factor, not {self.context_pool}")
+
+    @property
+    def in_channels(self) -> int:
+        """The patch, then (with context) the mean and max of the pooled context."""
+        return 3 if self.context_pool else 1
 
     @classmethod
     def from_dict(cls, d: dict) -> "MCNetConfig":
@@ -304,20 +314,39 @@ class MCNetConfig:
 
 
 class MCNet(nn.Module):
-    """Candidate patch (N, 1, 27, 27) of the normalised high-pass image → MC logit (N,)."""
+    """Candidate input (N, in_channels, 27, 27) of the normalised high-pass image → MC logit (N,).
+    Channel 0 is the patch around the speck: a tower of convs and a global max says how
+    MC-like the brightest thing in it is. With context, channels 1–2 are the pooled square
+    centimetre around it, and a second tower's global max and mean say what else is there
+    (more specks of a cluster, a vessel's line of them, dense texture)."""
 
     arch = "mcnet"
 
     def __init__(self, config: MCNetConfig = MCNetConfig()):
         super().__init__()
         self.config = config
-        channels = (1, *config.channels)
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, k) for a, b, k in zip(channels, channels[1:], config.kernels_px))
-        self.dense = nn.Linear(channels[-1], 1)
+        self.convs = _tower(1, config.channels, config.kernels_px)
+        features = config.channels[-1]
+        if config.context_pool:
+            self.context_convs = _tower(2, config.context_channels, config.kernels_px)
+            features += 2 * config.context_channels[-1]
+        self.dense = nn.Linear(features, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, conv in enumerate(self.convs):
+    def _conv_features(self, convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        for i, conv in enumerate(convs):
             x = F.relu(conv(x))  # (N, C, shrinking, shrinking)
             if i + 1 == self.config.pool_after:
                 x = F.max_pool2d(x, 2)
-        return self.dense(torch.amax(x, dim=(-2, -1))).squeeze(-1)  # global max → (N,)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.amax(self._conv_features(self.convs, x[:, :1]), dim=(-2, -1))  # global max → (N, C)
+        if self.config.context_pool:
+            around = self._conv_features(self.context_convs, x[:, 1:])
+            features = torch.cat([features, torch.amax(around, dim=(-2, -1)), around.mean(dim=(-2, -1))], 1)
+        return self.dense(features).squeeze(-1)  # (N,)
+
+
+def _tower(in_channels: int, channels: tuple[int, ...], kernels_px: tuple[int, ...]) -> nn.ModuleList:
+    widths = (in_channels, *channels)
+    return nn.ModuleList(nn.Conv2d(a, b, k) for a, b, k in zip(widths, widths[1:], kernels_px))

@@ -69,6 +69,7 @@ class DetectorTrainConfig:
     operating_point_spacings_mm: tuple[float, ...] = OPERATING_POINT_SPACINGS_MM  # the validation scans' pixel sizes
     mc_floor: float = MC_FLOOR  # the P(MC) its scans build clusters from
     lookalike_repeats: int = 1  # > 1: every candidate on a phantom's benign lookalike is a negative, this many times
+    context_pool: int = 0  # > 0: MCNet also sees the square centimetre around each speck (`MCNetConfig.context_pool`)
 
 
 def mc_reach_px(mc_radius_px):
@@ -96,7 +97,7 @@ def candidate_samples(image: np.ndarray, breast: np.ndarray, mcs: list, config: 
     if config.acquisition:
         image = acquire(image, breast, draw_acquisition(rng), rng)
     cands = find_candidates(image, breast, max_candidates=20_000, snr=config.candidate_snr,
-                            wide_sigma_px=config.wide_sigma_px)
+                            wide_sigma_px=config.wide_sigma_px, context_pool=config.context_pool)
     y = candidate_labels(np.array([(m.x, m.y) for m in mcs]).reshape(-1, 2),
                          np.array([m.radius_px for m in mcs]), cands.xy)
     on_lookalike = np.zeros(len(y), bool)
@@ -148,6 +149,10 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     if too_few or (config.tissue and config.tissue_draws < 1):
         raise InputError("train-detector needs at least 1 training and 1 validation phantom, 1 epoch, 1 lookalike "
                          "repeat and, with --tissue, 1 draw per mammogram")
+    try:
+        MCNetConfig(channels=config.channels, context_pool=config.context_pool)
+    except ValueError as exc:
+        raise InputError(f"the MC network: {exc}") from exc
     if config.wide_sigma_px < 1.5 or config.candidate_snr <= 0:
         raise InputError(f"the candidate stage needs --wide-sigma ≥ 1.5 px (got {config.wide_sigma_px}) and a positive "
                          f"--candidate-snr (got {config.candidate_snr})")
@@ -171,14 +176,14 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
           f"({int(val_y.sum())} MCs) in {time.perf_counter() - start:.0f} s", flush=True)
 
     # model and optimiser; positives weighted to balance the classes
-    model = MCNet(MCNetConfig(channels=config.channels))
+    model = MCNet(MCNetConfig(channels=config.channels, context_pool=config.context_pool))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     steps = config.epochs * -(-len(train_y) // config.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + np.cos(np.pi * step / steps)) if config.cosine_lr else 1.0)
     pos_weight = torch.tensor((len(train_y) - train_y.sum()) / max(train_y.sum(), 1), dtype=torch.float32)
-    x_t, y_t = torch.from_numpy(train_x)[:, None], torch.from_numpy(train_y.astype(np.float32))
-    vx, vy = torch.from_numpy(val_x)[:, None], torch.from_numpy(val_y.astype(np.float32))
+    x_t, y_t = torch.from_numpy(train_x), torch.from_numpy(train_y.astype(np.float32))  # (N, channels, 27, 27)
+    vx, vy = torch.from_numpy(val_x), torch.from_numpy(val_y.astype(np.float32))
 
     # resume: the same training continues (the operating point's settings may change); without
     # the cosine rate, --epochs may grow
