@@ -20,6 +20,25 @@ def test_candidates_include_a_faint_speck_and_are_centred_on_it():
     assert cands.patches.shape[1:] == (1, 27, 27) and cands.patches[0, 0, 13, 13] == cands.snr[0]
 
 
+def test_with_context_each_candidate_also_carries_the_pooled_centimetre_around_it():
+    rng = np.random.default_rng(2)
+    image = (0.4 + 0.01 * rng.standard_normal((400, 400))).astype(np.float32)
+    image[199:202, 199:202] += 0.1  # the candidate …
+    image[219:222, 169:172] += 0.06  # … and a fainter neighbour 20 px below, 30 px left of it
+    breast = np.ones(image.shape, bool)
+    cands = find_candidates(image, breast, context_pool=5)
+    hp = normalised_highpass(image, breast)
+    centre, context = cands.patches[0, 0], cands.patches[0, 1:]
+    assert cands.patches.shape[1:] == (3, 27, 27) and np.array_equal(centre, hp[187:214, 187:214])
+    for gy, gx in ((13, 13), (17, 7), (0, 26)):  # each cell: the 5×5 px around (y, x) + 5 × (cell − 13)
+        y, x = 200 + 5 * (gy - 13), 200 + 5 * (gx - 13)
+        block = hp[y - 2:y + 3, x - 2:x + 3]
+        assert context[0, gy, gx] == pytest.approx(block.mean(), abs=1e-5)
+        assert context[1, gy, gx] == pytest.approx(block.max())
+    assert context[1, 17, 7] > 3  # the neighbour shows in the max …
+    assert context[1, 17, 9] < context[1, 17, 7] / 2  # … in its own cell only
+
+
 def test_shipped_detector_finds_the_phantoms_clusters_and_not_its_isolated_mcs():
     loaded = load_model(DETECTORS["mc"])
     threshold = loaded.card["operating_point"]["cluster_threshold"]

@@ -134,3 +134,19 @@ def test_count_aware_f2_needs_three_separate_peaks():
     assert torch.allclose(model.f2(one), torch.full((1, 16), 1 / 3))
     assert torch.allclose(model.f2(three), torch.ones(1, 16))
     assert torch.equal(build_model("proposed").f2(one), torch.ones(1, 16))
+
+
+def test_mcnet_with_context_reads_the_context_channels_and_refuses_an_even_pooling():
+    from mccscan.models import MCNet, MCNetConfig
+
+    plain, seeing = MCNet(), MCNet(MCNetConfig(context_pool=5))
+    assert not any(k.startswith("context") for k in plain.state_dict())  # the shipped network, unchanged
+    x = torch.randn(4, 3, 27, 27)
+    with torch.no_grad():
+        logits = seeing(x)
+        x_quiet = x.clone()
+        x_quiet[:, 1:] = 0
+        assert logits.shape == (4,) and not torch.allclose(logits, seeing(x_quiet))
+        assert torch.equal(plain(x[:, :1]), plain(x))  # without context, only the patch counts
+    with pytest.raises(ValueError, match="odd pooling factor, not 4"):
+        MCNetConfig(context_pool=4)

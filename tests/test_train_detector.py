@@ -47,8 +47,10 @@ def test_the_candidate_stage_it_was_trained_on_is_the_one_its_scans_use(tmp_path
     out = tmp_path / "run"
     assert main(["train-detector", "--out", str(out), "--train-phantoms", "1", "--val-phantoms", "1", "--epochs", "1",
                  "--negatives", "100", "--wide-sigma", "3", "--candidate-snr", "3", "--channels", "8", "8", "16",
-                 "16", "--cosine-lr", "--operating-point-spacings", "0.07", "0.14", "--mc-floor", "0.7"]) == 0
+                 "16", "--cosine-lr", "--operating-point-spacings", "0.07", "0.14", "--mc-floor", "0.7",
+                 "--context-pool", "3"]) == 0
     loaded = load_model(out / "mc.pt")
+    assert loaded.model.config.context_pool == 3 and loaded.card["train_config"]["context_pool"] == 3
     validation = loaded.card["operating_point"]["validation"]
     assert validation["pixel_spacings_mm"] == [0.07, 0.14] and validation["images"] == 2  # 1 phantom at each
     assert loaded.model.config.channels == (8, 8, 16, 16)
@@ -79,6 +81,8 @@ def test_a_candidate_stage_it_cannot_run_is_refused_before_training(tmp_path, ca
     assert "MC floor is a probability strictly between 0 and 1, not 1.0" in capsys.readouterr().err
     assert main(["train-detector", "--out", str(tmp_path / "run"), "--lookalike-repeats", "0"]) == 2
     assert "1 lookalike repeat" in capsys.readouterr().err
+    assert main(["train-detector", "--out", str(tmp_path / "run"), "--context-pool", "2"]) == 2
+    assert "odd pooling factor, not 2" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
