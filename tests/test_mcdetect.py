@@ -37,6 +37,10 @@ def test_with_context_each_candidate_also_carries_the_pooled_centimetre_around_i
         assert context[1, gy, gx] == pytest.approx(block.max())
     assert context[1, 17, 7] > 3  # the neighbour shows in the max …
     assert context[1, 17, 9] < context[1, 17, 7] / 2  # … in its own cell only
+    top = int(np.argmin(cands.xy[:, 1]))  # a candidate near the top edge: its grid reaches beyond the image
+    y = int(cands.xy[top, 1])
+    beyond = 13 - y // 5  # grid rows y + 5 (row − 13) < 0
+    assert y < 65 and beyond > 0 and not cands.patches[top, 1:, :beyond].any() and cands.patches[top, 1:, beyond].any()
 
 
 def test_shipped_detector_finds_the_phantoms_clusters_and_not_its_isolated_mcs():

@@ -180,13 +180,13 @@ def _pooled(hp: np.ndarray, size_px: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _patches_around(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, patch_px: int, step_px: int) -> np.ndarray:
     """(n, patch_px, patch_px) float32: values every step_px px on a grid centred on each (y, x),
-    zero outside."""
+    zero outside the image (indexed in place: no padded copy of a whole mammogram)."""
     offsets = step_px * (np.arange(patch_px) - patch_px // 2)
-    reach = int(offsets[-1])
-    padded = np.pad(values, reach)
-    rows = ys[:, None, None] + reach + offsets[None, :, None]
-    cols = xs[:, None, None] + reach + offsets[None, None, :]
-    return padded[rows, cols].astype(np.float32, copy=False)
+    rows, cols = ys[:, None] + offsets, xs[:, None] + offsets  # (n, patch_px) each
+    out = values[np.clip(rows, 0, values.shape[0] - 1)[:, :, None], np.clip(cols, 0, values.shape[1] - 1)[:, None, :]]
+    inside = ((rows >= 0) & (rows < values.shape[0]))[:, :, None] & ((cols >= 0) & (cols < values.shape[1]))[:, None, :]
+    out[~inside] = 0
+    return out.astype(np.float32, copy=False)
 
 
 def score_candidates(model: MCNet, patches: np.ndarray, batch_size: int = 256) -> np.ndarray:
