@@ -41,6 +41,10 @@ def test_with_context_each_candidate_also_carries_the_pooled_centimetre_around_i
     y = int(cands.xy[top, 1])
     beyond = 13 - y // 5  # grid rows y + 5 (row − 13) < 0
     assert y < 65 and beyond > 0 and not cands.patches[top, 1:, :beyond].any() and cands.patches[top, 1:, beyond].any()
+    inner = np.zeros(image.shape, bool)
+    inner[190:, 190:] = True  # the context reaches beyond the breast, and is still read from the image there
+    beside = find_candidates(image, inner, context_pool=5).patches[0]
+    assert np.hypot(*(find_candidates(image, inner).xy[0] - (200, 200))) <= 1.5 and beside[1:, 0].all()
 
 
 def test_shipped_detector_finds_the_phantoms_clusters_and_not_its_isolated_mcs():

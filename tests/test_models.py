@@ -147,6 +147,7 @@ def test_mcnet_with_context_reads_the_context_channels_and_refuses_an_even_pooli
         x_quiet = x.clone()
         x_quiet[:, 1:] = 0
         assert logits.shape == (4,) and not torch.allclose(logits, seeing(x_quiet))
-        assert torch.equal(plain(x[:, :1]), plain(x))  # without context, only the patch counts
+    with pytest.raises(ValueError, match="takes 1 input channels, not 3"):
+        plain(x)  # a context the network was not trained on is refused, not ignored
     with pytest.raises(ValueError, match="odd pooling factor, not 4"):
         MCNetConfig(context_pool=4)

@@ -7,7 +7,8 @@ then group the MCs by the clinical rule (≥ 3 within 1 cm², `mccscan.clusters`
    `max_candidates`, brightest first. Weights store the σ and SNR they were trained with,
    and their scans use those (`scan.detector_options`); weights from before that stored
    nothing and were all trained on `FIRST_DETECTOR_SETTINGS`.
-2. Each candidate's 27×27 patch of that normalised image goes through `MCNet` → P(MC).
+2. Each candidate's 27×27 patch of that normalised image goes through `MCNet` → P(MC)
+   (with a context tower, also the 27·K px square around it, pooled K×K).
 3. MCs at P ≥ `mc_floor` are grouped; a group with ≥ 3 MCs in some 1 cm² square is a
    cluster, scored by the 3rd-best MC of its best square centimetre, so a cluster at
    operating point t has ≥ 3 MCs at P ≥ t within 1 cm².
@@ -152,7 +153,7 @@ def find_candidates(image: np.ndarray, breast: np.ndarray, *, patch_px: int = 27
     if not len(rows):
         return Candidates(np.zeros((0, 2)), np.zeros(0, np.float32),
                           np.zeros((0, channels, patch_px, patch_px), np.float32))
-    margin = 4 * int(np.ceil(wide_sigma_px)) + patch_px
+    margin = 4 * int(np.ceil(wide_sigma_px)) + patch_px * max(1, context_pool)  # the patch and its context lie inside
     r0, r1 = max(0, rows[0] - margin), min(image.shape[0], rows[-1] + 1 + margin)
     c0, c1 = max(0, cols[0] - margin), min(image.shape[1], cols[-1] + 1 + margin)
     crop = breast[r0:r1, c0:c1]
@@ -162,9 +163,10 @@ def find_candidates(image: np.ndarray, breast: np.ndarray, *, patch_px: int = 27
     ys, xs = ys[peak], xs[peak]
     order = np.argsort(-hp[ys, xs], kind="stable")[:max_candidates]
     ys, xs = ys[order], xs[order]
-    maps = [hp, *(_pooled(hp, context_pool) if context_pool else ())]
-    patches = np.stack([_patches_around(m, ys, xs, patch_px, step) for m, step in
-                        zip(maps, (1, context_pool, context_pool))], 1)  # (n, channels, patch, patch)
+    patches = [_patches_around(hp, ys, xs, patch_px, 1)]
+    if context_pool:
+        patches += [_patches_around(m, ys, xs, patch_px, context_pool) for m in _pooled(hp, context_pool)]
+    patches = np.stack(patches, 1)  # (n, channels, patch, patch)
     return Candidates(np.stack([xs + c0, ys + r0], 1).astype(np.float64), hp[ys, xs].astype(np.float32), patches)
 
 

@@ -340,6 +340,9 @@ class MCNet(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.config.in_channels:
+            raise ValueError(f"MCNet with context_pool {self.config.context_pool} takes {self.config.in_channels} "
+                             f"input channels, not {x.shape[1]}")
         features = torch.amax(self._conv_features(self.convs, x[:, :1]), dim=(-2, -1))  # global max → (N, C)
         if self.config.context_pool:
             around = self._conv_features(self.context_convs, x[:, 1:])
@@ -348,5 +351,6 @@ class MCNet(nn.Module):
 
 
 def _tower(in_channels: int, channels: tuple[int, ...], kernels_px: tuple[int, ...]) -> nn.ModuleList:
+    """Valid convs of these widths and kernel sizes (ReLU and the max pool are in `MCNet`)."""
     widths = (in_channels, *channels)
     return nn.ModuleList(nn.Conv2d(a, b, k) for a, b, k in zip(widths, widths[1:], kernels_px))

@@ -138,7 +138,7 @@ def tissue_samples(paths: list[Path], config: DetectorTrainConfig, rng: np.rando
 
 
 def dihedral(batch: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 rotations/mirrors of (N, 1, H, W)."""
+    """The k-th of the 8 rotations/mirrors of (N, C, H, W), every channel alike."""
     out = torch.rot90(batch, k % 4, dims=(-2, -1))
     return out.flip(-1) if k >= 4 else out
 
@@ -150,7 +150,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
         raise InputError("train-detector needs at least 1 training and 1 validation phantom, 1 epoch, 1 lookalike "
                          "repeat and, with --tissue, 1 draw per mammogram")
     try:
-        MCNetConfig(channels=config.channels, context_pool=config.context_pool)
+        net_config = MCNetConfig(channels=config.channels, context_pool=config.context_pool)
     except ValueError as exc:
         raise InputError(f"the MC network: {exc}") from exc
     if config.wide_sigma_px < 1.5 or config.candidate_snr <= 0:
@@ -176,7 +176,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
           f"({int(val_y.sum())} MCs) in {time.perf_counter() - start:.0f} s", flush=True)
 
     # model and optimiser; positives weighted to balance the classes
-    model = MCNet(MCNetConfig(channels=config.channels, context_pool=config.context_pool))
+    model = MCNet(net_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     steps = config.epochs * -(-len(train_y) // config.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(
