@@ -140,6 +140,22 @@ def test_restart_keeps_finished_scans_and_their_events(tmp_path, phantom_files):
         assert replayed[0] == live[0] and replayed[-1][1]["counts"] == live[-1][1]["counts"]
 
 
+def test_a_finished_scans_events_leave_memory_for_the_store_and_no_thread_waits_to_drop_them(
+        client, phantom_files, monkeypatch):
+    import threading
+
+    from mccscan.web import jobs
+
+    scan_id, live = scan(client, phantom_files["png"])
+    scan_jobs = client.app.state.jobs
+    assert scan_id in scan_jobs._live and events(client, scan_id) == live  # kept for its streamers …
+    monkeypatch.setattr(jobs, "LIVE_EVENTS_KEPT_S", 0.0)
+    replayed = events(client, scan_id)  # … until the next request after the keep time
+    assert scan_id not in scan_jobs._live
+    assert [e for e in replayed if e[0] == "row"] == [e for e in live if e[0] == "row"]
+    assert not any(isinstance(t, threading.Timer) for t in threading.enumerate())
+
+
 def test_restart_resumes_scans_left_unfinished(tmp_path, phantom_files):
     store = ScanStore(tmp_path / "data")
     record = store.create("left-behind.png")

@@ -25,6 +25,7 @@ from mccscan.web.store import ScanStore
 from mccscan.weights import LoadedModel
 
 Event = tuple[str, dict]
+LIVE_EVENTS_KEPT_S = 60.0  # a finished scan's events stay in memory this long for its streamers; then the store answers
 
 
 class QueueFull(RuntimeError):
@@ -34,7 +35,11 @@ class QueueFull(RuntimeError):
 @dataclass
 class _Live:
     events: list[Event] = field(default_factory=list)
-    finished: bool = False
+    finished_at: float | None = None  # time.monotonic() when the scan ended
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
 
 
 def meta_event(scan_id: str, name: str, scan_shape: tuple[int, int], tile_size_px: int, **extra) -> Event:
@@ -89,6 +94,7 @@ class ScanJobs:
     def submit(self, scan_id: str, force: bool = False) -> None:
         with self._lock:
             self._futures = {k: f for k, f in self._futures.items() if not f.done()}
+            self._forget_finished()
             if not force and len(self._futures) >= self.max_queued:
                 raise QueueFull(f"{len(self._futures)} scans are waiting; try again shortly")
             self._live[scan_id] = _Live()
@@ -107,6 +113,7 @@ class ScanJobs:
     def events_since(self, scan_id: str, start: int) -> tuple[list[Event], bool]:
         """Events from index `start` on, and whether the scan has finished."""
         with self._lock:
+            self._forget_finished()
             live = self._live.get(scan_id)
             if live is not None:
                 return live.events[start:], live.finished
@@ -147,10 +154,7 @@ class ScanJobs:
             self._fail(scan_id, f"{record.filename}: scan failed ({type(exc).__name__}: {exc})")
         finally:
             with self._lock:
-                self._live[scan_id].finished = True
-            timer = threading.Timer(60, self._forget, (scan_id,))
-            timer.daemon = True
-            timer.start()
+                self._live[scan_id].finished_at = time.monotonic()
 
     def _save(self, scan_id: str, result: ScanResult) -> None:
         self.store.save_result(scan_id, result)
@@ -162,12 +166,12 @@ class ScanJobs:
         self.store.update(scan_id, status="failed", finished_at=time.time(), error=message)
         self._emit(scan_id, ("failed", {"message": message}))
 
-    def _forget(self, scan_id: str) -> None:
-        """Drop a finished scan's in-memory events; the store now answers for it."""
-        with self._lock:
-            live = self._live.get(scan_id)
-            if live is not None and live.finished:
-                del self._live[scan_id]
+    def _forget_finished(self) -> None:
+        """Drop the in-memory events of scans that ended LIVE_EVENTS_KEPT_S ago; the store now
+        answers for them. Called with the lock held, on the next request: no timer thread, which
+        would hold the model past its server and could free it during interpreter shutdown."""
+        cutoff = time.monotonic() - LIVE_EVENTS_KEPT_S
+        self._live = {k: v for k, v in self._live.items() if v.finished_at is None or v.finished_at > cutoff}
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
