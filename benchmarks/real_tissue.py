@@ -37,7 +37,6 @@ from mccscan.tiling import breast_mask
 from mccscan.weights import DETECTORS, load_detector, load_model
 
 
-
 TARGET_FP_PER_IMAGE = 1.0  # issue 13's real-tissue target: sensitivity ≥ 0.85 at this many false clusters per image
 
 
