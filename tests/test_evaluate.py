@@ -230,3 +230,39 @@ def test_found_clusters_split_by_contrast():
     assert found_by_contrast([im], 0.3)["faint"]["found"] == 1
     with pytest.raises(ValueError, match="contrast"):
         found_by_contrast([ImageClusters("b", [], [square], 10)], 0.5)
+
+
+def test_found_clusters_split_by_signal_above_the_noise():
+    from mccscan.metrics import ImageClusters, found_above_noise
+
+    square = [(0, 0), (100, 0), (100, 100), (0, 100)]
+    far = [(1000, 1000), (1100, 1000), (1100, 1100), (1000, 1100)]
+    im = ImageClusters("a", [(50, 50, 0.9), (1050, 1050, 0.4)], [square, far], 10,
+                       truth_signal_snr=np.array([1.5, 7.0]))
+    assert found_above_noise([im], 0.5) == {"min_snr": 3.0, "above": {"found": 0, "clusters": 1},
+                                            "below": {"found": 1, "clusters": 1}}
+    assert found_above_noise([im], 0.3, min_snr=1.0)["above"] == {"found": 2, "clusters": 2}
+    with pytest.raises(ValueError, match="signal"):
+        found_above_noise([ImageClusters("b", [], [square], 10, truth_contrast=np.array([0.1]))], 0.5)
+
+
+def test_cluster_signal_snr_is_the_third_strongest_mc_alone_in_noise_units():
+    from types import SimpleNamespace
+
+    from mccscan.evaluate import cluster_signal_snr
+
+    rng = np.random.default_rng(0)
+    tissue = (0.5 + 0.01 * rng.standard_normal((400, 400))).astype(np.float32)
+    tissue[299:302, 179:182] += 0.3  # the tissue's own speck under cluster 1's 3rd MC: not the MC's signal
+    breast = np.ones(tissue.shape, bool)
+    mcs = [SimpleNamespace(x=x, y=y, cluster_id=cid) for cid, y in ((0, 100), (1, 300))
+           for x in (100.0, 140.0, 180.0, 220.0)]
+    with_clusters = tissue.copy()
+    for m, amplitude in zip(mcs, (0.4, 0.3, 0.2, 0.01, 0.4, 0.3, 0.002, 0.001)):  # cluster 1: only 2 bright
+        with_clusters[int(m.y) - 1:int(m.y) + 2, int(m.x) - 1:int(m.x) + 2] += amplitude
+    snr = cluster_signal_snr(with_clusters, tissue, breast, mcs + [SimpleNamespace(x=5.0, y=5.0, cluster_id=2)],
+                             [SimpleNamespace(id=0), SimpleNamespace(id=1), SimpleNamespace(id=2)])
+    # white noise of σ 0.01 leaves σ ≈ 0.0035 after the 3×3 mean: a 0.2 block stands ≈ 50 units above it
+    assert 20 < snr[0] < 100
+    assert abs(snr[1]) < 3  # its 3rd MC is buried in the noise, however bright the other two or the tissue there
+    assert snr[2] == 0.0  # one MC: no third

@@ -221,6 +221,8 @@ class ImageClusters:
     lookalike_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # benign calcifications, likewise
     lookalike_kinds: tuple[str, ...] = ()  # each lookalike's kind (vascular, coarse, …), when known
     truth_contrast: np.ndarray | None = None  # median MC contrast of each true cluster, when known (synthetic)
+    truth_signal_snr: np.ndarray | None = None  # each true cluster's 3rd-strongest MC alone, in the image's
+    # noise units, when known (clusters inserted into real tissue: `evaluate.cluster_signal_snr`)
     hits: np.ndarray = field(init=False)  # (n, n_truth) bool
 
     def __post_init__(self):
@@ -256,13 +258,31 @@ FAINT_CONTRAST = 0.05  # a synthetic cluster whose median MC contrast is below t
 def found_by_contrast(images: list[ImageClusters], threshold: float, faint_below: float = FAINT_CONTRAST) -> dict:
     """True clusters found at a score threshold, split into clearly visible ones and those
     near the noise floor by their median MC contrast (`truth_contrast`, synthetic truth)."""
-    if any(im.truth_contrast is None or len(im.truth_contrast) != len(im.truth) for im in images):
-        raise ValueError("every image needs the contrast of each of its true clusters")
+    visible, faint = _found_split(images, threshold, "truth_contrast", faint_below)
+    return {"faint_below": faint_below, "visible": visible, "faint": faint}
+
+
+NOISE_FLOOR_SNR = 3.0  # an MC whose signal alone is under this many noise units is lost in them (Rose: 3–5)
+
+
+def found_above_noise(images: list[ImageClusters], threshold: float, min_snr: float = NOISE_FLOOR_SNR) -> dict:
+    """True clusters found at a score threshold, split by whether ≥ 3 of their MCs stand
+    `min_snr` noise units above the tissue on their own (`truth_signal_snr`): those below
+    cannot be told from the tissue's own specks by their brightness, by any detector."""
+    above, below = _found_split(images, threshold, "truth_signal_snr", min_snr)
+    return {"min_snr": min_snr, "above": above, "below": below}
+
+
+def _found_split(images: list[ImageClusters], threshold: float, truth_field: str, cut: float) -> tuple[dict, dict]:
+    """Found / total true clusters at a threshold among those whose `truth_field` value is
+    ≥ cut, and among the others."""
+    values = [getattr(im, truth_field) for im in images]
+    if any(v is None or len(v) != len(im.truth) for v, im in zip(values, images)):
+        raise ValueError(f"every image needs the {truth_field.removeprefix('truth_')} of each of its true clusters")
     found = np.concatenate([_found_and_false(im)[0] >= threshold for im in images] + [np.zeros(0, bool)])
-    faint = np.concatenate([np.asarray(im.truth_contrast) < faint_below for im in images] + [np.zeros(0, bool)])
-    return {"faint_below": faint_below,
-            "visible": {"found": int(found[~faint].sum()), "clusters": int((~faint).sum())},
-            "faint": {"found": int(found[faint].sum()), "clusters": int(faint.sum())}}
+    low = np.concatenate([np.asarray(v) < cut for v in values] + [np.zeros(0, bool)])
+    return ({"found": int(found[~low].sum()), "clusters": int((~low).sum())},
+            {"found": int(found[low].sum()), "clusters": int(low.sum())})
 
 
 def _froc_curve(parts: list[tuple[np.ndarray, np.ndarray]], thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -341,6 +361,13 @@ def by_contrast_text(split: dict) -> str:
     visible, faint = split["visible"], split["faint"]
     return (f"{visible['found']}/{visible['clusters']} at median MC contrast ≥ {split['faint_below']}, "
             f"{faint['found']}/{faint['clusters']} fainter")
+
+
+def above_noise_text(split: dict) -> str:
+    """"25/25 with 3 MCs ≥ 3 noise units, 0/7 under": `found_above_noise`, for a report."""
+    above, below = split["above"], split["below"]
+    return (f"{above['found']}/{above['clusters']} with 3 MCs ≥ {split['min_snr']:g} noise units, "
+            f"{below['found']}/{below['clusters']} under")
 
 
 def by_kind_text(site_rate: dict) -> str:
