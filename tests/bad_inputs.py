@@ -134,7 +134,7 @@ def write_corpus(folder: Path, image: np.ndarray) -> list[Case]:
     Image.fromarray(np.full((20, 20000), 128, np.uint8)).save(folder / "long-strip.png")
     add("long-strip.png", None, "error", "no mammogram", (413,))
     Image.fromarray(np.full((1, 1), 128, np.uint8)).save(folder / "one-pixel.png")
-    add("one-pixel.png", None, "error", "smaller than one", (202,))
+    add("one-pixel.png", None, "error", "smaller than one", (422,))
     # awkward but valid: each must scan
     _edit_dicom(good_dcm, folder / "monochrome1.dcm", lambda ds: (
         setattr(ds, "PhotometricInterpretation", "MONOCHROME1"),

@@ -22,12 +22,13 @@ from mccscan.scan import scan_file
 from mccscan.weights import load_detector
 
 GOOD_IMAGES = 20
+BAD_FILES = 4  # truncated.png, tiny.dcm, broken.dcm, empty.png
 WAIT_S = 180  # longest wait for a batch subprocess to write its first rows
 
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    """20 small phantoms (DICOM and PNG, in nested folders, extensions that lie) and 3 bad files."""
+    """20 small phantoms (DICOM and PNG, in nested folders, extensions that lie) and BAD_FILES bad files."""
     from mccscan.datasets.phantom import make_phantom
 
     root = tmp_path_factory.mktemp("archive")
@@ -43,6 +44,7 @@ def archive(tmp_path_factory):
     (root / "bad" / "truncated.png").write_bytes((root / "patient1" / "img1.png").read_bytes()[:3000])
     write_dicom(root / "bad" / "tiny.dcm", np.zeros((40, 40), np.uint16), pixel_spacing_mm=0.07)
     (root / "bad" / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage")
+    (root / "bad" / "empty.png").write_bytes(b"")  # named as an image: listed, so reported as failed
     (root / "notes.txt").write_text("not an image, so not listed")
     yield root
     import ray
@@ -66,7 +68,7 @@ def by_image(url: str) -> dict[str, dict]:
 
 def test_folder_listing_is_by_content(archive):
     names = sorted(Path(p).name for p in list_images(archive))
-    assert len(names) == GOOD_IMAGES + 3 and "notes.txt" not in names and "img0.dat" in names
+    assert len(names) == GOOD_IMAGES + BAD_FILES and "notes.txt" not in names and "img0.dat" in names
     assert all(Path(p).is_absolute() for p in list_images(archive))
 
 
@@ -101,11 +103,12 @@ def test_too_many_workers_and_an_unreachable_database_are_clear_errors(archive, 
 
 def test_every_good_image_once_bad_ones_recorded_and_a_rerun_skips(archive, db_url):
     first = run_batch(archive, db_url)
-    assert (first.done, first.failed, first.skipped) == (GOOD_IMAGES, 3, 0)
+    assert (first.done, first.failed, first.skipped) == (GOOD_IMAGES, BAD_FILES, 0)
     table = by_image(db_url)
-    assert len(table) == GOOD_IMAGES + 3
+    assert len(table) == GOOD_IMAGES + BAD_FILES
     assert "smaller than one" in table["tiny.dcm"]["error"] and table["tiny.dcm"]["status"] == "failed"
     assert "truncated.png" in table["truncated.png"]["error"] and "broken.dcm" in table["broken.dcm"]["error"]
+    assert "empty.png: file is empty" in table["empty.png"]["error"]  # named as an image: not passed over
     loaded = load_detector("mc")
     for name in ("img0.dat", "img1.png"):  # the same clusters as `mccscan scan`
         path = next(Path(archive).rglob(name))
@@ -113,8 +116,8 @@ def test_every_good_image_once_bad_ones_recorded_and_a_rerun_skips(archive, db_u
         assert json.loads(table[name]["clusters"]) == expected and table[name]["n_clusters"] == len(expected)
         assert table[name]["weights_sha256"] == loaded.sha256 and table[name]["model_name"] == "mc"
     again = run_batch(archive, db_url)
-    assert (again.done, again.failed, again.skipped) == (0, 3, GOOD_IMAGES)  # failed ones are tried again
-    assert len(by_image(db_url)) == GOOD_IMAGES + 3
+    assert (again.done, again.failed, again.skipped) == (0, BAD_FILES, GOOD_IMAGES)  # failed ones are tried again
+    assert len(by_image(db_url)) == GOOD_IMAGES + BAD_FILES
 
 
 def test_the_command_prints_a_summary_exports_csv_and_fails_when_an_image_failed(archive, tmp_path, capsys):
@@ -125,11 +128,11 @@ def test_the_command_prints_a_summary_exports_csv_and_fails_when_an_image_failed
     db = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
     assert main(["batch", str(archive), "--db", db, "--export", str(tmp_path / "table.csv")]) == 1
     out = capsys.readouterr()
-    assert f"{GOOD_IMAGES + 3} images: {GOOD_IMAGES} scanned, 3 failed, 0 already done" in out.out
+    assert f"{GOOD_IMAGES + BAD_FILES} images: {GOOD_IMAGES} scanned, {BAD_FILES} failed, 0 already done" in out.out
     assert "failed: " in out.err and "tiny.dcm" in out.err
     with open(tmp_path / "table.csv", newline="") as fh:
         table = list(csv.DictReader(fh))
-    assert len(table) == GOOD_IMAGES + 3 and {r["status"] for r in table} == {"done", "failed"}
+    assert len(table) == GOOD_IMAGES + BAD_FILES and {r["status"] for r in table} == {"done", "failed"}
 
 
 def test_a_killed_batch_resumes_and_still_has_every_image_once(archive, db_url, tmp_path):
@@ -150,9 +153,9 @@ def test_a_killed_batch_resumes_and_still_has_every_image_once(archive, db_url, 
     done_before = sum(r["status"] == "done" for r in by_image(db_url).values())
     assert 1 <= done_before < GOOD_IMAGES  # killed mid-run
     resumed = run_batch(archive, db_url)
-    assert (resumed.skipped, resumed.done, resumed.failed) == (done_before, GOOD_IMAGES - done_before, 3)
+    assert (resumed.skipped, resumed.done, resumed.failed) == (done_before, GOOD_IMAGES - done_before, BAD_FILES)
     table = by_image(db_url)
-    assert len(table) == GOOD_IMAGES + 3
+    assert len(table) == GOOD_IMAGES + BAD_FILES
     assert sum(r["status"] == "done" for r in table.values()) == GOOD_IMAGES
 
 
@@ -177,9 +180,9 @@ def test_an_image_that_kills_its_scan_worker_is_recorded_and_the_batch_goes_on(a
         summary = run_batch(archive, url)
     finally:
         ray.shutdown()
-    assert (summary.done, summary.failed, summary.skipped) == (GOOD_IMAGES - 1, 4, 0)
+    assert (summary.done, summary.failed, summary.skipped) == (GOOD_IMAGES - 1, BAD_FILES + 1, 0)
     table = by_image(url)
-    assert len(table) == GOOD_IMAGES + 3
+    assert len(table) == GOOD_IMAGES + BAD_FILES
     assert table["img4.dat"]["status"] == "failed"
     assert "died while scanning it, 2 times" in table["img4.dat"]["error"]
     assert sum(r["status"] == "done" for r in table.values()) == GOOD_IMAGES - 1
@@ -223,7 +226,7 @@ def test_a_two_node_cluster_gives_the_results_of_one_process(archive, tmp_path):
     try:
         remote = f"sqlite:///{tmp_path / 'cluster.sqlite3'}"
         summary = run_batch(archive, remote, ray_address=cluster.address, workers=2)
-        assert (summary.done, summary.failed) == (GOOD_IMAGES, 3)
+        assert (summary.done, summary.failed) == (GOOD_IMAGES, BAD_FILES)
         nodes = {r["worker"].split("/")[1] for r in by_image(remote).values() if r["status"] == "done"}
         assert len(nodes) == 2  # both nodes scanned
         fields = ("status", "n_clusters", "clusters", "counts", "threshold")

@@ -98,3 +98,25 @@ def test_bad_port_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["serve", "--port", "70000"])
     assert info.value.code == 2 and "not a TCP port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["scan", "x.png", "--min-breast-fraction", "2"], "not a fraction in [0, 1]"),
+    (["scan", "x.png", "--threshold", "1.5"], "not a score in [0, 1]"),
+    (["batch", "folder", "--threshold", "-1"], "not a score in [0, 1]"),
+    (["scan", "x.png", "--max-pixels", "0"], "0 is below 1"),
+    (["scan", "x.png", "--normal-color", "zzz"], "'zzz' is not a colour"),
+    (["scan", "x.png", "--mcc-color", "notacolor"], "is not a colour"),
+    (["phantom", "--format", "png,jpg"], "unknown format 'jpg' (known: png, dcm)"),
+    (["phantom", "--count", "0"], "0 is below 1"),
+    (["phantom", "--clusters", "-2"], "-2 is below 0"),
+])
+def test_options_out_of_range_are_refused_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:  # x.png and folder do not exist: nothing was read
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_phantom_command_writes_only_the_formats_asked(tmp_path, capsys):
+    assert main(["phantom", "--out", str(tmp_path), "--size", "small", "--format", "dcm"]) == 0
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".dcm", ".json"]

@@ -234,3 +234,28 @@ def test_weights_whose_card_names_no_detector_settings_scan_with_the_first_ones(
     assert options({"mc_floor": 0.5, "candidate_snr": 3.5}) == FIRST_DETECTOR_SETTINGS
     assert options({"mc_floor": 0.8, "candidate_snr": 3.0, "wide_sigma_px": 3.0}) == {
         "mc_floor": 0.8, "candidate_snr": 3.0, "wide_sigma_px": 3.0}
+
+
+def test_out_of_range_fraction_or_threshold_is_refused(small_phantom, random_model):
+    for kwargs in ({"min_breast_fraction": 2.0}, {"min_breast_fraction": -0.1}, {"threshold": 1.5}):
+        with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
+            scan_image(small_phantom.image, random_model, **kwargs)
+
+
+def test_no_breast_warning_only_when_there_is_none():
+    """The MC detector finds MCs in all the breast whatever tiles the map shows, so a breast
+    that covers no tile by the fraction asked must not make it say that nothing was
+    scanned; a blank image still does."""
+    from mccscan.datasets.phantom import make_phantom
+    from mccscan.weights import load_detector
+
+    loaded = load_detector("mc")
+    ph = make_phantom(seed=7, size="small", n_clusters=3)  # the demo's phantom
+    x, y = int(ph.clusters[0].x), int(ph.clusters[0].y)
+    image = np.zeros((432, 432), np.float32)  # a disc of its tissue around a cluster, 200 px across:
+    disc = np.hypot(*np.mgrid[-216:216, -216:216]) < 100  # it covers no 144-px tile whole
+    image[disc] = ph.image[y - 216:y + 216, x - 216:x + 216][disc]
+    small = scan_image(image, loaded, min_breast_fraction=1.0)
+    assert len(small.clusters) == 1 and not small.warnings
+    blank = scan_image(np.zeros((400, 400), np.float32), loaded)
+    assert any("no breast found" in w for w in blank.warnings) and not blank.clusters

@@ -38,6 +38,8 @@ NO_IMAGE = np.zeros((1, 1), np.float32)  # the image column of a row with no ima
 READ_CPUS = 0.5  # Ray CPUs a read task asks for; a scan worker asks for 1
 MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")  # PNG, JPEG, TIFF
 PGM_MAGIC = re.compile(rb"P[25]\s+(#[^\n]*\n\s*)*\d+\s+\d+")  # binary or plain PGM: magic, then width height
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm", ".dicom")  # a file named so in a folder
+# is meant to be scanned: listed whatever its content, so that a broken one is reported failed, not passed over
 # The environment of read tasks and scan workers (1 worker on 2 cores, batch_scale.py): OpenMP
 # threads sleep, not spin, while they wait, or they steal the cores the other stages and Ray need
 # (2.7 → 3.05 images/s); glibc keeps freed image-sized buffers for the next image instead of
@@ -61,7 +63,8 @@ def looks_like_image(path: Path) -> bool:
 
 def list_images(source: str | Path, studies: list[str] | None = None) -> list[str]:
     """The mammograms a source names: every image file under a folder (found by content, not
-    extension; hidden files skipped), the paths in a CSV (a `path` column, else the first
+    extension, plus any named as an image, so a broken one fails loudly; hidden files
+    skipped), the paths in a CSV (a `path` column, else the first
     column; relative paths are relative to the CSV), or the MG images of `studies` in a PACS
     whose DICOMweb root `source` is (as URL#study/series/instance). Sorted, each once."""
     if str(source).startswith(("http://", "https://")):
@@ -74,7 +77,7 @@ def list_images(source: str | Path, studies: list[str] | None = None) -> list[st
     if source.is_dir():
         found = (p for p in source.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
                                                                            p.relative_to(source).parts))
-        return sorted({str(p.absolute()) for p in found if looks_like_image(p)})
+        return sorted({str(p.absolute()) for p in found if p.suffix.lower() in IMAGE_SUFFIXES or looks_like_image(p)})
     if looks_like_image(source):
         return [str(source.absolute())]
     return _list_csv(source)
@@ -443,12 +446,12 @@ def _pipeline(paths: list[str], done: frozenset, workers: int, stages: dict):
     import ray
 
     dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=min(len(paths), 1000))
-    # a read task whose process dies (a crash in a decoder) is retried once, then ends the batch (not forever)
-    dataset = dataset.map(read_stage, num_cpus=READ_CPUS, compute=ray.data.TaskPoolStrategy(size=workers + 1),
-                          runtime_env=RAY_ENV, max_retries=DEATHS_TO_FAIL - 1,
-                          fn_kwargs=dict(done=done, **stages["read"]))
-    with warnings.catch_warnings():  # Ray 2.6x moves max_restarts; it is still the way to set it
+    with warnings.catch_warnings():  # Ray 2.6x moves max_retries/max_restarts; they are still the way to set them
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+        # a read task whose process dies (a crash in a decoder) is retried once, then ends the batch (not forever)
+        dataset = dataset.map(read_stage, num_cpus=READ_CPUS, compute=ray.data.TaskPoolStrategy(size=workers + 1),
+                              runtime_env=RAY_ENV, max_retries=DEATHS_TO_FAIL - 1,
+                              fn_kwargs=dict(done=done, **stages["read"]))
         # no restarts: Ray would retry the image a worker died on; run_batch decides instead
         return dataset.map(ScanWorker, fn_constructor_kwargs=stages["scan"],
                            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0,

@@ -67,7 +67,7 @@ def _cmd_phantom(args) -> int:
 
     for seed in range(args.seed, args.seed + args.count):
         ph = make_phantom(seed, size=args.size, view=args.view, laterality=args.laterality, n_clusters=args.clusters)
-        paths = ph.write(args.out, formats=tuple(args.format.split(",")))
+        paths = ph.write(args.out, formats=args.format)
         print(f"seed {seed}: {ph.laterality}{ph.view} {ph.image.shape[1]}×{ph.image.shape[0]}, "
               f"{len(ph.clusters)} cluster(s), {len(ph.mcs)} MCs → {', '.join(str(p) for p in paths.values())}")
     return 0
@@ -435,6 +435,55 @@ def _port(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    """A share of an area, 0–1."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not a fraction in [0, 1]")
+    return value
+
+
+def _score(text: str) -> float:
+    """A threshold on scores that are probabilities."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not a score in [0, 1]")
+    return value
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An integer option that cannot go below `minimum`."""
+    def integer(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+    return integer
+
+
+def _color(text: str) -> str:
+    """A colour PIL can draw, refused before any scan rather than after each."""
+    from PIL import ImageColor
+
+    try:
+        ImageColor.getrgb(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a colour (#rrggbb or a name such as red)") from None
+    return text
+
+
+def _phantom_formats(text: str) -> tuple[str, ...]:
+    """Comma-separated image formats `Phantom.write` knows."""
+    from mccscan.datasets.phantom import IMAGE_FORMATS
+
+    formats = tuple(f.strip() for f in text.split(","))
+    unknown = [f for f in formats if f not in IMAGE_FORMATS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown format {', '.join(map(repr, unknown))} "
+                                         f"(known: {', '.join(IMAGE_FORMATS)})")
+    return formats
+
+
 def _args_info(p) -> None:
     pass
 
@@ -444,12 +493,12 @@ def _args_phantom(p) -> None:
 
     p.add_argument("--out", default="phantoms", help="output folder")
     p.add_argument("--seed", type=int, default=0, help="first seed; the same seed draws the same image")
-    p.add_argument("--count", type=int, default=1, help="how many mammograms (seeds SEED, SEED+1, …)")
+    p.add_argument("--count", type=_at_least(1), default=1, help="how many mammograms (seeds SEED, SEED+1, …)")
     p.add_argument("--size", choices=tuple(SIZES), default="large", help="large: 3328×4084, small: 2560×3328")
     p.add_argument("--view", choices=("CC", "MLO"), help="view (default: at random)")
     p.add_argument("--laterality", choices=("L", "R"), help="breast side (default: at random)")
-    p.add_argument("--clusters", type=int, help="number of MC clusters (default: 0–3 at random)")
-    p.add_argument("--format", default="png,dcm", help="comma-separated: png, dcm")
+    p.add_argument("--clusters", type=_at_least(0), help="number of MC clusters (default: 0–3 at random)")
+    p.add_argument("--format", type=_phantom_formats, default="png,dcm", help="comma-separated: png, dcm")
 
 
 def _args_train(p) -> None:
@@ -582,8 +631,10 @@ def _args_scan(p) -> None:
     _args_scan_common(p)
     p.add_argument("--style", choices=STYLES, default=STYLES[0],
                    help="overlay: outline draws each cluster in red; paper lightens normal tiles as the paper did")
-    p.add_argument("--normal-color", default=NORMAL_COLOR, help="paper style: colour normal tiles are lightened to")
-    p.add_argument("--mcc-color", default=None, help="paper style: tint for MCC tiles (default: shown as they are)")
+    p.add_argument("--normal-color", type=_color, default=NORMAL_COLOR,
+                   help="paper style: colour normal tiles are lightened to")
+    p.add_argument("--mcc-color", type=_color, default=None,
+                   help="paper style: tint for MCC tiles (default: shown as they are)")
     p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
                    help="how tiles go through the model; all give the same scores")
     p.add_argument("--dicom", action="store_true",
@@ -605,13 +656,14 @@ def _args_scan_common(p) -> None:
 
     p.add_argument("--pixel-spacing", type=float, help="pixel spacing in mm (overrides the file's; "
                    "PNG/JPEG/TIFF without one are taken as 0.07)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=_at_least(1), default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images, as stored or once resampled to 0.07 mm")
     p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
-    p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
+    p.add_argument("--threshold", type=_score, help=THRESHOLD_HELP)
     p.add_argument("--weights", help=WEIGHTS_HELP)
-    p.add_argument("--min-breast-fraction", type=float, default=DEFAULT_MIN_BREAST_FRACTION,
-                   help="scan a tile only if the breast covers this fraction of it")
+    p.add_argument("--min-breast-fraction", type=_fraction, default=DEFAULT_MIN_BREAST_FRACTION,
+                   help="the tiles scanned: those the breast covers by this fraction (the mc detector finds MCs "
+                   "in all the breast; its map shows these tiles)")
 
 
 def _args_batch(p) -> None:
@@ -650,9 +702,9 @@ def _args_demo(p) -> None:
 
     p.add_argument("--out", default="mccscan-demo", help="output folder")
     p.add_argument("--seed", type=int, default=7, help="which phantom to draw")
-    p.add_argument("--clusters", type=int, default=3, help="true MC clusters in it")
+    p.add_argument("--clusters", type=_at_least(0), default=3, help="true MC clusters in it")
     p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
-    p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
+    p.add_argument("--threshold", type=_score, help=THRESHOLD_HELP)
     p.add_argument("--weights", help=WEIGHTS_HELP)
 
 
@@ -672,7 +724,7 @@ def _args_build_dataset(p) -> None:
     p.add_argument("--min-mcs", type=int, default=LabelRule.min_mcs, help="MCs inside for a positive patch")
     p.add_argument("--min-cluster-overlap", type=float, default=LabelRule.min_cluster_overlap,
                    help="or this fraction of the smaller of patch and cluster covered")
-    p.add_argument("--min-breast-fraction", type=float, default=LabelRule.min_breast_fraction,
+    p.add_argument("--min-breast-fraction", type=_fraction, default=LabelRule.min_breast_fraction,
                    help="breast share of a negative patch")
     p.add_argument("--isolated-negative", action="store_true",
                    help="windows with only 1–2 isolated MCs are negatives (hard negatives), not left out")
@@ -692,10 +744,10 @@ def _args_serve(p) -> None:
     p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--workers", type=int, default=1, help="scans run at once")
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload in MB")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=_at_least(1), default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images, as stored or once resampled to 0.07 mm")
     p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
-    p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
+    p.add_argument("--threshold", type=_score, help=THRESHOLD_HELP)
     p.add_argument("--pacs", metavar="URL", help="DICOMweb root (e.g. http://pacs:8042/dicom-web) that a finished "
                    "DICOM scan can be sent to from the page: SR and parametric map, into the image's study")
 

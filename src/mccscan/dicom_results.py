@@ -16,6 +16,7 @@ top-left corner of the top-left pixel, so a scan pixel centre (x, y) is at ((x +
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -276,7 +277,9 @@ def dicom_results_paths(out_dir: str | Path, stem: str) -> dict[str, Path]:
 def build_dicom_results(result: ScanResult, source: str | Path) -> dict:
     """The SR and the map (pydicom datasets) for a scan of the DICOM file `source`."""
     header = reference_header(source)
-    return {"sr": build_sr(result, header), "pmap": build_parametric_map(result, header)}
+    with warnings.catch_warnings():  # the source's patient name is copied as it is, odd or not: nothing to act on
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
+        return {"sr": build_sr(result, header), "pmap": build_parametric_map(result, header)}
 
 
 def save_dicom_results(datasets: dict, out_dir: str | Path, stem: str) -> dict[str, Path]:

@@ -69,6 +69,7 @@ class MammogramInfo:
     format: str
     rows: int
     cols: int
+    scan_shape: tuple[int, int]  # (rows, cols) once resampled to SCAN_PIXEL_SPACING_MM
 
 
 @dataclass
@@ -124,9 +125,9 @@ def probe_mammogram(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     """
     path = Path(path)
     header = _header(path)
-    _check_header(path, header, max_pixels, pixel_spacing_mm)
+    shape = _check_header(path, header, max_pixels, pixel_spacing_mm)
     header.verify()
-    return MammogramInfo(header.format, header.rows, header.cols)
+    return MammogramInfo(header.format, header.rows, header.cols, shape)
 
 
 def scan_spacing(path: str | Path, given_mm: float | None,
@@ -158,7 +159,8 @@ def scan_shape(rows: int, cols: int, spacing_mm: tuple[float, float],
             max(1, round(cols * spacing_mm[1] / target_spacing_mm)))
 
 
-def _check_header(path: Path, header: _Header, max_pixels: int, given_mm: float | None) -> None:
+def _check_header(path: Path, header: _Header, max_pixels: int, given_mm: float | None) -> tuple[int, int]:
+    """Refuse what cannot be read or is too large; the (rows, cols) it will have at 70 µm."""
     _check_size(path, header.rows, header.cols, max_pixels)
     spacing = scan_spacing(path, given_mm, header.spacing, header.spacing_problem)
     rows, cols = scan_shape(header.rows, header.cols, spacing)
@@ -172,6 +174,7 @@ def _check_header(path: Path, header: _Header, max_pixels: int, given_mm: float 
         raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm: a side longer than "
                                    f"{MAX_SIDE_PX} px ({MAX_SIDE_PX * SCAN_PIXEL_SPACING_MM / 10:.0f} cm) is no "
                                    "mammogram", "too_large")
+    return rows, cols
 
 
 def _header(path: Path) -> _Header:

@@ -257,6 +257,8 @@ def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image", t
     `on_row` receives each tile row (a list of `Tile`, background included) once it is
     scored, top to bottom: what a progress bar or a live view draws.
     """
+    if not 0 <= min_breast_fraction <= 1 or (threshold is not None and not 0 <= threshold <= 1):
+        raise ValueError(f"min_breast_fraction ({min_breast_fraction}) and threshold ({threshold}) must lie in [0, 1]")
     start = time.perf_counter()
     threshold = default_threshold(loaded) if threshold is None else threshold
     breast = breast_mask(image)
@@ -277,9 +279,11 @@ def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image", t
     result = ScanResult(name, SCAN_PIXEL_SPACING_MM, source_pixel_spacing_mm, spacing_assumed, tuple(image.shape),
                         PATCH_SIZE_PX, threshold, min_breast_fraction, _counts(tiles), tiles, model_info, engine,
                         time.perf_counter() - start, detector=detector, clusters=clusters)
-    if not scanned.any():
+    if not breast.any() and (detector == "mc" or not scanned.any()):
         result.warnings.append(f"{name}: no breast found (the image is blank, uniform or all background); "
                                "nothing was scanned")
+    elif not scanned.any() and detector == "paper":
+        result.warnings.append(f"{name}: the breast covers no tile by {min_breast_fraction:g}; nothing was scanned")
     return result
 
 
@@ -355,12 +359,18 @@ def prepare_file(path, *, pixel_spacing_mm: float | None = None, max_pixels: int
     """Read a mammogram file and bring it to 70 µm, refusing one smaller than a tile: all that
     `scan_file` does before scoring (a batch runs it apart, on other cores or machines)."""
     scan_img = load_for_scan(path, pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-    rows, cols = scan_img.image.shape
-    tile = PATCH_SIZE_PX
-    if min(rows, cols) < tile:
-        raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm, smaller than one "
-                                   f"{tile}-px tile (1 cm²): too small to be a mammogram (is the pixel spacing right?)")
+    check_scan_shape(path, scan_img.image.shape)
     return scan_img
+
+
+def check_scan_shape(path, shape: tuple[int, int]) -> None:
+    """Refuse an image that is smaller than one tile at 70 µm: no mammogram. For the file
+    itself and, before decoding, for its header (`io.probe_mammogram(...).scan_shape`)."""
+    rows, cols = shape
+    if min(rows, cols) < PATCH_SIZE_PX:
+        raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm, smaller than one "
+                                   f"{PATCH_SIZE_PX}-px tile (1 cm²): too small to be a mammogram (is the pixel "
+                                   "spacing right?)")
 
 
 def scan_prepared(scan_img: ScanImage, loaded: LoadedModel, *, name: str, **kwargs) -> ScanResult:

@@ -31,6 +31,7 @@ from mccscan.errors import InputError
 
 PIXEL_SPACING_MM = 0.07
 SIZES = {"large": (4084, 3328), "small": (3328, 2560)}  # (rows, cols), INbreast's two formats
+IMAGE_FORMATS = ("png", "dcm")  # what `Phantom.write` writes: 8-bit PNG, 14-bit DICOM
 _COARSE = 8  # smooth fields are drawn at 1/8 resolution and upsampled
 
 
@@ -93,10 +94,13 @@ class Phantom:
         """14-bit detector values."""
         return np.round(self.image * 16383).astype(np.uint16)
 
-    def write(self, out_dir: str | Path, stem: str | None = None, formats=("png", "dcm")) -> dict[str, Path]:
+    def write(self, out_dir: str | Path, stem: str | None = None, formats=IMAGE_FORMATS) -> dict[str, Path]:
         """Write the image (8-bit PNG and/or 14-bit DICOM) and its ground truth JSON."""
         from mccscan.io import write_dicom
 
+        unknown = set(formats) - set(IMAGE_FORMATS)
+        if unknown:
+            raise ValueError(f"unknown phantom image format(s) {sorted(unknown)}; known: {', '.join(IMAGE_FORMATS)}")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = stem or f"phantom_{self.seed}_{self.laterality}{self.view}"

@@ -13,6 +13,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from mccscan.io import MammogramError, probe_mammogram
+from mccscan.scan import check_scan_shape
 from mccscan.web.deps import DoneDep, JobsDep, RecordDep, SettingsDep, StoreDep
 from mccscan.web.jobs import QueueFull
 from mccscan.web.schemas import ERROR_RESPONSES, ScanDetail, ScanSummary
@@ -44,7 +45,8 @@ def create_scan(settings: SettingsDep, store: StoreDep, jobs: JobsDep,
     try:
         with open(upload, "wb") as out:
             shutil.copyfileobj(file.file, out, 1 << 20)
-        probe_mammogram(upload, max_pixels=settings.max_pixels, pixel_spacing_mm=pixel_spacing_mm)
+        info = probe_mammogram(upload, max_pixels=settings.max_pixels, pixel_spacing_mm=pixel_spacing_mm)
+        check_scan_shape(upload, info.scan_shape)
         jobs.submit(record.id)
     except MammogramError as exc:
         store.delete(record.id)
