@@ -139,9 +139,10 @@ def test_evaluate_the_cluster_detector_on_unseen_phantoms(tmp_path, capsys):
 
     from mccscan.cli import main
 
-    assert main(["evaluate", "--detector", "mc", "--phantoms", "2", "--bootstrap", "20", "--out", str(tmp_path)]) == 0
+    assert main(["evaluate", "--phantoms", "2", "--bootstrap", "20", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "2 unseen phantoms" in printed and "at median MC contrast ≥ 0.05" in printed
+    assert "model mc:" in printed and "(95% CI " in printed  # phantoms: the default detector, with intervals
     froc = json.loads((tmp_path / "evaluation.json").read_text())["cluster_froc"]
     assert froc["images"] == 2 and froc["seeds"] == [220000, 220001]
     assert froc["isolated_sites"]["sites"] > 0 and froc["operating_point"]["threshold"] < 1

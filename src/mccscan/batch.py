@@ -273,7 +273,8 @@ def start_ray(address: str | None) -> bool:
     try:
         import ray
     except ModuleNotFoundError:
-        raise InputError("mccscan batch runs on Ray: pip install 'mccscan[archive]'") from None
+        raise InputError("mccscan batch runs on Ray: pip install 'mccscan[archive]' (in a checkout: "
+                         "pip install -e '.[archive]')") from None
 
     local = not (address or os.environ.get("RAY_ADDRESS"))
     if ray.is_initialized():

@@ -166,9 +166,9 @@ def _cmd_evaluate(args) -> int:
     from mccscan.evaluate import EVAL_PHANTOM_SEEDS, evaluate_on_dataset, evaluate_on_phantoms
     from mccscan.io import SCAN_PIXEL_SPACING_MM
     from mccscan.metrics import by_contrast_text, by_kind_text
-    from mccscan.weights import load_detector
+    from mccscan.weights import DEFAULT_DETECTOR, load_detector
 
-    loaded = load_detector(args.detector, args.weights)
+    loaded = load_detector(args.detector or ("paper" if args.data else DEFAULT_DETECTOR), args.weights)
     if args.data is None:  # whole unseen phantoms
         spacing = SCAN_PIXEL_SPACING_MM if args.pixel_spacing is None else args.pixel_spacing
         result = {"cluster_froc": evaluate_on_phantoms(loaded, args.phantoms, n_bootstrap=args.bootstrap,
@@ -199,9 +199,10 @@ def _cmd_evaluate(args) -> int:
     if "skipped" in cf:
         print(f"  cluster FROC skipped: {cf['skipped']}")
     else:
+        at = [f"{_number(v['value'])} (95% CI {_number(v['ci95'][0])}–{_number(v['ci95'][1])}) at {f}"
+              for f, v in cf["sensitivity_at_fp"].items()]
         print(f"  cluster FROC on {cf['images']} whole mammograms, {cf['clusters']} clusters (centre within 5 mm of "
-              "the outline): " + ", ".join(f"{_number(v['value'])} at {f}" for f, v in cf["sensitivity_at_fp"].items())
-              + " FP/image")
+              f"the outline): {', '.join(at)} FP/image")
         op = cf.get("operating_point", {})
         if "by_contrast" in op:
             print(f"  at the operating point (score ≥ {op['threshold']:.3f}): {op['found']}/{op['clusters']} found "
@@ -362,7 +363,7 @@ def _cmd_demo(args) -> int:
         result, image = scan_file(paths["dcm"], loaded, threshold=args.threshold, on_row=lambda tiles: bar.update(1))
     written = save_scan(result, image, out)
     print(f"scanned in {result.elapsed_s:.2f} s ({result.detector} detector): {len(result.findings)} cluster(s) at "
-          f"score ≥ {result.threshold:.2f}")
+          f"score ≥ {result.threshold:.3f}")
     print_findings(result)
     print(compare_clusters(result.findings, [c.outline for c in ph.clusters],
                            MATCH_MARGIN_MM / ph.pixel_spacing_mm).summary())
@@ -571,11 +572,12 @@ def _args_evaluate(p) -> None:
 
     p.add_argument("--data", help="a `mccscan build-dataset` folder (default: unseen phantoms, see --phantoms)")
     p.add_argument("--phantoms", type=int, default=50, help="without --data: how many unseen phantoms")
-    p.add_argument("--detector", choices=tuple(DETECTORS), default="paper",
-                   help="which shipped weights (the patch metrics need the paper's net)")
+    p.add_argument("--detector", choices=tuple(DETECTORS),
+                   help="which shipped weights (default: mc on phantoms; paper with --data, whose patch metrics "
+                        "need the paper's net)")
     p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--split", default="test", choices=SPLITS, help="which split to evaluate")
-    p.add_argument("--out", default="mccscan-eval", help="folder for evaluation.json and the plots")
+    p.add_argument("--out", default="mccscan-eval", help="folder for evaluation.json (and, with --data, the plots)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--pixel-spacing", type=float,
                    help="mm; with --data, to re-read a CBIS-DDSM source for the FROC; without, deliver the phantoms "
@@ -600,7 +602,8 @@ def _args_tune(p) -> None:
 def _args_explain(p) -> None:
     from mccscan.dataset_dir import SPLITS
 
-    p.add_argument("--weights", help=WEIGHTS_HELP)
+    p.add_argument("--weights", help="the paper's net: weights .pt with its model card beside it (default: the "
+                   "shipped ones)")
     p.add_argument("--data", help="a `mccscan build-dataset` folder (default: patches of 4 phantom mammograms)")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split's patches")
     p.add_argument("--out", default="mccscan-explain", help="folder for the figures")
@@ -655,7 +658,7 @@ def _args_scan_common(p) -> None:
     from mccscan.weights import DEFAULT_DETECTOR, DETECTORS
 
     p.add_argument("--pixel-spacing", type=float, help="pixel spacing in mm (overrides the file's; "
-                   "PNG/JPEG/TIFF without one are taken as 0.07)")
+                   "PNG/JPEG/TIFF/PGM without one are taken as 0.07)")
     p.add_argument("--max-pixels", type=_at_least(1), default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images, as stored or once resampled to 0.07 mm")
     p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
@@ -738,7 +741,7 @@ def _args_serve(p) -> None:
     from mccscan.io import DEFAULT_MAX_PIXELS
     from mccscan.weights import DEFAULT_DETECTOR, DETECTORS
 
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (0: any free one, printed at start)")
     p.add_argument("--data-dir", default="mccscan-data", help="scan history and files")
     p.add_argument("--weights", help=WEIGHTS_HELP)

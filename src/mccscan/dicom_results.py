@@ -140,7 +140,7 @@ def build_sr(result: ScanResult, source):
         evidence=[source], content=report, series_instance_uid=_result_uid(result, source, "sr series"),
         series_number=SERIES_NUMBER_SR, sop_instance_uid=_result_uid(result, source, "sr"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True,
-        series_description=f"mccscan clusters ({len(groups)} at score >= {result.threshold:.2f})")
+        series_description=f"mccscan clusters ({len(groups)} at score >= {result.threshold:.3f})")
 
 
 def score_map(result: ScanResult, stride_px: int = HEATMAP_STRIDE_PX) -> np.ndarray:

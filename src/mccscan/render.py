@@ -122,13 +122,13 @@ def legend(result: ScanResult, *, style: str = DEFAULT_STYLE,
     c = result.counts
     model = f"model {result.model.get('name', '?')}, trained on {result.model.get('trained_on', 'unknown data')}"
     if style == "paper":
-        return [(None, f"as they are: MCC, P >= {result.threshold:.2f} ({c['mcc']} tiles); lightened: "
+        return [(None, f"as they are: MCC, P >= {result.threshold:.3f} ({c['mcc']} tiles); lightened: "
                        f"normal ({c['normal']})"), (None, model)]
     found = len(result.findings)
     if result.detector == "paper":
-        return [(outline_color, f"MCC tiles of the paper's net, P >= {result.threshold:.2f}: {found} group(s)"),
+        return [(outline_color, f"MCC tiles of the paper's net, P >= {result.threshold:.3f}: {found} group(s)"),
                 (None, model)]
-    return [(outline_color, f"cluster: >= 3 MCs within 1 cm2, score >= {result.threshold:.2f}: {found} found"),
+    return [(outline_color, f"cluster: >= 3 MCs within 1 cm2, score >= {result.threshold:.3f}: {found} found"),
             (MC_COLOR, "MC (microcalcification) in a cluster"), (None, model)]
 
 

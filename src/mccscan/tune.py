@@ -61,7 +61,7 @@ def _storage(url: str):
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
             except ImportError as exc:  # Optuna re-raises the driver's ModuleNotFoundError as this
                 raise InputError(f"{redacted(url)}: this database's driver is missing ({exc}); "
-                                 "pip install 'mccscan[archive]'") from exc
+                                 "pip install 'mccscan[archive]' (in a checkout: pip install -e '.[archive]')") from exc
             except sqlalchemy.exc.OperationalError as exc:
                 raise InputError(f"{redacted(url)}: cannot reach the database ({exc.orig})") from exc
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
