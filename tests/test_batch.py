@@ -122,6 +122,7 @@ def test_every_good_image_once_bad_ones_recorded_and_a_rerun_skips(archive, db_u
 
 def test_the_command_prints_a_summary_exports_csv_and_fails_when_an_image_failed(archive, tmp_path, capsys):
     import csv
+    from datetime import datetime, timedelta, timezone
 
     from mccscan.cli import main
 
@@ -133,6 +134,8 @@ def test_the_command_prints_a_summary_exports_csv_and_fails_when_an_image_failed
     with open(tmp_path / "table.csv", newline="") as fh:
         table = list(csv.DictReader(fh))
     assert len(table) == GOOD_IMAGES + BAD_FILES and {r["status"] for r in table} == {"done", "failed"}
+    finished = datetime.fromisoformat(table[0]["finished_at"])  # ISO 8601 in UTC, not Unix seconds
+    assert finished.utcoffset() == timedelta(0) and abs(datetime.now(timezone.utc) - finished) < timedelta(hours=1)
 
 
 def test_a_killed_batch_resumes_and_still_has_every_image_once(archive, db_url, tmp_path):

@@ -21,10 +21,13 @@ def test_scan_continues_past_bad_files_and_exits_nonzero(tmp_path, small_phantom
     good = small_phantom.write(tmp_path / "in", formats=("png",))["png"]
     bad = tmp_path / "in" / "notes.png"
     bad.write_text("not an image")
-    code = main(["scan", str(bad), str(good), "--out", str(tmp_path / "out"), "--pixel-spacing", "0.07"])
+    folder = tmp_path / "in" / "more"
+    folder.mkdir()
+    code = main(["scan", str(bad), str(folder), str(good), "--out", str(tmp_path / "out"), "--pixel-spacing", "0.07"])
     captured = capsys.readouterr()
     assert code == 1
     assert "notes.png" in captured.err and "not a recognised image format" in captured.err
+    assert "more: a folder, not an image file (`mccscan batch FOLDER`" in captured.err
     result = json.loads((tmp_path / "out" / f"{good.stem}.json").read_text())
     assert sum(result["counts"].values()) == len(result["tiles"])
 

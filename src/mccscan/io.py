@@ -185,6 +185,8 @@ def _header(path: Path) -> _Header:
 
 
 def _read_head(path: Path) -> bytes:
+    if path.is_dir():
+        raise MammogramError(path, "a folder, not an image file (`mccscan batch FOLDER` scans the images in one)")
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)

@@ -107,13 +107,17 @@ def rows(engine, weights_sha256: str | None = None, options: str | None = None) 
 
 
 def export_csv(engine, path: str | Path, weights_sha256: str | None = None, options: str | None = None) -> Path:
-    """The table (for these weights and options) as CSV."""
+    """The table (for these weights and options) as CSV, its times in ISO 8601 (UTC) for a
+    spreadsheet rather than Unix seconds."""
     import io
+    from datetime import datetime, timezone
 
     from mccscan.atomic import atomic_write_text
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows(engine, weights_sha256, options))
+    for row in rows(engine, weights_sha256, options):
+        when = datetime.fromtimestamp(row["finished_at"], timezone.utc)
+        writer.writerow({**row, "finished_at": when.isoformat(timespec="seconds")})
     return atomic_write_text(path, buf.getvalue())
