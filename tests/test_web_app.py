@@ -179,7 +179,7 @@ def test_eight_concurrent_uploads_all_complete(client, phantom_files):
 
 def test_a_file_that_fails_in_the_worker_is_reported_and_kept_as_failed(client, tmp_path):
     # valid header and CRCs, but zlib data that does not inflate: only decoding finds it
-    (tmp_path / "bad.png").write_bytes(fake_png(64, 64, idat=b"\x00" + b"\x80" * 200))
+    (tmp_path / "bad.png").write_bytes(fake_png(200, 200, idat=b"\x00" + b"\x80" * 200))
     response = upload(client, tmp_path / "bad.png")
     assert response.status_code == 202
     name, data = events(client, response.json()["id"])[-1]

@@ -66,7 +66,8 @@ def evaluate_on_dataset(loaded: LoadedModel, data_dir: str | Path, out_dir: str 
                     truths.append(truth_image(model, image_id, ann))
                 images.append(annotated_clusters(ann, scan_image(ann.image, loaded).clusters, image_id))
             summary["cluster_froc"] = cluster_froc(images, n_bootstrap=n_bootstrap, seed=seed)
-            summary["cluster_froc"]["isolated_sites"] = isolated_site_rate(images, default_threshold(loaded), 72.0)
+            summary["cluster_froc"]["isolated_sites"] = isolated_site_rate(images, default_threshold(loaded),
+                                                                           SITE_RADIUS_PX)
             summary["froc"] = froc(truths) if dense else {"skipped": "the dense map needs the paper's global-max net"}
             if dense:
                 plot_froc(summary["froc"], out_dir / "froc.png")
@@ -88,6 +89,9 @@ def annotated_clusters(ann: AnnotatedImage, detected: list, image_id: str) -> Im
         x0 <= p[0] < x0 + m.shape[1] and y0 <= p[1] < y0 + m.shape[0] for (x0, y0), m in regions)]
     return ImageClusters(image_id, [(c.x, c.y, c.score) for c in detected], outlines,
                          MATCH_MARGIN_MM / SCAN_PIXEL_SPACING_MM, isolated_sites(loose))
+
+
+SITE_RADIUS_PX = 72.0  # a false cluster centred within half a tile of an isolated site or lookalike is its doing
 
 
 def isolated_sites(xy) -> np.ndarray:
@@ -206,8 +210,8 @@ def evaluate_on_phantoms(loaded: LoadedModel, n_phantoms: int = len(EVAL_PHANTOM
                                                                      cluster_counts(images, threshold)))}
     summary["operating_point"]["fp_per_image"] = summary["operating_point"]["false"] / len(images)
     summary["operating_point"]["by_contrast"] = found_by_contrast(images, threshold)
-    summary["isolated_sites"] = isolated_site_rate(images, threshold, radius_px=72.0)
-    summary["lookalike_sites"] = isolated_site_rate(images, threshold, radius_px=72.0, kind="lookalike")
+    summary["isolated_sites"] = isolated_site_rate(images, threshold, SITE_RADIUS_PX)
+    summary["lookalike_sites"] = isolated_site_rate(images, threshold, SITE_RADIUS_PX, kind="lookalike")
     summary["seeds"] = [seeds[0], seeds[-1]]
     summary["pixel_spacing_mm"] = pixel_spacing_mm
     summary["scan_s_median"] = float(np.median(seconds))

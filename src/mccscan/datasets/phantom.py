@@ -269,6 +269,24 @@ def _draw_cluster(image, rng, cx, cy, cid) -> tuple[list[Microcalcification], Cl
     return mcs, Cluster(cid, float(cx), float(cy), radius, hull_outline(xy, 8.0), len(mcs))
 
 
+def _draw_isolated_site(image, rng, x, y, kind: str) -> list[Microcalcification]:
+    """A distractor at (x, y): one MC ("single") or two 8–60 px apart ("pair"), 0.15–0.7 mm,
+    contrast 0.05–0.25: as bright as a cluster's, yet no cluster."""
+    mm = 1 / PIXEL_SPACING_MM
+    members = [(x, y)]
+    if kind == "pair":
+        a = rng.uniform(0, 2 * np.pi)
+        dist = rng.uniform(8, 60)
+        members.append((x + dist * np.cos(a), y + dist * np.sin(a)))
+    mcs = []
+    for px, py in members:
+        d = float(rng.uniform(0.15, 0.7) * mm)
+        c = float(np.exp(rng.uniform(np.log(0.05), np.log(0.25))))
+        _add_mc(image, rng, px, py, d, c)
+        mcs.append(Microcalcification(px, py, d / 2, c, None, kind))
+    return mcs
+
+
 def _add_ring(image, x, y, radius_px, width_px, amp, arc=(0.0, 2 * np.pi)):
     """A thin bright ring (or arc): an eggshell/rim calcification or a lucent-centred skin one."""
     window = _local_window(image.shape, x, y, int(np.ceil(radius_px + 4 * width_px)) + 1)
@@ -343,26 +361,60 @@ def insert_clusters(image: np.ndarray, breast: np.ndarray, rng: np.random.Genera
     drawn as in the phantom, blurred like its detector, and added to the tissue. Returns
     (new image, MCs, clusters); exact positive labels on real tissue.
     """
-    mm = 1 / PIXEL_SPACING_MM
-    inner = ndimage.binary_erosion(breast[::8, ::8], iterations=int(10 * mm / 8))
-    ys, xs = np.nonzero(inner)
+    spots = _spots_inside(breast, 10.0)
     canvas = np.zeros(image.shape, np.float32)
     mcs, clusters = [], []
     for cid in range(n_clusters):
-        if len(xs) == 0:
+        spot = _free_spot(rng, spots, [(c.x, c.y) for c in clusters], 15 / PIXEL_SPACING_MM)
+        if spot is None:
             break
-        for _ in range(100):
-            k = rng.integers(len(xs))
-            cx, cy = xs[k] * 8 + rng.uniform(0, 8), ys[k] * 8 + rng.uniform(0, 8)
-            if all(np.hypot(cx - c.x, cy - c.y) > 15 * mm for c in clusters):
-                break
-        else:
-            break
-        cluster_mcs, cluster = _draw_cluster(canvas, rng, cx, cy, cid)
+        cluster_mcs, cluster = _draw_cluster(canvas, rng, *spot, cid)
         mcs += cluster_mcs
         clusters.append(cluster)
-    canvas = ndimage.gaussian_filter(canvas, 0.6, truncate=3.0)
-    return np.clip(image + canvas, 0, 1).astype(np.float32), mcs, clusters
+    return _added(image, canvas), mcs, clusters
+
+
+def insert_isolated(image: np.ndarray, breast: np.ndarray, rng: np.random.Generator,
+                    n_sites: int) -> tuple[np.ndarray, list[Microcalcification]]:
+    """Put the phantom's isolated distractors into a real mammogram at known places: single
+    MCs and pairs (3 in 4 single), as bright as cluster MCs, 5 mm inside the breast and
+    12 mm apart, blurred like the phantom's detector. What a detector must not call a
+    cluster, now among the tissue's own specks. Returns (new image, MCs)."""
+    spots = _spots_inside(breast, 5.0)
+    canvas = np.zeros(image.shape, np.float32)
+    mcs, placed = [], []
+    for _ in range(n_sites):
+        spot = _free_spot(rng, spots, placed, 12 / PIXEL_SPACING_MM)
+        if spot is None:
+            break
+        mcs += _draw_isolated_site(canvas, rng, *spot, "single" if rng.random() < 0.75 else "pair")
+        placed.append(spot)
+    return _added(image, canvas), mcs
+
+
+def _spots_inside(breast: np.ndarray, margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(xs, ys) of the 8 px cells at least `margin_mm` inside the breast."""
+    inner = ndimage.binary_erosion(breast[::8, ::8], iterations=int(margin_mm / PIXEL_SPACING_MM / 8))
+    ys, xs = np.nonzero(inner)
+    return xs, ys
+
+
+def _free_spot(rng, spots, taken: list[tuple[float, float]], apart_px: float) -> tuple[float, float] | None:
+    """A random point of `spots` farther than apart_px from every taken one (100 tries), or None."""
+    xs, ys = spots
+    if len(xs) == 0:
+        return None
+    for _ in range(100):
+        k = rng.integers(len(xs))
+        x, y = xs[k] * 8 + rng.uniform(0, 8), ys[k] * 8 + rng.uniform(0, 8)
+        if all(np.hypot(x - tx, y - ty) > apart_px for tx, ty in taken):
+            return x, y
+    return None
+
+
+def _added(image: np.ndarray, canvas: np.ndarray) -> np.ndarray:
+    """The tissue with the drawn MCs added, blurred like the phantom's detector."""
+    return np.clip(image + ndimage.gaussian_filter(canvas, 0.6, truncate=3.0), 0, 1).astype(np.float32)
 
 
 class _Breast:
@@ -521,18 +573,8 @@ def make_phantom(seed: int = 0, size: str | tuple[int, int] = "large", view: str
             spot = free_spot(12 * mm)
             if spot is None:
                 break
-            sx, sy = spot
-            members = [(sx, sy)]
-            if kind == "pair":
-                a = rng.uniform(0, 2 * np.pi)
-                dist = rng.uniform(8, 60)
-                members.append((sx + dist * np.cos(a), sy + dist * np.sin(a)))
-            for px, py in members:
-                d = float(rng.uniform(0.15, 0.7) * mm)
-                c = float(np.exp(rng.uniform(np.log(0.05), np.log(0.25))))
-                _add_mc(image, rng, px, py, d, c)
-                mcs.append(Microcalcification(px, py, d / 2, c, None, kind))
-            placed.append((sx, sy, 0.0))
+            mcs += _draw_isolated_site(image, rng, *spot, kind)
+            placed.append((*spot, 0.0))
 
     skin_band = mask & (rho > 0.96)
     lookalikes = _draw_lookalikes(image, rng, safe, skin_band, vessel_paths)
