@@ -92,9 +92,11 @@ def main() -> None:
     for name in args.weights or DETECTORS:
         loaded = load_model(name) if args.weights else load_detector(name)
         threshold = default_threshold(loaded)
-        raw, at_edge = [], 0
+        raw, at_edge, film_clusters = [], 0, []
         for image in images:
-            findings = scan_image(image, loaded).findings
+            result = scan_image(image, loaded)
+            film_clusters.append([(c.x, c.y, c.score) for c in result.clusters])
+            findings = result.findings
             raw.append(len(findings))
             rows, cols = image.shape
             at_edge += sum(min(c.x, c.y, cols - 1 - c.x, rows - 1 - c.y) < edge_px for c in findings)
@@ -119,16 +121,19 @@ def main() -> None:
               f"{false / len(inserted):.2f} FP/image (score ≥ {threshold:.3f}) |", flush=True)
         print(f"  at {TARGET_FP_PER_IMAGE} FP/image: {by_contrast_text(found_by_contrast(inserted, at_target))}; "
               f"{above_noise_text(found_above_noise(inserted, at_target))}", flush=True)
-        lone = [ImageClusters(f"{paths[k].name}-isolated-{draw}", [(c.x, c.y, c.score) for c in
-                                                                    scan_image(tissue, loaded).clusters],
-                              [], margin_px, isolated_sites([(m.x, m.y) for m in mcs]))
-                for k, image in enumerate(images)
-                for draw, tissue, mcs in isolated_draws(image, breast_mask(image), k, args.inserts)]
-        rate = isolated_site_rate(lone, threshold, SITE_RADIUS_PX)
+        lone, bare = [], []  # the films with isolated sites inserted; the same sites on the films as they are
+        for k, image in enumerate(images):
+            for draw, tissue, mcs in isolated_draws(image, breast_mask(image), k, args.inserts):
+                sites = isolated_sites([(m.x, m.y) for m in mcs])
+                found = [(c.x, c.y, c.score) for c in scan_image(tissue, loaded).clusters]
+                lone.append(ImageClusters(f"{paths[k].name}-isolated-{draw}", found, [], margin_px, sites))
+                bare.append(ImageClusters(f"{paths[k].name}-{draw}", film_clusters[k], [], margin_px, sites))
+        rate, before = (isolated_site_rate(ims, threshold, SITE_RADIUS_PX) for ims in (lone, bare))
         false = sum(int((im.detections[:, 2] >= threshold).sum()) for im in lone)
-        print(f"  isolated 1–2-MC sites inserted ({ISOLATED_SITES_PER_DRAW} per film, no cluster) that produce a "
-              f"cluster at its operating point: {rate['with_a_cluster']}/{rate['sites']}; "
-              f"{false / len(lone):.2f} false clusters per film with them", flush=True)
+        print(f"  isolated 1–2-MC sites inserted ({ISOLATED_SITES_PER_DRAW} per film, no cluster) with a cluster at "
+              f"its operating point: {rate['with_a_cluster']}/{rate['sites']} ({before['with_a_cluster']} of these "
+              f"places had one on the film without them); {false / len(lone):.2f} clusters per film with them",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,10 @@ def test_bad_port_is_an_argparse_error(capsys):
     (["phantom", "--format", "png,jpg"], "unknown format 'jpg' (known: png, dcm)"),
     (["phantom", "--count", "0"], "0 is below 1"),
     (["phantom", "--clusters", "-2"], "-2 is below 0"),
+    (["scan", "x.png", "--threshold", "high"], "'high' is not a number"),
+    (["evaluate", "--bootstrap", "-1"], "-1 is below 0"),
+    (["evaluate", "--phantoms", "0"], "0 is below 1"),
+    (["serve", "--workers", "two"], "'two' is not a whole number"),
 ])
 def test_options_out_of_range_are_refused_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as info:  # x.png and folder do not exist: nothing was read

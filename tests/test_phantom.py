@@ -105,8 +105,8 @@ def test_inserted_clusters_and_isolated_sites_land_inside_the_breast_apart_and_r
 
     with_sites, lone = insert_isolated(tissue, breast, np.random.default_rng(2), 8)
     assert {m.kind for m in lone} <= {"single", "pair"} and all(m.cluster_id is None for m in lone)
+    assert 8 <= len(lone) <= 16 and all(breast[int(m.y), int(m.x)] for m in lone)  # pairs' partners too
     centres = [(m.x, m.y) for m in lone if m.kind == "single"]
-    assert 8 <= len(lone) <= 16 and all(breast[int(y), int(x)] for x, y in centres)
     far = [np.hypot(a[0] - b[0], a[1] - b[1]) > 12 * mm for i, a in enumerate(centres) for b in centres[i + 1:]]
     assert all(far)
     added = with_sites - tissue
@@ -116,3 +116,11 @@ def test_inserted_clusters_and_isolated_sites_land_inside_the_breast_apart_and_r
     assert np.hypot(xs[:, None] - xy[:, 0], ys[:, None] - xy[:, 1]).min(1).max() < 20  # only at the sites
     again, _ = insert_isolated(tissue, breast, np.random.default_rng(2), 8)
     assert np.array_equal(again, with_sites) and not np.array_equal(with_sites, with_clusters)
+
+
+def test_write_takes_formats_as_a_tuple_or_a_comma_string_and_refuses_others(tmp_path):
+    ph = make_phantom(5, size=(600, 500), n_clusters=1)
+    assert set(ph.write(tmp_path / "a", formats="png")) == {"png", "json"}
+    assert set(ph.write(tmp_path / "b", formats=("dcm",))) == {"dcm", "json"}
+    with pytest.raises(ValueError, match="unknown phantom image format.*jpg"):
+        ph.write(tmp_path / "c", formats="png,jpg")

@@ -238,11 +238,12 @@ def test_weights_whose_card_names_no_detector_settings_scan_with_the_first_ones(
 
 def test_out_of_range_fraction_or_threshold_is_refused(small_phantom, random_model):
     for kwargs in ({"min_breast_fraction": 2.0}, {"min_breast_fraction": -0.1}, {"threshold": 1.5}):
-        with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
+        [(name, value)] = kwargs.items()
+        with pytest.raises(ValueError, match=f"{name} must lie in \\[0, 1\\], got {value}"):
             scan_image(small_phantom.image, random_model, **kwargs)
 
 
-def test_no_breast_warning_only_when_there_is_none():
+def test_no_breast_warning_only_when_there_is_none(random_model):
     """The MC detector finds MCs in all the breast whatever tiles the map shows, so a breast
     that covers no tile by the fraction asked must not make it say that nothing was
     scanned; a blank image still does."""
@@ -257,5 +258,7 @@ def test_no_breast_warning_only_when_there_is_none():
     image[disc] = ph.image[y - 216:y + 216, x - 216:x + 216][disc]
     small = scan_image(image, loaded, min_breast_fraction=1.0)
     assert len(small.clusters) == 1 and not small.warnings
+    tiles_only = scan_image(image, random_model, min_breast_fraction=1.0)  # the paper's net scans tiles, so none
+    assert tiles_only.warnings == ["image: the breast covers no tile by 1; nothing was scanned"]
     blank = scan_image(np.zeros((400, 400), np.float32), loaded)
     assert any("no breast found" in w for w in blank.warnings) and not blank.clusters

@@ -32,14 +32,13 @@ from typing import Callable
 import numpy as np
 
 from mccscan.errors import InputError, MccscanError, MissingDataError
+from mccscan.io import IMAGE_SUFFIXES
 from mccscan.weights import file_sha256
 
 NO_IMAGE = np.zeros((1, 1), np.float32)  # the image column of a row with no image (skipped, failed)
 READ_CPUS = 0.5  # Ray CPUs a read task asks for; a scan worker asks for 1
 MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")  # PNG, JPEG, TIFF
 PGM_MAGIC = re.compile(rb"P[25]\s+(#[^\n]*\n\s*)*\d+\s+\d+")  # binary or plain PGM: magic, then width height
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm", ".dicom")  # a file named so in a folder
-# is meant to be scanned: listed whatever its content, so that a broken one is reported failed, not passed over
 # The environment of read tasks and scan workers (1 worker on 2 cores, batch_scale.py): OpenMP
 # threads sleep, not spin, while they wait, or they steal the cores the other stages and Ray need
 # (2.7 → 3.05 images/s); glibc keeps freed image-sized buffers for the next image instead of
@@ -77,6 +76,7 @@ def list_images(source: str | Path, studies: list[str] | None = None) -> list[st
     if source.is_dir():
         found = (p for p in source.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
                                                                            p.relative_to(source).parts))
+        # a file named as an image is meant to be scanned: listed whatever its content, so a broken one fails loudly
         return sorted({str(p.absolute()) for p in found if p.suffix.lower() in IMAGE_SUFFIXES or looks_like_image(p)})
     if looks_like_image(source):
         return [str(source.absolute())]

@@ -199,8 +199,8 @@ def _cmd_evaluate(args) -> int:
     if "skipped" in cf:
         print(f"  cluster FROC skipped: {cf['skipped']}")
     else:
-        at = [f"{_number(v['value'])} (95% CI {_number(v['ci95'][0])}–{_number(v['ci95'][1])}) at {f}"
-              for f, v in cf["sensitivity_at_fp"].items()]
+        at = [_number(v["value"]) + ("" if None in v["ci95"] else f" (95% CI {v['ci95'][0]:.3f}–{v['ci95'][1]:.3f})")
+              + f" at {f}" for f, v in cf["sensitivity_at_fp"].items()]
         print(f"  cluster FROC on {cf['images']} whole mammograms, {cf['clusters']} clusters (centre within 5 mm of "
               f"the outline): {', '.join(at)} FP/image")
         op = cf.get("operating_point", {})
@@ -436,30 +436,33 @@ def _port(text: str) -> int:
     return value
 
 
-def _fraction(text: str) -> float:
-    """A share of an area, 0–1."""
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{value:g} is not a fraction in [0, 1]")
-    return value
+def _unit_interval(what: str) -> Callable[[str], float]:
+    """A number option that must lie in [0, 1] (a share of an area, a score)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 <= value <= 1:
+            raise argparse.ArgumentTypeError(f"{value:g} is not {what} in [0, 1]")
+        return value
+    return parse
 
 
-def _score(text: str) -> float:
-    """A threshold on scores that are probabilities."""
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{value:g} is not a score in [0, 1]")
-    return value
+_fraction, _score = _unit_interval("a fraction"), _unit_interval("a score")
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
     """An integer option that cannot go below `minimum`."""
-    def integer(text: str) -> int:
-        value = int(text)
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
         return value
-    return integer
+    return parse
 
 
 def _color(text: str) -> str:
@@ -571,14 +574,14 @@ def _args_evaluate(p) -> None:
     from mccscan.weights import DETECTORS
 
     p.add_argument("--data", help="a `mccscan build-dataset` folder (default: unseen phantoms, see --phantoms)")
-    p.add_argument("--phantoms", type=int, default=50, help="without --data: how many unseen phantoms")
+    p.add_argument("--phantoms", type=_at_least(1), default=50, help="without --data: how many unseen phantoms")
     p.add_argument("--detector", choices=tuple(DETECTORS),
                    help="which shipped weights (default: mc on phantoms; paper with --data, whose patch metrics "
                         "need the paper's net)")
     p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--split", default="test", choices=SPLITS, help="which split to evaluate")
     p.add_argument("--out", default="mccscan-eval", help="folder for evaluation.json (and, with --data, the plots)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--bootstrap", type=_at_least(0), default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--pixel-spacing", type=float,
                    help="mm; with --data, to re-read a CBIS-DDSM source for the FROC; without, deliver the phantoms "
                         "at this pixel size (e.g. 0.14) and scan them as files of that spacing")
@@ -676,7 +679,7 @@ def _args_batch(p) -> None:
     p.add_argument("--db", help="results database: sqlite:///PATH or postgresql://user:pass@host/db "
                    "(default: OUT/results.sqlite3)")
     p.add_argument("--out", default="mccscan-batch", help="folder for the default SQLite database")
-    p.add_argument("--workers", type=int, default=1, help="scan workers (Ray actors, each holding the model)")
+    p.add_argument("--workers", type=_at_least(1), default=1, help="scan workers (Ray actors, each holding the model)")
     p.add_argument("--ray-address", help="a Ray cluster to run on (e.g. ray://head:10001 or auto); "
                    "default: Ray started in this process")
     p.add_argument("--export", metavar="CSV", help="write the results table for these weights to a CSV at the end")
@@ -725,7 +728,7 @@ def _args_build_dataset(p) -> None:
     p.add_argument("--pixel-spacing", type=float, help="mm; required for cbis-ddsm (its DICOMs carry none)")
     p.add_argument("--images", type=int, default=10, help="phantom: how many mammograms to write")
     p.add_argument("--min-mcs", type=int, default=LabelRule.min_mcs, help="MCs inside for a positive patch")
-    p.add_argument("--min-cluster-overlap", type=float, default=LabelRule.min_cluster_overlap,
+    p.add_argument("--min-cluster-overlap", type=_fraction, default=LabelRule.min_cluster_overlap,
                    help="or this fraction of the smaller of patch and cluster covered")
     p.add_argument("--min-breast-fraction", type=_fraction, default=LabelRule.min_breast_fraction,
                    help="breast share of a negative patch")
@@ -745,8 +748,8 @@ def _args_serve(p) -> None:
     p.add_argument("--port", type=_port, default=8000, help="TCP port (0: any free one, printed at start)")
     p.add_argument("--data-dir", default="mccscan-data", help="scan history and files")
     p.add_argument("--weights", help=WEIGHTS_HELP)
-    p.add_argument("--workers", type=int, default=1, help="scans run at once")
-    p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload in MB")
+    p.add_argument("--workers", type=_at_least(1), default=1, help="scans run at once")
+    p.add_argument("--max-upload-mb", type=_at_least(1), default=200, help="largest upload in MB")
     p.add_argument("--max-pixels", type=_at_least(1), default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images, as stored or once resampled to 0.07 mm")
     p.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR, help=DETECTOR_HELP)

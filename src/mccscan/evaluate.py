@@ -20,7 +20,10 @@ from mccscan.patches import AnnotatedImage
 from mccscan.plots import plot_calibration, plot_froc
 from mccscan.predict import dense_probability_map, predict_patches
 from mccscan.scan import default_threshold, scan_image
+from mccscan.tiling import PATCH_SIZE_PX
 from mccscan.weights import LoadedModel
+
+SITE_RADIUS_PX = PATCH_SIZE_PX / 2  # a false cluster centred this close to an isolated site or lookalike is its doing
 
 
 def truth_image(model: MCCNet, image_id: str, ann: AnnotatedImage, *, stride_px: int = 16) -> TruthImage:
@@ -91,9 +94,6 @@ def annotated_clusters(ann: AnnotatedImage, detected: list, image_id: str) -> Im
                          MATCH_MARGIN_MM / SCAN_PIXEL_SPACING_MM, isolated_sites(loose))
 
 
-SITE_RADIUS_PX = 72.0  # a false cluster centred within half a tile of an isolated site or lookalike is its doing
-
-
 def isolated_sites(xy) -> np.ndarray:
     """MCs outside every cluster as stress-metric sites: a single MC, or a pair (closer than
     61 px, as the phantom places them) as one site at its midpoint."""
@@ -127,12 +127,12 @@ def cluster_contrast(mcs, clusters) -> np.ndarray:
 
 def cluster_signal_snr(with_clusters: np.ndarray, without: np.ndarray, breast: np.ndarray, mcs, clusters) -> np.ndarray:
     """How far each inserted cluster stands above the tissue's noise: the signal of its 3rd
-    strongest MC alone, in noise units, through the scan's own first filter (the normalised
-    high-pass of the image with the clusters minus that of the tissue alone, its largest
-    value within 1 px of the MC's centre; 0 for a cluster of fewer than 3). Unlike the
-    contrast drawn, this counts what the MC's size, the blur and the tissue's local noise
-    leave of it: a cluster under the candidate SNR has fewer than 3 MCs brighter than the
-    tissue's own noise."""
+    strongest MC alone, in noise units, through the default detector's first filter (the
+    normalised high-pass, a 3×3 mean over a σ `WIDE_SIGMA_PX` background, of the image with
+    the clusters minus that of the tissue alone; its largest value within 1 px of the MC's
+    centre, where a close bright neighbour's tail can add a little; 0 for a cluster of fewer
+    than 3). Unlike the contrast drawn, this counts what the MC's size, the blur and the
+    tissue's local noise leave of it. The same yardstick for every detector measured."""
     from scipy import ndimage
 
     from mccscan.clusters import MIN_MCS

@@ -36,6 +36,7 @@ from mccscan.errors import MccscanError
 
 SCAN_PIXEL_SPACING_MM = 0.07  # the paper's 70 µm: a 144×144 patch is 1 cm²
 DEFAULT_MAX_PIXELS = 100_000_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm", ".dicom")  # names of the formats read here
 PIXEL_SPACING_RANGE_MM = (0.02, 1.0)  # finer or coarser is no mammogram: a typo or a broken header
 MAX_SIDE_PX = 16_384  # at 70 µm: 1.15 m, far beyond any breast (JPEG's own limit is 65,535)
 

@@ -267,8 +267,8 @@ NOISE_FLOOR_SNR = 3.0  # an MC whose signal alone is under this many noise units
 
 def found_above_noise(images: list[ImageClusters], threshold: float, min_snr: float = NOISE_FLOOR_SNR) -> dict:
     """True clusters found at a score threshold, split by whether ≥ 3 of their MCs stand
-    `min_snr` noise units above the tissue on their own (`truth_signal_snr`): those below
-    cannot be told from the tissue's own specks by their brightness, by any detector."""
+    `min_snr` noise units above the tissue on their own (`truth_signal_snr`): below, their
+    MCs are no brighter, through the scan's filter, than the tissue's own noise."""
     above, below = _found_split(images, threshold, "truth_signal_snr", min_snr)
     return {"min_snr": min_snr, "above": above, "below": below}
 
@@ -280,7 +280,7 @@ def _found_split(images: list[ImageClusters], threshold: float, truth_field: str
     if any(v is None or len(v) != len(im.truth) for v, im in zip(values, images)):
         raise ValueError(f"every image needs the {truth_field.removeprefix('truth_')} of each of its true clusters")
     found = np.concatenate([_found_and_false(im)[0] >= threshold for im in images] + [np.zeros(0, bool)])
-    low = np.concatenate([np.asarray(v) < cut for v in values] + [np.zeros(0, bool)])
+    low = np.concatenate([~(np.asarray(v) >= cut) for v in values] + [np.zeros(0, bool)])  # NaN: not above
     return ({"found": int(found[~low].sum()), "clusters": int((~low).sum())},
             {"found": int(found[low].sum()), "clusters": int(low.sum())})
 

@@ -257,8 +257,10 @@ def scan_image(image: np.ndarray, loaded: LoadedModel, *, name: str = "image", t
     `on_row` receives each tile row (a list of `Tile`, background included) once it is
     scored, top to bottom: what a progress bar or a live view draws.
     """
-    if not 0 <= min_breast_fraction <= 1 or (threshold is not None and not 0 <= threshold <= 1):
-        raise ValueError(f"min_breast_fraction ({min_breast_fraction}) and threshold ({threshold}) must lie in [0, 1]")
+    if not 0 <= min_breast_fraction <= 1:
+        raise ValueError(f"min_breast_fraction must lie in [0, 1], got {min_breast_fraction}")
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
     start = time.perf_counter()
     threshold = default_threshold(loaded) if threshold is None else threshold
     breast = breast_mask(image)

@@ -20,8 +20,7 @@ from pathlib import Path
 
 from mccscan.datasets.base import MC, ClusterRegion, DatasetIndex, MammogramRecord, Skipped
 from mccscan.errors import InputError, MissingDataError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm")
+from mccscan.io import IMAGE_SUFFIXES
 
 
 def _number(row: dict, key: str, default: float | None = None) -> float:

@@ -98,6 +98,7 @@ class Phantom:
         """Write the image (8-bit PNG and/or 14-bit DICOM) and its ground truth JSON."""
         from mccscan.io import write_dicom
 
+        formats = tuple(formats.split(",")) if isinstance(formats, str) else tuple(formats)  # "png" or ("png",)
         unknown = set(formats) - set(IMAGE_FORMATS)
         if unknown:
             raise ValueError(f"unknown phantom image format(s) {sorted(unknown)}; known: {', '.join(IMAGE_FORMATS)}")
@@ -377,7 +378,7 @@ def insert_clusters(image: np.ndarray, breast: np.ndarray, rng: np.random.Genera
 def insert_isolated(image: np.ndarray, breast: np.ndarray, rng: np.random.Generator,
                     n_sites: int) -> tuple[np.ndarray, list[Microcalcification]]:
     """Put the phantom's isolated distractors into a real mammogram at known places: single
-    MCs and pairs (3 in 4 single), as bright as cluster MCs, 5 mm inside the breast and
+    MCs and pairs (3 in 4 single), as bright as cluster MCs, about 5 mm inside the breast and
     12 mm apart, blurred like the phantom's detector. What a detector must not call a
     cluster, now among the tissue's own specks. Returns (new image, MCs)."""
     spots = _spots_inside(breast, 5.0)
@@ -393,7 +394,7 @@ def insert_isolated(image: np.ndarray, breast: np.ndarray, rng: np.random.Genera
 
 
 def _spots_inside(breast: np.ndarray, margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """(xs, ys) of the 8 px cells at least `margin_mm` inside the breast."""
+    """(xs, ys) of the 8 px cells about `margin_mm` inside the breast (eroded on the 8 px grid)."""
     inner = ndimage.binary_erosion(breast[::8, ::8], iterations=int(margin_mm / PIXEL_SPACING_MM / 8))
     ys, xs = np.nonzero(inner)
     return xs, ys
