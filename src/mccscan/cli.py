@@ -97,6 +97,7 @@ def _cmd_train_detector(args) -> int:
                                  candidate_snr=args.candidate_snr, wide_sigma_px=args.wide_sigma,
                                  channels=tuple(args.channels), cosine_lr=args.cosine_lr,
                                  lookalike_repeats=args.lookalike_repeats, context_pool=args.context_pool,
+                                 position_aware=args.position_aware,
                                  mc_floor=DetectorTrainConfig.mc_floor if args.mc_floor is None else args.mc_floor,
                                  operating_point_spacings_mm=tuple(args.operating_point_spacings
                                                                    or DetectorTrainConfig.operating_point_spacings_mm))
@@ -556,6 +557,9 @@ def _args_train_detector(p) -> None:
     p.add_argument("--context-pool", type=int, default=DetectorTrainConfig.context_pool, metavar="K",
                    help="odd K > 0: MCNet also sees the 27·K px (K = 5: 9.5 mm) around each speck, pooled K×K, so "
                         "a faint MC among others can count on them (default 0: the patch alone)")
+    p.add_argument("--position-aware", action="store_true",
+                   help="MCNet's dense layer sees its whole last conv map, not its global max, so a speck beside "
+                        "a bright MC need not score as an MC itself (default: the global max)")
     p.add_argument("--no-acquisition", action="store_true",
                    help="train on images as drawn, without random pixel size, detector and contrast curve")
     p.add_argument("--operating-point-spacings", type=float, nargs="+", metavar="MM",

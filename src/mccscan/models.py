@@ -294,6 +294,7 @@ class MCNetConfig:
     pool_after: int = 2  # one 2×2 max pool after this many convs
     context_pool: int = 0  # > 0: a second tower sees patch_px × this px (5: 9.5 mm), mean- and max-pooled by this
     context_channels: tuple[int, ...] = (12, 12, 24, 24)  # its conv widths (same kernels)
+    position_aware: bool = False  # the patch tower's whole last map to the dense layer, not its global max
 
     def __post_init__(self):
         for name in ("channels", "kernels_px", "context_channels"):
@@ -316,7 +317,8 @@ class MCNetConfig:
 class MCNet(nn.Module):
     """Candidate input (N, in_channels, 27, 27) of the normalised high-pass image → MC logit (N,).
     Channel 0 is the patch around the speck: a tower of convs and a global max says how
-    MC-like the brightest thing in it is. With context, channels 1–2 are the pooled square
+    MC-like the brightest thing in it is (with `position_aware`, the tower's whole last map
+    says where, too). With context, channels 1–2 are the pooled square
     centimetre around it, and a second tower's global max and mean say what else is there
     (more specks of a cluster, a vessel's line of them, dense texture)."""
 
@@ -326,11 +328,19 @@ class MCNet(nn.Module):
         super().__init__()
         self.config = config
         self.convs = _tower(1, config.channels, config.kernels_px)
-        features = config.channels[-1]
+        features = config.channels[-1] * (self._last_map_px() ** 2 if config.position_aware else 1)
         if config.context_pool:
             self.context_convs = _tower(2, config.context_channels, config.kernels_px)
             features += 2 * config.context_channels[-1]
         self.dense = nn.Linear(features, 1)
+
+    def _last_map_px(self) -> int:
+        """The side of the patch tower's last map (27 px → 3 with the default convs and pool)."""
+        side = self.config.patch_px
+        for i, k in enumerate(self.config.kernels_px):
+            side = side - k + 1
+            side = side // 2 if i + 1 == self.config.pool_after else side
+        return side
 
     def _conv_features(self, convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
         for i, conv in enumerate(convs):
@@ -343,7 +353,10 @@ class MCNet(nn.Module):
         if x.shape[1] != self.config.in_channels:
             raise ValueError(f"MCNet with context_pool {self.config.context_pool} takes {self.config.in_channels} "
                              f"input channels, not {x.shape[1]}")
-        features = torch.amax(self._conv_features(self.convs, x[:, :1]), dim=(-2, -1))  # global max → (N, C)
+        patch = self._conv_features(self.convs, x[:, :1])  # (N, C, 3, 3)
+        # global max: how MC-like the brightest thing anywhere in the patch is, the centre speck or a bright
+        # neighbour alike; position-aware: where it is too, so a speck beside an MC need not score as one
+        features = patch.flatten(1) if self.config.position_aware else torch.amax(patch, dim=(-2, -1))
         if self.config.context_pool:
             around = self._conv_features(self.context_convs, x[:, 1:])
             features = torch.cat([features, torch.amax(around, dim=(-2, -1)), around.mean(dim=(-2, -1))], 1)

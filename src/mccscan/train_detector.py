@@ -70,6 +70,7 @@ class DetectorTrainConfig:
     mc_floor: float = MC_FLOOR  # the P(MC) its scans build clusters from
     lookalike_repeats: int = 1  # > 1: every candidate on a phantom's benign lookalike is a negative, this many times
     context_pool: int = 0  # > 0: MCNet also sees the square centimetre around each speck (`MCNetConfig.context_pool`)
+    position_aware: bool = False  # MCNet tells the centre speck from a bright neighbour (`MCNetConfig.position_aware`)
 
 
 def mc_reach_px(mc_radius_px):
@@ -150,7 +151,8 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
         raise InputError("train-detector needs at least 1 training and 1 validation phantom, 1 epoch, 1 lookalike "
                          "repeat and, with --tissue, 1 draw per mammogram")
     try:
-        net_config = MCNetConfig(channels=config.channels, context_pool=config.context_pool)
+        net_config = MCNetConfig(channels=config.channels, context_pool=config.context_pool,
+                                 position_aware=config.position_aware)
     except ValueError as exc:
         raise InputError(f"the MC network: {exc}") from exc
     if config.wide_sigma_px < 1.5 or config.candidate_snr <= 0:
