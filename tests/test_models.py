@@ -151,3 +151,19 @@ def test_mcnet_with_context_reads_the_context_channels_and_refuses_an_even_pooli
         plain(x)  # a context the network was not trained on is refused, not ignored
     with pytest.raises(ValueError, match="odd pooling factor, not 4"):
         MCNetConfig(context_pool=4)
+
+
+def test_position_aware_mcnet_scores_from_the_whole_last_map_not_its_global_max(tmp_path):
+    from mccscan.models import MCNet, MCNetConfig
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 27, 27)
+    plain, aware = MCNet().eval(), MCNet(MCNetConfig(position_aware=True)).eval()
+    with torch.no_grad():
+        maps = [m._conv_features(m.convs, x) for m in (plain, aware)]  # (4, 48, 3, 3) each
+        assert maps[1].shape == (4, 48, 3, 3) and aware.dense.in_features == 48 * 9 == aware._last_map_px() ** 2 * 48
+        assert torch.allclose(plain(x), plain.dense(maps[0].amax(dim=(-2, -1))).squeeze(-1))
+        assert torch.allclose(aware(x), aware.dense(maps[1].flatten(1)).squeeze(-1))
+    save_weights(aware, tmp_path / "aware.pt", {"name": "aware"})
+    loaded = load_model(tmp_path / "aware.pt").model
+    assert loaded.config.position_aware and torch.allclose(loaded(x), aware(x))

@@ -48,9 +48,10 @@ def test_the_candidate_stage_it_was_trained_on_is_the_one_its_scans_use(tmp_path
     assert main(["train-detector", "--out", str(out), "--train-phantoms", "1", "--val-phantoms", "1", "--epochs", "1",
                  "--negatives", "100", "--wide-sigma", "3", "--candidate-snr", "3", "--channels", "8", "8", "16",
                  "16", "--cosine-lr", "--operating-point-spacings", "0.07", "0.14", "--mc-floor", "0.7",
-                 "--context-pool", "3"]) == 0
+                 "--context-pool", "3", "--position-aware"]) == 0
     loaded = load_model(out / "mc.pt")
     assert loaded.model.config.context_pool == 3 and loaded.card["train_config"]["context_pool"] == 3
+    assert loaded.model.config.position_aware and loaded.card["train_config"]["position_aware"] is True
     validation = loaded.card["operating_point"]["validation"]
     assert validation["pixel_spacings_mm"] == [0.07, 0.14] and validation["images"] == 2  # 1 phantom at each
     assert loaded.model.config.channels == (8, 8, 16, 16)
