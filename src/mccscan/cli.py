@@ -558,8 +558,9 @@ def _args_train_detector(p) -> None:
                    help="odd K > 0: MCNet also sees the 27·K px (K = 5: 9.5 mm) around each speck, pooled K×K, so "
                         "a faint MC among others can count on them (default 0: the patch alone)")
     p.add_argument("--position-aware", action="store_true",
-                   help="MCNet's dense layer sees its whole last conv map, not its global max, so a speck beside "
-                        "a bright MC need not score as an MC itself (default: the global max)")
+                   help="MCNet's dense layer sees its whole last conv map, not its global max, so it can know "
+                        "where in the patch a bright MC is (measured no better on held-out films, see the README; "
+                        "default: the global max)")
     p.add_argument("--no-acquisition", action="store_true",
                    help="train on images as drawn, without random pixel size, detector and contrast curve")
     p.add_argument("--operating-point-spacings", type=float, nargs="+", metavar="MM",
