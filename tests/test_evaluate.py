@@ -219,32 +219,37 @@ def test_evaluate_skips_whole_mammogram_scans_for_a_baseline(tmp_path, built_dat
     assert "skipped" in result["cluster_froc"] and result["patch_level"]["n"] > 0
 
 
+SQUARE = [(0, 0), (100, 0), (100, 100), (0, 100)]
+
+
+def two_clusters_found_at(**truth):
+    """An image with two true clusters, one found at 0.9 and one at 0.4, and `truth` about them."""
+    from mccscan.metrics import ImageClusters
+
+    far = [(x + 1000, y + 1000) for x, y in SQUARE]
+    return ImageClusters("a", [(50, 50, 0.9), (1050, 1050, 0.4)], [SQUARE, far], 10, **truth)
+
+
 def test_found_clusters_split_by_contrast():
     from mccscan.metrics import ImageClusters, found_by_contrast
 
-    square = [(0, 0), (100, 0), (100, 100), (0, 100)]
-    far = [(1000, 1000), (1100, 1000), (1100, 1100), (1000, 1100)]
-    im = ImageClusters("a", [(50, 50, 0.9), (1050, 1050, 0.4)], [square, far], 10,
-                       truth_contrast=np.array([0.12, 0.03]))
+    im = two_clusters_found_at(truth_contrast=np.array([0.12, 0.03]))
     assert found_by_contrast([im], 0.5) == {"faint_below": 0.05, "visible": {"found": 1, "clusters": 1},
                                             "faint": {"found": 0, "clusters": 1}}
     assert found_by_contrast([im], 0.3)["faint"]["found"] == 1
     with pytest.raises(ValueError, match="contrast"):
-        found_by_contrast([ImageClusters("b", [], [square], 10)], 0.5)
+        found_by_contrast([ImageClusters("b", [], [SQUARE], 10)], 0.5)
 
 
 def test_found_clusters_split_by_signal_above_the_noise():
     from mccscan.metrics import ImageClusters, found_above_noise
 
-    square = [(0, 0), (100, 0), (100, 100), (0, 100)]
-    far = [(1000, 1000), (1100, 1000), (1100, 1100), (1000, 1100)]
-    im = ImageClusters("a", [(50, 50, 0.9), (1050, 1050, 0.4)], [square, far], 10,
-                       truth_signal_snr=np.array([1.5, 7.0]))
+    im = two_clusters_found_at(truth_signal_snr=np.array([1.5, 7.0]))
     assert found_above_noise([im], 0.5) == {"min_snr": 3.0, "above": {"found": 0, "clusters": 1},
                                             "below": {"found": 1, "clusters": 1}}
     assert found_above_noise([im], 0.3, min_snr=1.0)["above"] == {"found": 2, "clusters": 2}
     with pytest.raises(ValueError, match="signal"):
-        found_above_noise([ImageClusters("b", [], [square], 10, truth_contrast=np.array([0.1]))], 0.5)
+        found_above_noise([ImageClusters("b", [], [SQUARE], 10, truth_contrast=np.array([0.1]))], 0.5)
 
 
 def test_cluster_signal_snr_is_the_third_strongest_mc_alone_in_noise_units():

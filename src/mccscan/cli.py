@@ -437,13 +437,18 @@ def _port(text: str) -> int:
     return value
 
 
+def _converted(text: str, convert: Callable[[str], float], noun: str):
+    """`convert(text)`, or an argparse error saying the text is not `noun`."""
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+
+
 def _unit_interval(what: str) -> Callable[[str], float]:
     """A number option that must lie in [0, 1] (a share of an area, a score)."""
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        value = _converted(text, float, "a number")
         if not 0 <= value <= 1:
             raise argparse.ArgumentTypeError(f"{value:g} is not {what} in [0, 1]")
         return value
@@ -456,10 +461,7 @@ _fraction, _score = _unit_interval("a fraction"), _unit_interval("a score")
 def _at_least(minimum: int) -> Callable[[str], int]:
     """An integer option that cannot go below `minimum`."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        value = _converted(text, int, "a whole number")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
         return value
@@ -470,10 +472,7 @@ def _color(text: str) -> str:
     """A colour PIL can draw, refused before any scan rather than after each."""
     from PIL import ImageColor
 
-    try:
-        ImageColor.getrgb(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a colour (#rrggbb or a name such as red)") from None
+    _converted(text, ImageColor.getrgb, "a colour (#rrggbb or a name such as red)")
     return text
 
 

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from mccscan.errors import InputError
-from mccscan.io import DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, ScanImage, load_for_scan
+from mccscan.io import (DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, MammogramInfo, ScanImage,
+                        load_for_scan, probe_mammogram)
 from mccscan.clusters import Cluster
 from mccscan.mcdetect import FIRST_DETECTOR_SETTINGS, detect
 from mccscan.models import MCCNet, MCNet
@@ -361,13 +362,20 @@ def prepare_file(path, *, pixel_spacing_mm: float | None = None, max_pixels: int
     """Read a mammogram file and bring it to 70 µm, refusing one smaller than a tile: all that
     `scan_file` does before scoring (a batch runs it apart, on other cores or machines)."""
     scan_img = load_for_scan(path, pixel_spacing_mm=pixel_spacing_mm, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-    check_scan_shape(path, scan_img.image.shape)
+    _check_scan_shape(path, scan_img.image.shape)
     return scan_img
 
 
-def check_scan_shape(path, shape: tuple[int, int]) -> None:
-    """Refuse an image that is smaller than one tile at 70 µm: no mammogram. For the file
-    itself and, before decoding, for its header (`io.probe_mammogram(...).scan_shape`)."""
+def probe_file(path, *, pixel_spacing_mm: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> MammogramInfo:
+    """What `prepare_file` would refuse, found from the header alone (`io.probe_mammogram`,
+    then the tile-size check on the shape it will have at 70 µm): cheap, for an upload."""
+    info = probe_mammogram(path, max_pixels=max_pixels, pixel_spacing_mm=pixel_spacing_mm)
+    _check_scan_shape(path, info.scan_shape)
+    return info
+
+
+def _check_scan_shape(path, shape: tuple[int, int]) -> None:
+    """Refuse an image that is smaller than one tile at 70 µm: no mammogram."""
     rows, cols = shape
     if min(rows, cols) < PATCH_SIZE_PX:
         raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm, smaller than one "

@@ -1,7 +1,7 @@
 """The web application: upload a mammogram, watch it being scanned tile by tile.
 
 A thin FastAPI layer over `mccscan.scan.scan_file` (the CLI's scan function): uploads
-are checked cheaply (`probe_mammogram`), stored, and queued on a bounded worker pool
+are checked cheaply (`scan.probe_file`), stored, and queued on a bounded worker pool
 (`mccscan.web.jobs`); progress streams as Server-Sent Events; results and history live
 in SQLite plus files (`mccscan.web.store`). Routes are in `routes/` (scans, viewer,
 pacs, pages) and reach the settings, store, pool and model through `deps`; `guards` checks

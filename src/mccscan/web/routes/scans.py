@@ -12,8 +12,8 @@ from pathlib import Path
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from mccscan.io import MammogramError, probe_mammogram
-from mccscan.scan import check_scan_shape
+from mccscan.io import MammogramError
+from mccscan.scan import probe_file
 from mccscan.web.deps import DoneDep, JobsDep, RecordDep, SettingsDep, StoreDep
 from mccscan.web.jobs import QueueFull
 from mccscan.web.schemas import ERROR_RESPONSES, ScanDetail, ScanSummary
@@ -45,8 +45,7 @@ def create_scan(settings: SettingsDep, store: StoreDep, jobs: JobsDep,
     try:
         with open(upload, "wb") as out:
             shutil.copyfileobj(file.file, out, 1 << 20)
-        info = probe_mammogram(upload, max_pixels=settings.max_pixels, pixel_spacing_mm=pixel_spacing_mm)
-        check_scan_shape(upload, info.scan_shape)
+        probe_file(upload, max_pixels=settings.max_pixels, pixel_spacing_mm=pixel_spacing_mm)
         jobs.submit(record.id)
     except MammogramError as exc:
         store.delete(record.id)
