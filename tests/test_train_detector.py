@@ -118,8 +118,6 @@ def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path, monkeypat
 
 
 def test_candidates_on_benign_lookalikes_become_repeated_negatives():
-    from dataclasses import replace
-
     import numpy as np
 
     from mccscan.datasets.phantom import Lookalike, make_phantom
@@ -128,12 +126,34 @@ def test_candidates_on_benign_lookalikes_become_repeated_negatives():
     ph = make_phantom(4, size="small")
     lookalikes = [*ph.lookalikes, Lookalike(ph.mcs[0].x, ph.mcs[0].y, 5.0, "coarse")]  # one on an MC: it stays an MC
     config = DetectorTrainConfig(acquisition=False, negatives_per_image=100)
-    base_x, base_y = candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, np.random.default_rng(0), lookalikes)
-    hard_x, hard_y = candidate_samples(ph.image, ph.breast_mask, ph.mcs, replace(config, lookalike_repeats=3),
-                                       np.random.default_rng(0), lookalikes)
+    base_x, base_y = candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, np.random.default_rng(0))
+    hard_x, hard_y = candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, np.random.default_rng(0),
+                                       lookalikes, 3)
     assert hard_y.sum() == base_y.sum() and len(hard_y) > len(base_y)  # the same MCs; more negatives
     _, base_counts = np.unique(base_x.reshape(len(base_x), -1), axis=0, return_counts=True)
     patches, counts = np.unique(hard_x.reshape(len(hard_x), -1), axis=0, return_counts=True)
     assert base_counts.max() == 1 and set(counts) == {1, 3}  # each lookalike candidate 3 times, nothing else repeated
     repeated = {p.tobytes() for p in patches[counts == 3]}
     assert not any(x.tobytes() in repeated for x, y in zip(hard_x.reshape(len(hard_x), -1), hard_y) if y == 1)
+
+
+def test_lone_mcs_go_into_the_tissue_away_from_its_clusters_and_the_specks_beside_them_are_hard_negatives(monkeypatch):
+    import numpy as np
+
+    from mccscan import train_detector
+    from mccscan.datasets.phantom import make_phantom
+
+    ph = make_phantom(7, size=(1400, 1100), n_clusters=0)
+    monkeypatch.setattr(train_detector, "load_for_scan", lambda path, pixel_spacing_mm: ph)
+    calls = []
+    real = train_detector.candidate_samples
+    monkeypatch.setattr(train_detector, "candidate_samples",
+                        lambda *args: calls.append(args) or real(*args))
+    config = DetectorTrainConfig(acquisition=False, negatives_per_image=100, tissue_draws=2, tissue_isolated=4,
+                                 isolated_repeats=5)
+    x, y = train_detector.tissue_samples(["film.dcm"], config, np.random.default_rng(0), progress=False)
+    for image, breast, mcs, _, _, lone, repeats in calls:
+        clustered = [m for m in mcs if m.cluster_id is not None]
+        assert lone and repeats == 5 and all(m.cluster_id is None for m in lone) and mcs[-len(lone):] == lone
+        assert clustered and min(np.hypot(a.x - b.x, a.y - b.y) for a in lone for b in clustered) > 3 / 0.07
+    assert len(calls) == 2 and len(y) == len(x) and y.sum() > 0

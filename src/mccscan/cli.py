@@ -97,7 +97,8 @@ def _cmd_train_detector(args) -> int:
                                  candidate_snr=args.candidate_snr, wide_sigma_px=args.wide_sigma,
                                  channels=tuple(args.channels), cosine_lr=args.cosine_lr,
                                  lookalike_repeats=args.lookalike_repeats, context_pool=args.context_pool,
-                                 position_aware=args.position_aware,
+                                 position_aware=args.position_aware, tissue_isolated=args.tissue_isolated,
+                                 isolated_repeats=args.isolated_repeats,
                                  mc_floor=DetectorTrainConfig.mc_floor if args.mc_floor is None else args.mc_floor,
                                  operating_point_spacings_mm=tuple(args.operating_point_spacings
                                                                    or DetectorTrainConfig.operating_point_spacings_mm))
@@ -542,6 +543,11 @@ def _args_train_detector(p) -> None:
                    help="pixel spacing of the --tissue images when their files carry none (CBIS-DDSM: 0.05)")
     p.add_argument("--tissue-draws", type=int, default=DetectorTrainConfig.tissue_draws,
                    help="insertions (1–3 clusters each) per real mammogram")
+    p.add_argument("--tissue-isolated", type=_at_least(0), default=DetectorTrainConfig.tissue_isolated, metavar="N",
+                   help="also put N lone MCs or pairs into each draw; every speck beside them is a negative "
+                        "(default 0)")
+    p.add_argument("--isolated-repeats", type=_at_least(1), default=DetectorTrainConfig.isolated_repeats, metavar="R",
+                   help="how many times each speck beside a --tissue-isolated MC counts (default 1)")
     p.add_argument("--candidate-snr", type=float, default=DetectorTrainConfig.candidate_snr, metavar="SNR",
                    help="candidate specks: local maxima this many noise units above their surroundings")
     p.add_argument("--cosine-lr", action=argparse.BooleanOptionalAction, default=DetectorTrainConfig.cosine_lr,

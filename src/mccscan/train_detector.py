@@ -31,7 +31,7 @@ from mccscan.atomic import atomic_write_text
 from mccscan.datasets.acquisition import acquire, draw_acquisition
 from mccscan.datasets.folder import image_files
 from mccscan.errors import InputError
-from mccscan.datasets.phantom import insert_clusters, make_phantom
+from mccscan.datasets.phantom import insert_clusters, insert_isolated, make_phantom
 from mccscan.io import load_for_scan
 from mccscan.tiling import breast_mask
 from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
@@ -63,6 +63,8 @@ class DetectorTrainConfig:
     tissue: tuple[str, ...] = ()  # real mammograms (files or folders) to insert phantom clusters into
     tissue_spacing_mm: float | None = None  # their pixel spacing when the files lack one
     tissue_draws: int = 4  # insertions (1–3 clusters each) per real mammogram
+    tissue_isolated: int = 0  # lone MCs or pairs put into each insertion too, the specks beside them hard negatives
+    isolated_repeats: int = 1  # how many times each of those hard negatives counts
     candidate_snr: float = CANDIDATE_SNR  # the candidate stage's threshold, in training and in the scans
     wide_sigma_px: float = WIDE_SIGMA_PX  # the background its high-pass removes, likewise
     channels: tuple[int, ...] = MCNetConfig.channels  # MCNet's conv widths
@@ -90,29 +92,28 @@ def candidate_labels(mc_xy: np.ndarray, mc_radius_px: np.ndarray, xy: np.ndarray
 
 
 def candidate_samples(image: np.ndarray, breast: np.ndarray, mcs: list, config: DetectorTrainConfig,
-                      rng: np.random.Generator, lookalikes: list = ()) -> tuple[np.ndarray, np.ndarray]:
+                      rng: np.random.Generator, hard: list = (), repeats: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Candidate patches of one image as a scan finds them, after a random acquisition when
-    the config asks: every MC, the brightest non-MCs and as many at random; with
-    `config.lookalike_repeats` > 1, also every candidate on a benign lookalike (within its
-    radius + 10 px), that many times: the specks of a vascular track look like MCs one by one."""
+    the config asks: every MC, the brightest non-MCs and as many at random, and every non-MC
+    candidate within `hard` places' radius + 10 px, `repeats` times: the specks of a vascular
+    track look like MCs one by one, and a speck beside a lone bright MC sees it in its patch."""
     if config.acquisition:
         image = acquire(image, breast, draw_acquisition(rng), rng)
     cands = find_candidates(image, breast, max_candidates=20_000, snr=config.candidate_snr,
                             wide_sigma_px=config.wide_sigma_px, context_pool=config.context_pool)
     y = candidate_labels(np.array([(m.x, m.y) for m in mcs]).reshape(-1, 2),
                          np.array([m.radius_px for m in mcs]), cands.xy)
-    on_lookalike = np.zeros(len(y), bool)
-    if config.lookalike_repeats > 1:
-        for b in lookalikes:
-            on_lookalike |= np.hypot(*(cands.xy - (b.x, b.y)).T) <= b.radius_px + 10
-        on_lookalike &= y == 0
-    neg = np.flatnonzero((y == 0) & ~on_lookalike)
+    near_hard = np.zeros(len(y), bool)
+    for b in hard:
+        near_hard |= np.hypot(*(cands.xy - (b.x, b.y)).T) <= b.radius_px + 10
+    near_hard &= y == 0
+    neg = np.flatnonzero((y == 0) & ~near_hard)
     half = config.negatives_per_image // 2
     brightest = neg[:half]  # candidates come brightest first
     rest = neg[half:]
     sampled = rng.choice(rest, min(len(rest), half), replace=False) if len(rest) else rest
     keep = np.sort(np.concatenate([np.flatnonzero(y == 1), brightest, sampled,
-                                   np.repeat(np.flatnonzero(on_lookalike), config.lookalike_repeats)]))
+                                   np.repeat(np.flatnonzero(near_hard), repeats)]))
     return cands.patches[keep], y[keep]
 
 
@@ -121,20 +122,27 @@ def phantom_samples(seeds, config: DetectorTrainConfig, rng: np.random.Generator
     parts = []
     for seed in tqdm(list(seeds), desc="phantoms", unit="img", disable=not progress):
         ph = make_phantom(int(seed), size=config.size, n_clusters=int(rng.integers(1, 5)))
-        parts.append(candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, rng, ph.lookalikes))
+        hard = ph.lookalikes if config.lookalike_repeats > 1 else ()
+        parts.append(candidate_samples(ph.image, ph.breast_mask, ph.mcs, config, rng, hard, config.lookalike_repeats))
     return tuple(np.concatenate(a) for a in zip(*parts))
 
 
 def tissue_samples(paths: list[Path], config: DetectorTrainConfig, rng: np.random.Generator, progress: bool):
     """Candidate patches and labels of real mammograms with phantom clusters inserted,
-    `tissue_draws` times each: the tissue's own specks are the negatives."""
+    `tissue_draws` times each: the tissue's own specks are the negatives. With
+    `tissue_isolated`, lone MCs and pairs too (away from the clusters, drawn from a stream of
+    their own), and the specks beside them are hard negatives, `isolated_repeats` times."""
     parts = []
-    for path in tqdm(paths, desc="tissue", unit="img", disable=not progress):
+    for index, path in enumerate(tqdm(paths, desc="tissue", unit="img", disable=not progress)):
         image = load_for_scan(path, pixel_spacing_mm=config.tissue_spacing_mm).image
         breast = breast_mask(image)
-        for _ in range(config.tissue_draws):
-            inserted, mcs, _ = insert_clusters(image, breast, rng, int(rng.integers(1, 4)))
-            parts.append(candidate_samples(inserted, breast, mcs, config, rng))
+        for draw in range(config.tissue_draws):
+            inserted, mcs, clusters = insert_clusters(image, breast, rng, int(rng.integers(1, 4)))
+            lone = []
+            if config.tissue_isolated:
+                inserted, lone = insert_isolated(inserted, breast, np.random.default_rng((config.seed, index, draw, 1)),
+                                                 config.tissue_isolated, avoid=[(c.x, c.y) for c in clusters])
+            parts.append(candidate_samples(inserted, breast, mcs + lone, config, rng, lone, config.isolated_repeats))
     return tuple(np.concatenate(a) for a in zip(*parts))
 
 
@@ -150,6 +158,9 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     if too_few or (config.tissue and config.tissue_draws < 1):
         raise InputError("train-detector needs at least 1 training and 1 validation phantom, 1 epoch, 1 lookalike "
                          "repeat and, with --tissue, 1 draw per mammogram")
+    if config.tissue_isolated < 0 or config.isolated_repeats < 1:
+        raise InputError(f"train-detector needs ≥ 0 isolated sites per draw (got {config.tissue_isolated}) and ≥ 1 "
+                         f"isolated repeat (got {config.isolated_repeats})")
     try:
         net_config = MCNetConfig(channels=config.channels, context_pool=config.context_pool,
                                  position_aware=config.position_aware)

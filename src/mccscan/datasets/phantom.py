@@ -375,21 +375,21 @@ def insert_clusters(image: np.ndarray, breast: np.ndarray, rng: np.random.Genera
     return _added(image, canvas), mcs, clusters
 
 
-def insert_isolated(image: np.ndarray, breast: np.ndarray, rng: np.random.Generator,
-                    n_sites: int) -> tuple[np.ndarray, list[Microcalcification]]:
+def insert_isolated(image: np.ndarray, breast: np.ndarray, rng: np.random.Generator, n_sites: int,
+                    avoid: list[tuple[float, float]] = ()) -> tuple[np.ndarray, list[Microcalcification]]:
     """Put the phantom's isolated distractors into a real mammogram at known places: single
     MCs and pairs (3 in 4 single), as bright as cluster MCs, about 5 mm inside the breast and
-    12 mm apart, blurred like the phantom's detector. What a detector must not call a
-    cluster, now among the tissue's own specks. Returns (new image, MCs)."""
+    12 mm apart and from the `avoid` points (x, y), blurred like the phantom's detector. What a
+    detector must not call a cluster, now among the tissue's own specks. Returns (new image, MCs)."""
     spots = _spots_inside(breast, 5.0)
     canvas = np.zeros(image.shape, np.float32)
-    mcs, placed = [], []
+    mcs, taken = [], list(avoid)
     for _ in range(n_sites):
-        spot = _free_spot(rng, spots, placed, 12 / PIXEL_SPACING_MM)
+        spot = _free_spot(rng, spots, taken, 12 / PIXEL_SPACING_MM)
         if spot is None:
             break
         mcs += _draw_isolated_site(canvas, rng, *spot, "single" if rng.random() < 0.75 else "pair")
-        placed.append(spot)
+        taken.append(spot)
     return _added(image, canvas), mcs
 
 
