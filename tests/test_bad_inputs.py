@@ -3,6 +3,7 @@ API; awkward but valid files scan; the batch and the server keep going; nothing
 half-made is left behind."""
 
 import json
+import re
 
 import pytest
 
@@ -16,6 +17,9 @@ from test_web_app import events, make_client, upload
 def corpus(tmp_path_factory, small_phantom):
     folder = tmp_path_factory.mktemp("corpus")
     return folder, write_corpus(folder, small_phantom.image)
+
+
+CLI_FLAG = re.compile(r"(?<!mccscan serve )--[a-z]")  # a flag a web user could not give; a server's setting is named
 
 
 def test_the_corpus_has_thirty_kinds_and_both_answers(corpus):
@@ -55,13 +59,16 @@ def test_api_answers_every_file_keeps_serving_and_leaves_nothing_half_made(corpu
             if response.status_code != 202:
                 detail = response.json()["detail"]
                 assert case.name in detail and case.says in detail, (case.name, detail)
+                assert not CLI_FLAG.search(detail), detail  # the page has fields, not flags
                 continue
             scan_id = response.json()["id"]
             name, data = events(client, scan_id)[-1]
             if case.expect == "error":
                 assert name == "failed" and case.name in data["message"] and case.says in data["message"], data
+                assert not CLI_FLAG.search(data["message"]), data
             else:
                 assert name == "done" and case.says in " ".join(data["warnings"]), (case.name, data)
+                assert not CLI_FLAG.search(" ".join(data["warnings"])), data
                 overlay = client.get(f"/api/scans/{scan_id}/overlay.png")
                 assert overlay.status_code == 200 and overlay.headers["content-disposition"].startswith("attachment")
                 assert client.get(f"/api/scans/{scan_id}/image.jpg").status_code == 200

@@ -46,12 +46,18 @@ class MammogramError(MccscanError, ValueError):
 
     `reason` sorts problems for callers that answer differently (a server's HTTP status):
     "empty", "unsupported" (not an image format we read), "too_large" (pixel limit) or
-    "unreadable" (corrupt, truncated, undecodable, a bad pixel spacing).
+    "unreadable" (corrupt, truncated, undecodable, a bad pixel spacing). `setting` names the
+    setting that would fix it ("pixel_spacing", "max_pixels"), so that each front end can say
+    how in its own terms; the message itself says it as the command line does (`CLI_HINTS`).
     """
 
-    def __init__(self, path: str | Path, problem: str, reason: str = "unreadable"):
-        self.path, self.problem, self.reason = str(path), problem, reason
-        super().__init__(f"{path}: {problem}")
+    def __init__(self, path: str | Path, problem: str, reason: str = "unreadable", setting: str | None = None):
+        self.path, self.problem, self.reason, self.setting = str(path), problem, reason, setting
+        super().__init__(f"{path}: {problem}" + (f" ({CLI_HINTS[setting]})" if setting else ""))
+
+
+CLI_HINTS = {"pixel_spacing": "give the right one in mm with --pixel-spacing",
+             "max_pixels": "raise --max-pixels if this is intended"}  # how the command line fixes a setting
 
 
 @dataclass
@@ -144,12 +150,12 @@ def scan_spacing(path: str | Path, given_mm: float | None,
                                        "is 0.05–0.1 mm (0.2 mm for mini-MIAS)")
         return given_mm, given_mm
     if header_problem is not None:
-        raise MammogramError(path, f"{header_problem}; give the spacing with --pixel-spacing (mm)")
+        raise MammogramError(path, header_problem, setting="pixel_spacing")
     if header_mm is None:
         return SCAN_PIXEL_SPACING_MM, SCAN_PIXEL_SPACING_MM
     if not all(lo <= v <= hi for v in header_mm):
         raise MammogramError(path, f"the header's pixel spacing {header_mm[0]:g} × {header_mm[1]:g} mm is outside "
-                                   f"{lo}–{hi} mm; give the right one with --pixel-spacing (mm)")
+                                   f"{lo}–{hi} mm", setting="pixel_spacing")
     return header_mm
 
 
@@ -169,8 +175,7 @@ def _check_header(path: Path, header: _Header, max_pixels: int, given_mm: float 
         raise MammogramError(
             path, f"image is {header.cols}×{header.rows} px at {spacing[1]:g} mm, {cols}×{rows} = "
                   f"{rows * cols / 1e6:.0f} Mpx once resampled to {SCAN_PIXEL_SPACING_MM} mm: above the limit of "
-                  f"{max_pixels / 1e6:.0f} Mpx (is the pixel spacing right? raise --max-pixels if this is intended)",
-            "too_large")
+                  f"{max_pixels / 1e6:.0f} Mpx; is the pixel spacing right?", "too_large", "max_pixels")
     if max(rows, cols) > MAX_SIDE_PX:
         raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm: a side longer than "
                                    f"{MAX_SIDE_PX} px ({MAX_SIDE_PX * SCAN_PIXEL_SPACING_MM / 10:.0f} cm) is no "
@@ -204,7 +209,7 @@ def _check_size(path: Path, rows: int, cols: int, max_pixels: int) -> None:
     if rows * cols > max_pixels:
         raise MammogramError(
             path, f"image is {cols}×{rows} = {rows * cols / 1e6:.0f} Mpx, above the limit of "
-                  f"{max_pixels / 1e6:.0f} Mpx (raise it with --max-pixels if this is intended)", "too_large")
+                  f"{max_pixels / 1e6:.0f} Mpx", "too_large", "max_pixels")
 
 
 def _stretch(pixels: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -392,7 +392,7 @@ def scan_prepared(scan_img: ScanImage, loaded: LoadedModel, *, name: str, **kwar
     result.laterality, result.view = scan_img.source.laterality, scan_img.source.view
     if scan_img.spacing_assumed:
         result.warnings.append(f"{name}: no pixel spacing in the file; assumed 0.07 mm "
-                               "(give --pixel-spacing if this is wrong)")
+                               "(give the pixel spacing if this is wrong)")
     return result
 
 

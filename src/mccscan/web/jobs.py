@@ -28,6 +28,15 @@ Event = tuple[str, dict]
 LIVE_EVENTS_KEPT_S = 60.0  # a finished scan's events stay in memory this long for its streamers; then the store answers
 
 
+WEB_HINTS = {"pixel_spacing": "give the right one in the field Pixel spacing, in mm",
+             "max_pixels": "this server's limit, set by `mccscan serve --max-pixels`"}  # io.CLI_HINTS, for the page
+
+
+def problem_text(filename: str, exc: MammogramError) -> str:
+    """What the page says of a file it cannot scan: the problem and, in the page's own terms, the fix."""
+    return f"{filename}: {exc.problem}" + (f" ({WEB_HINTS[exc.setting]})" if exc.setting else "")
+
+
 class QueueFull(RuntimeError):
     pass
 
@@ -149,7 +158,7 @@ class ScanJobs:
                                   on_image=on_image, on_row=lambda tiles: self._emit(scan_id, row_event(tiles)))
             self._save(scan_id, result)
         except MammogramError as exc:
-            self._fail(scan_id, f"{record.filename}: {exc.problem}")
+            self._fail(scan_id, problem_text(record.filename, exc))
         except Exception as exc:  # noqa: BLE001 — a worker must survive anything one file does
             self._fail(scan_id, f"{record.filename}: scan failed ({type(exc).__name__}: {exc})")
         finally:
