@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from PIL import Image
 
 from mccscan.render import NORMAL_STRENGTH, OUTLINE_COLOR, output_stems, parse_color, render_overlay, save_scan
@@ -70,6 +71,19 @@ def test_default_overlay_outlines_reported_clusters_and_leaves_the_rest_alone(sm
     assert not changed[850:960, 660:760].any()  # the weak one, below the threshold, is not drawn
     changed[150:600, 150:800] = False  # the strong cluster, its ring, its MCs and its label
     assert not changed.any()  # nothing else is touched
+
+
+@pytest.mark.parametrize("x, y, shape", [(500, 400, (1300, 1100)), (500, 1250, (1300, 1100)),
+                                         (20, 30, (1300, 1100)), (1090, 150, (300, 1100)), (100, 100, (120, 4000))])
+def test_a_cluster_label_lies_whole_inside_the_image(x, y, shape):
+    from mccscan.render import LABEL_PX, _label_xy
+
+    width, ring = 260.0, 160.0
+    left, top = _label_xy(width, x, y, ring, shape)
+    assert 0 <= left and left + width <= shape[1] and 0 <= top
+    assert top + LABEL_PX <= shape[0] or top == 0  # a strip lower than the label: at its top
+    if y - ring - LABEL_PX - 12 >= 0:
+        assert top + LABEL_PX <= y - ring  # above the ring where it fits
 
 
 def test_preview_carries_a_legend(tmp_path, small_phantom, random_model):

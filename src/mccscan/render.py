@@ -102,11 +102,19 @@ def _draw_clusters(rgb: np.ndarray, clusters: list, outline_color, width_px: int
         r = max(MARKER_MIN_RADIUS_PX, max(np.hypot(x - c.x, y - c.y) for x, y in c.outline) + 24)
         draw.ellipse((c.x - r, c.y - r, c.x + r, c.y + r), outline=colour, width=width_px)
         text = f"#{c.id} {c.score:.2f}" + (f" · {c.n_mcs} MCs" if c.n_mcs else "")
-        x = min(max(0, c.x - r), rgb.shape[1] - draw.textlength(text, font=font) - 4)
-        y = c.y - r - LABEL_PX - 12 if c.y - r - LABEL_PX - 12 >= 0 else c.y + r + 8
+        x, y = _label_xy(draw.textlength(text, font=font), c.x, c.y, r, rgb.shape[:2])
         draw.text((x, y), text, fill=colour, font=font, stroke_width=3, stroke_fill=(0, 0, 0))
     rgb[...] = np.asarray(canvas)
     return rgb
+
+
+def _label_xy(width_px: float, x: float, y: float, ring_px: float, shape: tuple[int, int]) -> tuple[float, float]:
+    """Top-left of a cluster's label: above its ring where that fits, else below, else as low
+    as fits; always whole inside the image (when it can be), so no label is cut at an edge."""
+    above, below = y - ring_px - LABEL_PX - 12, y + ring_px + 8
+    bottom = shape[0] - LABEL_PX - 8  # the text's stroke and descenders reach below LABEL_PX
+    top = above if above >= 0 else below if below <= bottom else bottom
+    return max(0.0, min(x - ring_px, shape[1] - width_px - 4)), max(0.0, top)
 
 
 def _frame(region: np.ndarray, colour: np.ndarray, width_px: int) -> None:
