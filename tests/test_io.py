@@ -192,7 +192,7 @@ def test_pixel_limit_is_configurable(tmp_path, gradient):
     with pytest.raises(MammogramError, match="above the limit") as info:
         read_mammogram(tmp_path / "a.png", max_pixels=1000)
     assert info.value.setting == "max_pixels" and "raise --max-pixels" in str(info.value)  # the CLI's fix
-    assert "--max-pixels" not in info.value.problem  # a web page words it its own way
+    assert info.value.problem_and_fix({"max_pixels": "ask"}) == info.value.problem + "; ask"  # a page's own words
 
 
 def test_resampling_to_70_micrometres(tmp_path):

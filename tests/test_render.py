@@ -73,7 +73,7 @@ def test_default_overlay_outlines_reported_clusters_and_leaves_the_rest_alone(sm
     assert not changed.any()  # nothing else is touched
 
 
-@pytest.mark.parametrize("x, y, shape", [(500, 400, (1300, 1100)), (500, 1250, (1300, 1100)),
+@pytest.mark.parametrize("x, y, shape", [(500, 400, (1300, 1100)), (500, 1250, (1300, 1100)), (500, 100, (1300, 1100)),
                                          (20, 30, (1300, 1100)), (1090, 150, (300, 1100)), (100, 100, (120, 4000))])
 def test_a_cluster_label_lies_whole_inside_the_image(x, y, shape):
     from mccscan.render import LABEL_PX, _label_xy
@@ -84,6 +84,8 @@ def test_a_cluster_label_lies_whole_inside_the_image(x, y, shape):
     assert top + LABEL_PX <= shape[0] or top == 0  # a strip lower than the label: at its top
     if y - ring - LABEL_PX - 12 >= 0:
         assert top + LABEL_PX <= y - ring  # above the ring where it fits
+    elif y + ring + 8 + LABEL_PX + 8 <= shape[0]:
+        assert top >= y + ring  # else below it where that fits
 
 
 def test_preview_carries_a_legend(tmp_path, small_phantom, random_model):

@@ -98,6 +98,7 @@ def test_scan_file_resamples_and_reports_bad_files(tmp_path, small_phantom, rand
     assert image.shape == (650, 550) and result.source_pixel_spacing_mm == 0.035
     result, _ = scan_file(paths["png"], random_model)
     assert result.spacing_assumed and "assumed 0.07 mm" in result.warnings[0]
+    assert "with --pixel-spacing if this is wrong" in result.warnings[0]  # the command line's fix, by default
     (tmp_path / "bad.png").write_text("no image")
     with pytest.raises(MammogramError, match="bad.png"):
         scan_file(tmp_path / "bad.png", random_model)

@@ -38,6 +38,16 @@ def test_train_detector_inserts_clusters_into_given_mammograms(tmp_path, capsys)
     assert "nowhere: no such file or folder" in capsys.readouterr().err
     assert main(["train-detector", "--out", str(out), "--tissue", str(tissue), "--tissue-draws", "0"]) == 2
     assert "1 draw per mammogram" in capsys.readouterr().err
+    assert main(["train-detector", "--out", str(out), "--tissue-isolated", "2"]) == 2
+    assert "for isolated sites, --tissue" in capsys.readouterr().err
+    import pydicom
+
+    ds = pydicom.dcmread(tissue / "normal.dcm")
+    ds.PixelSpacing = ds.ImagerPixelSpacing = ["1e-6", "1e-6"]
+    ds.save_as(tissue / "normal.dcm")
+    assert main(["train-detector", "--out", str(out), "--train-phantoms", "1", "--tissue", str(tissue)]) == 2
+    assert "normal.dcm" in (err := capsys.readouterr().err) and "with --tissue-spacing" in err
+    assert "--pixel-spacing" not in err  # not an option of train-detector
 
 
 def test_the_candidate_stage_it_was_trained_on_is_the_one_its_scans_use(tmp_path):
@@ -137,7 +147,7 @@ def test_candidates_on_benign_lookalikes_become_repeated_negatives():
     assert not any(x.tobytes() in repeated for x, y in zip(hard_x.reshape(len(hard_x), -1), hard_y) if y == 1)
 
 
-def test_lone_mcs_go_into_the_tissue_away_from_its_clusters_and_the_specks_beside_them_are_hard_negatives(monkeypatch):
+def test_lone_mcs_go_into_the_films_12_mm_from_the_clusters_as_mcs_and_as_places_of_hard_negatives(monkeypatch):
     import numpy as np
 
     from mccscan import train_detector
@@ -145,15 +155,29 @@ def test_lone_mcs_go_into_the_tissue_away_from_its_clusters_and_the_specks_besid
 
     ph = make_phantom(7, size=(1400, 1100), n_clusters=0)
     monkeypatch.setattr(train_detector, "load_for_scan", lambda path, pixel_spacing_mm: ph)
-    calls = []
-    real = train_detector.candidate_samples
-    monkeypatch.setattr(train_detector, "candidate_samples",
-                        lambda *args: calls.append(args) or real(*args))
+    inserted, sampled = [], []
+    insert, sample = train_detector.insert_clusters, train_detector.candidate_samples
+    monkeypatch.setattr(train_detector, "insert_clusters", lambda *args: inserted.append(insert(*args)) or inserted[-1])
+    monkeypatch.setattr(train_detector, "candidate_samples", lambda *args: sampled.append(args) or sample(*args))
     config = DetectorTrainConfig(acquisition=False, negatives_per_image=100, tissue_draws=2, tissue_isolated=4,
                                  isolated_repeats=5)
     x, y = train_detector.tissue_samples(["film.dcm"], config, np.random.default_rng(0), progress=False)
-    for image, breast, mcs, _, _, lone, repeats in calls:
-        clustered = [m for m in mcs if m.cluster_id is not None]
+    assert len(sampled) == len(inserted) == 2 and len(y) == len(x) and y.sum() > 0
+    for (_, _, clusters), (_, _, mcs, _, _, lone, repeats) in zip(inserted, sampled):
         assert lone and repeats == 5 and all(m.cluster_id is None for m in lone) and mcs[-len(lone):] == lone
-        assert clustered and min(np.hypot(a.x - b.x, a.y - b.y) for a in lone for b in clustered) > 3 / 0.07
-    assert len(calls) == 2 and len(y) == len(x) and y.sum() > 0
+        apart = min(np.hypot(m.x - c.x, m.y - c.y) for m in lone for c in clusters)
+        assert clusters and apart > 12 / 0.07 - 60  # a pair's second MC is ≤ 60 px from its site
+
+
+def test_phantom_lookalikes_are_places_of_hard_negatives_only_when_repeated(monkeypatch):
+    import numpy as np
+
+    from mccscan import train_detector
+
+    sampled = []
+    monkeypatch.setattr(train_detector, "candidate_samples", lambda *args: sampled.append(args[5:]) or
+                        (np.zeros((0, 1, 27, 27), np.float32), np.zeros(0, np.uint8)))
+    for repeats in (1, 3):
+        train_detector.phantom_samples([200_000], DetectorTrainConfig(lookalike_repeats=repeats),
+                                       np.random.default_rng(0), progress=False)
+    assert sampled[0] == ((), 1) and len(sampled[1][0]) > 0 and sampled[1][1] == 3

@@ -90,7 +90,7 @@ def build_dataset(index: DatasetIndex, out_dir: str | Path, *, protocol: str = "
         try:
             ann = annotate(record, insert_synthetic, (seed, len(used)))
         except MammogramError as exc:
-            skipped.append(Skipped(str(record.image_path), exc.problem))
+            skipped.append(Skipped(str(record.image_path), exc.problem_and_fix()))
             continue
         labelled = labelled_windows(ann, rule, rng, jitter_per_cluster)
         for w in labelled:

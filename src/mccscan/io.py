@@ -48,16 +48,21 @@ class MammogramError(MccscanError, ValueError):
     "empty", "unsupported" (not an image format we read), "too_large" (pixel limit) or
     "unreadable" (corrupt, truncated, undecodable, a bad pixel spacing). `setting` names the
     setting that would fix it ("pixel_spacing", "max_pixels"), so that each front end can say
-    how in its own terms; the message itself says it as the command line does (`CLI_HINTS`).
+    how in its own terms (`problem_and_fix`); the message says it as the command line does.
     """
 
     def __init__(self, path: str | Path, problem: str, reason: str = "unreadable", setting: str | None = None):
         self.path, self.problem, self.reason, self.setting = str(path), problem, reason, setting
-        super().__init__(f"{path}: {problem}" + (f" ({CLI_HINTS[setting]})" if setting else ""))
+        super().__init__(f"{path}: {self.problem_and_fix()}")
+
+    def problem_and_fix(self, hints: dict[str, str] | None = None) -> str:
+        """The problem and, where a setting fixes it, how: in the words of `hints`, a front
+        end's (`CLI_HINTS` by default)."""
+        return self.problem + (f"; {(hints or CLI_HINTS)[self.setting]}" if self.setting else "")
 
 
 CLI_HINTS = {"pixel_spacing": "give the right one in mm with --pixel-spacing",
-             "max_pixels": "raise --max-pixels if this is intended"}  # how the command line fixes a setting
+             "max_pixels": "raise --max-pixels if this is intended"}  # how the command line fixes each setting
 
 
 @dataclass
@@ -175,7 +180,7 @@ def _check_header(path: Path, header: _Header, max_pixels: int, given_mm: float 
         raise MammogramError(
             path, f"image is {header.cols}×{header.rows} px at {spacing[1]:g} mm, {cols}×{rows} = "
                   f"{rows * cols / 1e6:.0f} Mpx once resampled to {SCAN_PIXEL_SPACING_MM} mm: above the limit of "
-                  f"{max_pixels / 1e6:.0f} Mpx; is the pixel spacing right?", "too_large", "max_pixels")
+                  f"{max_pixels / 1e6:.0f} Mpx (is the pixel spacing right?)", "too_large", "max_pixels")
     if max(rows, cols) > MAX_SIDE_PX:
         raise MammogramError(path, f"image is {cols}×{rows} px at {SCAN_PIXEL_SPACING_MM} mm: a side longer than "
                                    f"{MAX_SIDE_PX} px ({MAX_SIDE_PX * SCAN_PIXEL_SPACING_MM / 10:.0f} cm) is no "

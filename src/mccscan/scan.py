@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mccscan.errors import InputError
-from mccscan.io import (DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, MammogramInfo, ScanImage,
+from mccscan.io import (CLI_HINTS, DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, MammogramInfo, ScanImage,
                         load_for_scan, probe_mammogram)
 from mccscan.clusters import Cluster
 from mccscan.mcdetect import FIRST_DETECTOR_SETTINGS, detect
@@ -383,16 +383,18 @@ def _check_scan_shape(path, shape: tuple[int, int]) -> None:
                                    "spacing right?)")
 
 
-def scan_prepared(scan_img: ScanImage, loaded: LoadedModel, *, name: str, **kwargs) -> ScanResult:
-    """Scan what `prepare_file` made; the result says where the image came from."""
+def scan_prepared(scan_img: ScanImage, loaded: LoadedModel, *, name: str, hints: dict[str, str] | None = None,
+                  **kwargs) -> ScanResult:
+    """Scan what `prepare_file` made; the result says where the image came from, its warnings
+    how to fix a setting in the words of `hints` (a front end's; the command line's by default)."""
     result = scan_image(scan_img.image, loaded, name=name, source_pixel_spacing_mm=scan_img.pixel_spacing_mm,
                         spacing_assumed=scan_img.spacing_assumed, **kwargs)
     result.warnings += [f"{name}: {warning}" for warning in scan_img.source.warnings]
     result.source_shape = scan_img.source_shape
     result.laterality, result.view = scan_img.source.laterality, scan_img.source.view
     if scan_img.spacing_assumed:
-        result.warnings.append(f"{name}: no pixel spacing in the file; assumed 0.07 mm "
-                               "(give the pixel spacing if this is wrong)")
+        result.warnings.append(f"{name}: no pixel spacing in the file; assumed {SCAN_PIXEL_SPACING_MM} mm "
+                               f"({(hints or CLI_HINTS)['pixel_spacing']} if this is wrong)")
     return result
 
 

@@ -32,7 +32,7 @@ from mccscan.datasets.acquisition import acquire, draw_acquisition
 from mccscan.datasets.folder import image_files
 from mccscan.errors import InputError
 from mccscan.datasets.phantom import insert_clusters, insert_isolated, make_phantom
-from mccscan.io import load_for_scan
+from mccscan.io import CLI_HINTS, MammogramError, load_for_scan
 from mccscan.tiling import breast_mask
 from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
 from mccscan.evaluate import scan_phantoms
@@ -46,6 +46,8 @@ TRAIN_SEEDS = range(200_000, 201_000)  # the first `train_phantoms` of them
 VAL_SEEDS = range(210_000, 210_100)
 MAX_FP_PER_IMAGE = 0.5  # the default operating point's budget
 OPERATING_POINT_SPACINGS_MM = (0.05, 0.07, 0.1, 0.14, 0.2)  # it must hold at every pixel size training covers
+TISSUE_HINTS = {**CLI_HINTS, "pixel_spacing": "give it in mm with --tissue-spacing"}  # a --tissue file's fixes
+ISOLATED_STREAM = 1  # seeds the lone MCs' own random stream with (seed, film, draw): the main one stays as it was
 
 
 @dataclass
@@ -95,8 +97,9 @@ def candidate_samples(image: np.ndarray, breast: np.ndarray, mcs: list, config: 
                       rng: np.random.Generator, hard: list = (), repeats: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Candidate patches of one image as a scan finds them, after a random acquisition when
     the config asks: every MC, the brightest non-MCs and as many at random, and every non-MC
-    candidate within `hard` places' radius + 10 px, `repeats` times: the specks of a vascular
-    track look like MCs one by one, and a speck beside a lone bright MC sees it in its patch."""
+    candidate within `hard` places' radius + 10 px, `repeats` times (once with 1: kept, not
+    sampled): the specks of a vascular track look like MCs one by one, and a speck beside a
+    lone bright MC sees it in its patch."""
     if config.acquisition:
         image = acquire(image, breast, draw_acquisition(rng), rng)
     cands = find_candidates(image, breast, max_candidates=20_000, snr=config.candidate_snr,
@@ -134,14 +137,18 @@ def tissue_samples(paths: list[Path], config: DetectorTrainConfig, rng: np.rando
     their own), and the specks beside them are hard negatives, `isolated_repeats` times."""
     parts = []
     for index, path in enumerate(tqdm(paths, desc="tissue", unit="img", disable=not progress)):
-        image = load_for_scan(path, pixel_spacing_mm=config.tissue_spacing_mm).image
+        try:
+            image = load_for_scan(path, pixel_spacing_mm=config.tissue_spacing_mm).image
+        except MammogramError as exc:  # its own option, not the scan's --pixel-spacing
+            raise MammogramError(path, exc.problem_and_fix(TISSUE_HINTS), exc.reason) from exc
         breast = breast_mask(image)
         for draw in range(config.tissue_draws):
             inserted, mcs, clusters = insert_clusters(image, breast, rng, int(rng.integers(1, 4)))
             lone = []
             if config.tissue_isolated:
-                inserted, lone = insert_isolated(inserted, breast, np.random.default_rng((config.seed, index, draw, 1)),
-                                                 config.tissue_isolated, avoid=[(c.x, c.y) for c in clusters])
+                own_stream = np.random.default_rng((config.seed, index, draw, ISOLATED_STREAM))
+                inserted, lone = insert_isolated(inserted, breast, own_stream, config.tissue_isolated,
+                                                 avoid=[(c.x, c.y) for c in clusters])
             parts.append(candidate_samples(inserted, breast, mcs + lone, config, rng, lone, config.isolated_repeats))
     return tuple(np.concatenate(a) for a in zip(*parts))
 
@@ -158,9 +165,9 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     if too_few or (config.tissue and config.tissue_draws < 1):
         raise InputError("train-detector needs at least 1 training and 1 validation phantom, 1 epoch, 1 lookalike "
                          "repeat and, with --tissue, 1 draw per mammogram")
-    if config.tissue_isolated < 0 or config.isolated_repeats < 1:
-        raise InputError(f"train-detector needs ≥ 0 isolated sites per draw (got {config.tissue_isolated}) and ≥ 1 "
-                         f"isolated repeat (got {config.isolated_repeats})")
+    if config.tissue_isolated < 0 or config.isolated_repeats < 1 or (config.tissue_isolated and not config.tissue):
+        raise InputError(f"train-detector needs ≥ 0 isolated sites per draw (got {config.tissue_isolated}), ≥ 1 "
+                         f"isolated repeat (got {config.isolated_repeats}) and, for isolated sites, --tissue")
     try:
         net_config = MCNetConfig(channels=config.channels, context_pool=config.context_pool,
                                  position_aware=config.position_aware)

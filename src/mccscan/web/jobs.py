@@ -29,12 +29,7 @@ LIVE_EVENTS_KEPT_S = 60.0  # a finished scan's events stay in memory this long f
 
 
 WEB_HINTS = {"pixel_spacing": "give the right one in the field Pixel spacing, in mm",
-             "max_pixels": "this server's limit, set by `mccscan serve --max-pixels`"}  # io.CLI_HINTS, for the page
-
-
-def problem_text(filename: str, exc: MammogramError) -> str:
-    """What the page says of a file it cannot scan: the problem and, in the page's own terms, the fix."""
-    return f"{filename}: {exc.problem}" + (f" ({WEB_HINTS[exc.setting]})" if exc.setting else "")
+             "max_pixels": "the limit is this server's"}  # io.CLI_HINTS in the page's terms: it has no flags
 
 
 class QueueFull(RuntimeError):
@@ -154,11 +149,11 @@ class ScanJobs:
         try:
             result, _ = scan_file(self.store.upload_path(scan_id), self.loaded,
                                   pixel_spacing_mm=record.pixel_spacing_mm, max_pixels=self.max_pixels,
-                                  name=record.filename, threshold=self.threshold,
+                                  name=record.filename, threshold=self.threshold, hints=WEB_HINTS,
                                   on_image=on_image, on_row=lambda tiles: self._emit(scan_id, row_event(tiles)))
             self._save(scan_id, result)
         except MammogramError as exc:
-            self._fail(scan_id, problem_text(record.filename, exc))
+            self._fail(scan_id, f"{record.filename}: {exc.problem_and_fix(WEB_HINTS)}")
         except Exception as exc:  # noqa: BLE001 — a worker must survive anything one file does
             self._fail(scan_id, f"{record.filename}: scan failed ({type(exc).__name__}: {exc})")
         finally:

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from mccscan.io import MammogramError
 from mccscan.scan import probe_file
 from mccscan.web.deps import DoneDep, JobsDep, RecordDep, SettingsDep, StoreDep
-from mccscan.web.jobs import QueueFull, problem_text
+from mccscan.web.jobs import WEB_HINTS, QueueFull
 from mccscan.web.schemas import ERROR_RESPONSES, ScanDetail, ScanSummary
 
 router = APIRouter(prefix="/api/scans", tags=["scans"])
@@ -49,7 +49,7 @@ def create_scan(settings: SettingsDep, store: StoreDep, jobs: JobsDep,
         jobs.submit(record.id)
     except MammogramError as exc:
         store.delete(record.id)
-        raise HTTPException(HTTP_STATUS.get(exc.reason, 422), problem_text(filename, exc)) from exc
+        raise HTTPException(HTTP_STATUS.get(exc.reason, 422), f"{filename}: {exc.problem_and_fix(WEB_HINTS)}") from exc
     except QueueFull as exc:
         store.delete(record.id)
         raise HTTPException(503, str(exc)) from exc
