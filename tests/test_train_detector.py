@@ -126,6 +126,16 @@ def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path, monkeypat
     td.train_detector(tmp_path / "killed", DetectorTrainConfig(**{**config.__dict__, "seed": 1}), progress=False)
     assert "belongs to a different configuration" in capsys.readouterr().out
 
+    def no_data(*args):
+        raise AssertionError("drew its data again")
+
+    monkeypatch.setattr(td, "phantom_samples", no_data)  # a finished run, rerun as it was, does nothing
+    assert td.train_detector(tmp_path / "whole", config, progress=False) == whole.card
+    assert "nothing to do" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="drew its data"):  # another MC floor: its operating point is chosen again
+        td.train_detector(tmp_path / "whole", DetectorTrainConfig(**{**config.__dict__, "mc_floor": 0.7}),
+                          progress=False)
+
 
 def test_candidates_on_benign_lookalikes_become_repeated_negatives():
     import numpy as np

@@ -51,11 +51,11 @@ ISOLATED_STREAM = 1  # seeds the lone MCs' own random stream with (seed, film, d
 
 
 @dataclass
-class DetectorTrainConfig:
-    train_phantoms: int = 60
+class DetectorTrainConfig:  # the defaults are the shipped weights' recipe (give --tissue and --tissue-spacing)
+    train_phantoms: int = 80
     val_phantoms: int = 20
-    negatives_per_image: int = 1500  # candidates that are no MC, half at random, half the brightest
-    epochs: int = 20
+    negatives_per_image: int = 2000  # candidates that are no MC, half at random, half the brightest
+    epochs: int = 16
     batch_size: int = 256
     learning_rate: float = 1e-3
     cosine_lr: bool = True  # decay the learning rate to 0 along a cosine over the run, batch by batch
@@ -64,7 +64,7 @@ class DetectorTrainConfig:
     acquisition: bool = True  # random pixel size, detector and contrast curve per image
     tissue: tuple[str, ...] = ()  # real mammograms (files or folders) to insert phantom clusters into
     tissue_spacing_mm: float | None = None  # their pixel spacing when the files lack one
-    tissue_draws: int = 4  # insertions (1–3 clusters each) per real mammogram
+    tissue_draws: int = 12  # insertions (1–3 clusters each) per real mammogram
     tissue_isolated: int = 0  # lone MCs or pairs put into each insertion too, the specks beside them hard negatives
     isolated_repeats: int = 1  # how many times each of those hard negatives counts
     candidate_snr: float = CANDIDATE_SNR  # the candidate stage's threshold, in training and in the scans
@@ -179,6 +179,11 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     check_operating_point_settings(config.operating_point_spacings_mm, config.mc_floor)
     tissue_files = image_files(config.tissue)  # a missing folder fails now, not after the phantoms
     out_dir = Path(out_dir)
+    done = finished_card(out_dir, config)
+    if done is not None:
+        print(f"{out_dir / 'mc.pt'}: already trained with these settings, operating point chosen; nothing to do",
+              flush=True)
+        return done
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -269,6 +274,23 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     atomic_write_text(card_path(out_dir / "mc.pt"), json.dumps(card, indent=2) + "\n")
     return choose_operating_point(out_dir / "mc.pt", config.val_phantoms, config.operating_point_spacings_mm,
                                   mc_floor=config.mc_floor, progress=progress, command=command)
+
+
+def finished_card(out_dir: Path, config: DetectorTrainConfig) -> dict | None:
+    """The card of the run in `out_dir` when it trained every epoch of `config` and chose its
+    operating point with `config`'s settings, so that rerunning a finished command (a script
+    over many runs) costs nothing; None otherwise."""
+    last, card_file = out_dir / "last.pt", card_path(out_dir / "mc.pt")
+    if not (last.is_file() and card_file.is_file()):
+        return None
+    state = load_checkpoint(last)
+    saved = {**asdict(DetectorTrainConfig()), **state["config"]}
+    card = json.loads(card_file.read_text())
+    point = card.get("operating_point", {})
+    chosen_alike = (point.get("mc_floor") == config.mc_floor and "cluster_threshold" in point and
+                    point.get("validation", {}).get("pixel_spacings_mm") == list(config.operating_point_spacings_mm))
+    trained = training_settings(saved) == training_settings(asdict(config)) and state["epoch"] + 1 == config.epochs
+    return card if trained and chosen_alike else None
 
 
 def training_settings(config: dict) -> dict:
