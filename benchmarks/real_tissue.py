@@ -26,10 +26,12 @@ Three measurements per detector:
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
+from mccscan.atomic import atomic_write_text
 from mccscan.clusters import MATCH_MARGIN_MM
 from mccscan.datasets.cbis_ddsm import DDSM_PIXEL_SPACING_MM
 from mccscan.datasets.phantom import insert_clusters, insert_isolated
@@ -69,6 +71,76 @@ def isolated_draws(image: np.ndarray, breast: np.ndarray, index: int, inserts: i
         yield draw, *insert_isolated(image, breast, np.random.default_rng((index, draw, 1)), ISOLATED_SITES_PER_DRAW)
 
 
+def measure(loaded, paths: list[Path], images: list[np.ndarray], inserts: int, bootstrap: int,
+            signal_snr: dict) -> dict:
+    """The three measurements of one detector on these films (see the docstring), as a dict.
+    `signal_snr` caches each inserted cluster's third MC in noise units by (film, draw): it is
+    the same for every detector."""
+    threshold = default_threshold(loaded)
+    margin_px = MATCH_MARGIN_MM / SCAN_PIXEL_SPACING_MM
+    edge_px = 10 / SCAN_PIXEL_SPACING_MM
+    bare, at_edge, film_clusters = [], 0, []
+    for image in images:
+        result = scan_image(image, loaded)
+        film_clusters.append([(c.x, c.y, c.score) for c in result.clusters])
+        bare.append(len(result.findings))
+        rows, cols = image.shape
+        at_edge += sum(min(c.x, c.y, cols - 1 - c.x, rows - 1 - c.y) < edge_px for c in result.findings)
+    inserted = []
+    for k, image in enumerate(images):
+        breast = breast_mask(image)
+        for draw, tissue, mcs, clusters in inserted_draws(image, breast, k, inserts):
+            if (k, draw) not in signal_snr:
+                signal_snr[k, draw] = cluster_signal_snr(tissue, image, breast, mcs, clusters)
+            found = scan_image(tissue, loaded).clusters
+            inserted.append(ImageClusters(f"{paths[k].name}-{draw}", [(c.x, c.y, c.score) for c in found],
+                                          [c.outline for c in clusters], margin_px,
+                                          truth_contrast=cluster_contrast(mcs, clusters),
+                                          truth_signal_snr=signal_snr[k, draw]))
+    froc = cluster_froc(inserted, n_bootstrap=bootstrap)
+    found, false, total = cluster_counts(inserted, threshold)
+    at_target = operating_point(froc, TARGET_FP_PER_IMAGE)
+    lone, on_bare, lone_false = [], [], 0  # films with isolated sites inserted; the same sites on the bare films
+    for k, image in enumerate(images):
+        for draw, tissue, mcs in isolated_draws(image, breast_mask(image), k, inserts):
+            sites = isolated_sites([(m.x, m.y) for m in mcs])
+            found_lone = [(c.x, c.y, c.score) for c in scan_image(tissue, loaded).clusters]
+            lone.append(ImageClusters(f"{paths[k].name}-isolated-{draw}", found_lone, [], margin_px, sites))
+            lone_false += sum(score >= threshold for *_, score in found_lone)
+            on_bare.append(ImageClusters(f"{paths[k].name}-{draw}", film_clusters[k], [], margin_px, sites))
+    return {
+        "threshold": threshold, "films": len(images),
+        "bare": {"clusters_per_film": float(np.mean(bare)), "per_film": bare, "at_edge": int(at_edge)},
+        "inserted": {"sensitivity_at_fp": froc["sensitivity_at_fp"],
+                     "operating_point": {"found": found, "clusters": total, "fp_per_image": false / len(inserted),
+                                         "by_contrast": found_by_contrast(inserted, threshold)},
+                     "at_target": {"fp_per_image": TARGET_FP_PER_IMAGE, "threshold": at_target,
+                                   "by_contrast": found_by_contrast(inserted, at_target),
+                                   "above_noise": found_above_noise(inserted, at_target)}},
+        "isolated": {**isolated_site_rate(lone, threshold, SITE_RADIUS_PX),
+                     "before": isolated_site_rate(on_bare, threshold, SITE_RADIUS_PX)["with_a_cluster"],
+                     "clusters_per_film": lone_false / len(lone)},
+    }
+
+
+def print_rows(name: str, m: dict) -> None:
+    """`measure`'s figures as the table row and two lines below it."""
+    bare, ins, iso = m["bare"], m["inserted"], m["isolated"]
+    at = " / ".join(f"{v['value']:.2f} ({v['ci95'][0]:.2f}–{v['ci95'][1]:.2f})"
+                    for v in ins["sensitivity_at_fp"].values())
+    op, target = ins["operating_point"], ins["at_target"]
+    print(f"| {name} | {bare['clusters_per_film']:.2f} ({min(bare['per_film'])}–{max(bare['per_film'])}; "
+          f"{bare['at_edge']} of {sum(bare['per_film'])}) | {at} | {op['found']}/{op['clusters']} found "
+          f"({by_contrast_text(op['by_contrast'])}), {op['fp_per_image']:.2f} FP/image "
+          f"(score ≥ {m['threshold']:.3f}) |", flush=True)
+    print(f"  at {target['fp_per_image']} FP/image: {by_contrast_text(target['by_contrast'])}; "
+          f"{above_noise_text(target['above_noise'])}", flush=True)
+    print(f"  isolated 1–2-MC sites inserted ({ISOLATED_SITES_PER_DRAW} per film, no cluster) with a cluster at "
+          f"its operating point: {iso['with_a_cluster']}/{iso['sites']} ({iso['before']} of these "
+          f"places had one on the film without them); {iso['clusters_per_film']:.2f} clusters per film with them",
+          flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="folder with the DICOMs (searched recursively)")
@@ -76,64 +148,25 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--weights", nargs="+", type=Path,
                         help="weights files to measure (default: the shipped detectors)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here, by detector")
     args = parser.parse_args()
     paths, images = read_films(args.root)
     if not paths:
         parser.error(f"{args.root}: no DICOM in it (fetch the films as the docstring says)")
     print(f"{len(paths)} mammograms from {args.root}, read at {DDSM_PIXEL_SPACING_MM} mm → 70 µm "
           f"({images[0].shape[1]}×{images[0].shape[0]} px for the first)")
-    margin_px = MATCH_MARGIN_MM / SCAN_PIXEL_SPACING_MM
     print("\n| detector | reported clusters per image, tissue as it is (range; within 1 cm of the image edge) "
           "| inserted-cluster sensitivity at " + " / ".join(f"{f}" for f in FROC_FP_RATES)
           + " FP/image (95% CI) | at its operating point |")
     print("|---|---|---|---|")
-    edge_px = 10 / SCAN_PIXEL_SPACING_MM
-    signal_snr = {}  # (film, draw) → each inserted cluster's 3rd MC alone in noise units: the same for every detector
+    signal_snr, results = {}, {}
     for name in args.weights or DETECTORS:
         loaded = load_model(name) if args.weights else load_detector(name)
-        threshold = default_threshold(loaded)
-        raw, at_edge, film_clusters = [], 0, []
-        for image in images:
-            result = scan_image(image, loaded)
-            film_clusters.append([(c.x, c.y, c.score) for c in result.clusters])
-            findings = result.findings
-            raw.append(len(findings))
-            rows, cols = image.shape
-            at_edge += sum(min(c.x, c.y, cols - 1 - c.x, rows - 1 - c.y) < edge_px for c in findings)
-        inserted = []
-        for k, image in enumerate(images):
-            breast = breast_mask(image)
-            for draw, tissue, mcs, clusters in inserted_draws(image, breast, k, args.inserts):
-                if (k, draw) not in signal_snr:
-                    signal_snr[k, draw] = cluster_signal_snr(tissue, image, breast, mcs, clusters)
-                found = scan_image(tissue, loaded).clusters
-                inserted.append(ImageClusters(f"{paths[k].name}-{draw}", [(c.x, c.y, c.score) for c in found],
-                                              [c.outline for c in clusters], margin_px,
-                                              truth_contrast=cluster_contrast(mcs, clusters),
-                                              truth_signal_snr=signal_snr[k, draw]))
-        froc = cluster_froc(inserted, n_bootstrap=args.bootstrap)
-        found, false, total = cluster_counts(inserted, threshold)
-        at_target = operating_point(froc, TARGET_FP_PER_IMAGE)
-        at = " / ".join(f"{v['value']:.2f} ({v['ci95'][0]:.2f}–{v['ci95'][1]:.2f})"
-                        for v in froc["sensitivity_at_fp"].values())
-        print(f"| {name} | {np.mean(raw):.2f} ({min(raw)}–{max(raw)}; {at_edge} of {sum(raw)}) | {at} | "
-              f"{found}/{total} found ({by_contrast_text(found_by_contrast(inserted, threshold))}), "
-              f"{false / len(inserted):.2f} FP/image (score ≥ {threshold:.3f}) |", flush=True)
-        print(f"  at {TARGET_FP_PER_IMAGE} FP/image: {by_contrast_text(found_by_contrast(inserted, at_target))}; "
-              f"{above_noise_text(found_above_noise(inserted, at_target))}", flush=True)
-        lone, bare = [], []  # the films with isolated sites inserted; the same sites on the films as they are
-        for k, image in enumerate(images):
-            for draw, tissue, mcs in isolated_draws(image, breast_mask(image), k, args.inserts):
-                sites = isolated_sites([(m.x, m.y) for m in mcs])
-                found = [(c.x, c.y, c.score) for c in scan_image(tissue, loaded).clusters]
-                lone.append(ImageClusters(f"{paths[k].name}-isolated-{draw}", found, [], margin_px, sites))
-                bare.append(ImageClusters(f"{paths[k].name}-{draw}", film_clusters[k], [], margin_px, sites))
-        rate, before = (isolated_site_rate(ims, threshold, SITE_RADIUS_PX) for ims in (lone, bare))
-        false = sum(int((im.detections[:, 2] >= threshold).sum()) for im in lone)
-        print(f"  isolated 1–2-MC sites inserted ({ISOLATED_SITES_PER_DRAW} per film, no cluster) with a cluster at "
-              f"its operating point: {rate['with_a_cluster']}/{rate['sites']} ({before['with_a_cluster']} of these "
-              f"places had one on the film without them); {false / len(lone):.2f} clusters per film with them",
-              flush=True)
+        results[str(name)] = measure(loaded, paths, images, args.inserts, args.bootstrap, signal_snr)
+        print_rows(str(name), results[str(name)])
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"root": str(args.root), "inserts": args.inserts,
+                                                 "detectors": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
