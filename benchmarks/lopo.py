@@ -40,8 +40,6 @@ from mccscan.metrics import FROC_FP_RATES
 HERE = Path(__file__).resolve().parent
 INSERTS = 4  # insertion draws per held-out film (2 clusters each): 32 clusters per patient of 4 films
 TISSUE_BOOTSTRAP, PHANTOM_BOOTSTRAP, PHANTOMS = 500, 200, 50
-COUNTS = ("films at 1: above the noise", "films at 1: under", "lone MCs on film → cluster", "lone MCs on phantoms",
-          "lookalikes")  # the summary's columns that count clusters or sites
 
 
 def patients(root: Path) -> list[Path]:
@@ -78,44 +76,50 @@ def fold(run: Path, held: Path, others: list[Path], seed: int, train_args: list[
     return {"tissue": tissue, "phantoms": phantoms}
 
 
-def figures(result: dict) -> dict:
-    """The summary's numbers of one fold: held-out films, then phantoms."""
+def figures(result: dict) -> tuple[dict, dict]:
+    """The summary's numbers of one fold (held-out films, then phantoms), and the totals its
+    counts are out of."""
     tissue, phantoms = result["tissue"], result["phantoms"]
-    above = tissue["inserted"]["at_target"]["above_noise"]
-    return {
-        "bare films: false clusters per film": tissue["bare"]["clusters_per_film"],
-        **{f"films at {f}": tissue["inserted"]["sensitivity_at_fp"][str(f)]["value"] for f in FROC_FP_RATES},
-        "films at 1: above the noise": above["above"]["found"], "films at 1: under": above["below"]["found"],
-        "lone MCs on film → cluster": tissue["isolated"]["with_a_cluster"],
-        **{f"phantoms at {f}": phantoms["sensitivity_at_fp"][str(f)]["value"] for f in FROC_FP_RATES},
-        "lone MCs on phantoms": phantoms["isolated_sites"]["with_a_cluster"],
+    noise = tissue["inserted"]["at_target"]["above_noise"]
+    film_counts = {"at 1: above the noise": noise["above"], "at 1: under": noise["below"]}
+    values = {
+        "false per bare film": tissue["bare"]["clusters_per_film"],
+        **{f"film {f:g}": tissue["inserted"]["sensitivity_at_fp"][str(f)]["value"] for f in FROC_FP_RATES},
+        **{k: v["found"] for k, v in film_counts.items()},
+        "lone MCs (film)": tissue["isolated"]["with_a_cluster"],
+        **{f"phantoms {f:g}": phantoms["sensitivity_at_fp"][str(f)]["value"] for f in FROC_FP_RATES},
+        "lone MCs (phantoms)": phantoms["isolated_sites"]["with_a_cluster"],
         "lookalikes": phantoms["lookalike_sites"]["with_a_cluster"],
         "operating point": tissue["threshold"],
     }
+    totals = {**{k: v["clusters"] for k, v in film_counts.items()}, "lone MCs (film)": tissue["isolated"]["sites"],
+              "lone MCs (phantoms)": phantoms["isolated_sites"]["sites"],
+              "lookalikes": phantoms["lookalike_sites"]["sites"]}
+    return values, totals
 
 
-def summary(name: str, rows: dict[tuple[str, int], dict]) -> str:
+def summary(name: str, rows: dict[tuple[str, int], tuple[dict, dict]]) -> str:
     """Markdown: a row per (patient, seed), then each patient's median over seeds."""
-    columns = list(next(iter(rows.values())))
+    columns = list(next(iter(rows.values()))[0])
     out = [f"## {name}: leave one patient out", "",
            "| held out | seed | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
 
-    def cells(values: dict) -> str:
-        return " | ".join(f"{v:g}" if k in COUNTS else f"{v:.3f}" if k == "operating point" else f"{v:.2f}"
-                          for k, v in values.items())
+    def cells(values: dict, totals: dict) -> str:
+        return " | ".join(f"{v:g}/{totals[k]}" if k in totals else f"{v:.3f}" if k == "operating point" else
+                          f"{v:.2f}" for k, v in values.items())
 
     for patient in dict.fromkeys(p for p, _ in rows):
         seeds = sorted(s for p, s in rows if p == patient)
         for seed in seeds:
-            out.append(f"| {patient} | {seed} | {cells(rows[patient, seed])} |")
+            out.append(f"| {patient} | {seed} | {cells(*rows[patient, seed])} |")
         if len(seeds) > 1:
-            median = {k: float(np.median([rows[patient, s][k] for s in seeds])) for k in columns}
-            out.append(f"| **{patient}** | median of {len(seeds)} | {cells(median)} |")
-    under = "sensitivity at 0.25 / 0.5 / 1 / 2 false clusters per image"
-    out += ["", f"Films: the held-out patient's, {INSERTS} draws of 2 inserted clusters each; {under}. Above / "
-            "under the noise: clusters found at 1 FP/image whose 3rd MC stands ≥ 3 noise units above the film, or "
-            f"not. Lone MCs: sites of 1–2 inserted MCs that make a cluster, of 8 per film and draw on film and of "
-            f"602 on {PHANTOMS} phantoms; lookalikes of 208."]
+            median = {k: float(np.median([rows[patient, s][0][k] for s in seeds])) for k in columns}
+            out.append(f"| **{patient}** | median of {len(seeds)} | {cells(median, rows[patient, seeds[0]][1])} |")
+    out += ["", f"film F / phantoms F: sensitivity at F false clusters per image on the held-out patient's films "
+            f"({INSERTS} draws of 2 inserted clusters each) / on {PHANTOMS} unseen phantoms. At 1: above / under: "
+            "clusters found at 1 FP/image among those whose 3rd MC stands ≥ 3 noise units above the film, and among "
+            "the others. Lone MCs: sites of 1–2 inserted MCs (8 per film and draw; the phantoms' own) that make a "
+            "cluster at the operating point; lookalikes: benign calcifications that do."]
     return "\n".join(out) + "\n"
 
 

@@ -21,6 +21,8 @@ Three measurements per detector:
 - isolated single and paired MCs (the phantom's distractors, as bright as cluster MCs)
   inserted into the same films without any cluster, `--inserts` draws of 8 per film: the
   share of these sites that the detector turns into a cluster at its operating point.
+
+`--json FILE` also writes every figure, by detector (`benchmarks/lopo.py` reads it).
 """
 
 from __future__ import annotations
