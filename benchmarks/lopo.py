@@ -28,6 +28,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,6 +45,8 @@ TISSUE_BOOTSTRAP, PHANTOM_BOOTSTRAP, PHANTOMS = 500, 200, 50
 
 def patients(root: Path) -> list[Path]:
     """The subfolders of `root` that hold DICOMs: one patient each."""
+    if not root.is_dir():
+        raise SystemExit(f"{root}: not a folder (fetch the films as the docstring says)")
     found = sorted(d for d in root.iterdir() if d.is_dir() and next(d.rglob("*.dcm"), None))
     if len(found) < 2:
         raise SystemExit(f"{root}: leaving one patient out needs ≥ 2 subfolders with DICOMs, found {len(found)}")
@@ -52,9 +55,12 @@ def patients(root: Path) -> list[Path]:
 
 def run_step(command: list[str], log: Path, env: dict) -> None:
     """One step of a fold, its output in `log`; a failure stops the run and names the log."""
+    print(f"{log.parent}: {log.stem} … (log: {log})", flush=True)
+    start = time.perf_counter()
     with open(log, "a") as fh:  # a rerun adds to what the last one said
         if subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode:
             raise SystemExit(f"{' '.join(command[:4])} … failed; see {log}")
+    print(f"{log.parent}: {log.stem} done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
 
 
 def fold(run: Path, held: Path, others: list[Path], seed: int, train_args: list[str], env: dict) -> dict:
@@ -145,7 +151,11 @@ def main() -> None:
           f"{args.jobs} at once on {env['OMP_NUM_THREADS']} thread(s) each → {args.out / args.name}", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {key: pool.submit(fold, *task, shlex.split(args.train_args), env) for key, task in tasks.items()}
-        rows = {key: figures(future.result()) for key, future in futures.items()}
+        try:
+            rows = {key: figures(future.result()) for key, future in futures.items()}
+        except BaseException:  # a failed step or ^C: start no further fold
+            pool.shutdown(cancel_futures=True)
+            raise
     table = summary(f"{args.name} ({args.train_args or 'the shipped recipe'})", rows)
     atomic_write_text(args.out / args.name / "summary.md", table)
     print(table)
