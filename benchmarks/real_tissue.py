@@ -111,7 +111,7 @@ def measure(loaded, paths: list[Path], images: list[np.ndarray], inserts: int, b
             lone_false += sum(score >= threshold for *_, score in found_lone)
             on_bare.append(ImageClusters(f"{paths[k].name}-{draw}", film_clusters[k], [], margin_px, sites))
     return {
-        "threshold": threshold, "films": len(images),
+        "sha256": loaded.sha256, "threshold": threshold, "films": len(images),
         "bare": {"clusters_per_film": float(np.mean(bare)), "per_film": bare, "at_edge": int(at_edge)},
         "inserted": {"sensitivity_at_fp": froc["sensitivity_at_fp"],
                      "operating_point": {"found": found, "clusters": total, "fp_per_image": false / len(inserted),

@@ -216,7 +216,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
     last_path = out_dir / "last.pt"
     if last_path.is_file():
         state = load_checkpoint(last_path)
-        saved = {**asdict(DetectorTrainConfig()), **state["config"]}  # settings added since: the defaults it ran with
+        saved = saved_config(state)
         if training_settings({**saved, "epochs": config.epochs}) == training_settings(asdict(config)) and (
                 saved["epochs"] == config.epochs or (not config.cosine_lr and state["epoch"] < config.epochs)):
             model.load_state_dict(state["model"])
@@ -284,13 +284,20 @@ def finished_card(out_dir: Path, config: DetectorTrainConfig) -> dict | None:
     if not (last.is_file() and card_file.is_file()):
         return None
     state = load_checkpoint(last)
-    saved = {**asdict(DetectorTrainConfig()), **state["config"]}
     card = json.loads(card_file.read_text())
     point = card.get("operating_point", {})
+    validation = point.get("validation", {})
     chosen_alike = (point.get("mc_floor") == config.mc_floor and "cluster_threshold" in point and
-                    point.get("validation", {}).get("pixel_spacings_mm") == list(config.operating_point_spacings_mm))
-    trained = training_settings(saved) == training_settings(asdict(config)) and state["epoch"] + 1 == config.epochs
+                    validation.get("phantoms") == config.val_phantoms and
+                    validation.get("pixel_spacings_mm") == list(config.operating_point_spacings_mm))
+    trained = (training_settings(saved_config(state)) == training_settings(asdict(config)) and
+               state["epoch"] + 1 == config.epochs)
     return card if trained and chosen_alike else None
+
+
+def saved_config(state: dict) -> dict:
+    """The config a checkpoint ran with; settings added since take the defaults it ran with."""
+    return {**asdict(DetectorTrainConfig()), **state["config"]}
 
 
 def training_settings(config: dict) -> dict:
