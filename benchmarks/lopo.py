@@ -87,15 +87,18 @@ def fold(run: Path, held: Path, others: list[Path], seed: int, train_args: list[
              run / "train.log", env)
     sha = json.loads(card_path(weights).read_text())["sha256"]
     tissue_json, phantoms_json = run / "tissue.json", run / "phantoms" / "evaluation.json"
-    if measured(tissue_json, sha, "detectors", str(weights)) is None:
+    tissue = measured(tissue_json, sha, "detectors", str(weights))
+    if tissue is None:
         run_step([sys.executable, str(HERE / "real_tissue.py"), str(held), "--weights", str(weights), "--inserts",
                   str(INSERTS), "--bootstrap", str(TISSUE_BOOTSTRAP), "--json", str(tissue_json)],
                  run / "tissue.log", env)
-    if measured(phantoms_json, sha) is None:
+        tissue = measured(tissue_json, sha, "detectors", str(weights))
+    phantoms = measured(phantoms_json, sha)
+    if phantoms is None:
         run_step([sys.executable, "-m", "mccscan", "evaluate", "--weights", str(weights), "--bootstrap",
                   str(PHANTOM_BOOTSTRAP), "--out", str(phantoms_json.parent)], run / "eval.log", env)
-    return {"tissue": measured(tissue_json, sha, "detectors", str(weights)),
-            "phantoms": measured(phantoms_json, sha)["cluster_froc"]}
+        phantoms = measured(phantoms_json, sha)
+    return {"tissue": tissue, "phantoms": phantoms["cluster_froc"]}
 
 
 def figures(result: dict) -> tuple[dict, dict]:

@@ -56,9 +56,13 @@ class MammogramError(MccscanError, ValueError):
         super().__init__(f"{path}: {self.problem_and_fix()}")
 
     def problem_and_fix(self, hints: dict[str, str] | None = None) -> str:
-        """The problem and, where a setting fixes it, how: in the words of `hints`, a front
-        end's (`CLI_HINTS` by default)."""
-        return self.problem + (f"; {(hints or CLI_HINTS)[self.setting]}" if self.setting else "")
+        """The problem and, where a setting fixes it, how (`setting_fix`)."""
+        return self.problem + (f"; {setting_fix(self.setting, hints)}" if self.setting else "")
+
+
+def setting_fix(setting: str, hints: dict[str, str] | None = None) -> str:
+    """How to change `setting`, in the words of `hints`, a front end's (`CLI_HINTS` by default)."""
+    return (hints or CLI_HINTS)[setting]
 
 
 CLI_HINTS = {"pixel_spacing": "give the right one in mm with --pixel-spacing",

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from mccscan.errors import InputError
-from mccscan.io import (CLI_HINTS, DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, MammogramInfo, ScanImage,
-                        load_for_scan, probe_mammogram)
+from mccscan.io import (DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, MammogramInfo, ScanImage,
+                        load_for_scan, probe_mammogram, setting_fix)
 from mccscan.clusters import Cluster
 from mccscan.mcdetect import FIRST_DETECTOR_SETTINGS, detect
 from mccscan.models import MCCNet, MCNet
@@ -394,7 +394,7 @@ def scan_prepared(scan_img: ScanImage, loaded: LoadedModel, *, name: str, hints:
     result.laterality, result.view = scan_img.source.laterality, scan_img.source.view
     if scan_img.spacing_assumed:
         result.warnings.append(f"{name}: no pixel spacing in the file; assumed {SCAN_PIXEL_SPACING_MM} mm "
-                               f"({(hints or CLI_HINTS)['pixel_spacing']} if this is wrong)")
+                               f"({setting_fix('pixel_spacing', hints)} if this is wrong)")
     return result
 
 
