@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from mccscan.clusters import MATCH_MARGIN_MM
 from mccscan.datasets.phantom import make_phantom
-from mccscan.mcdetect import detect, find_candidates, normalised_highpass, on_coarse_object
+from mccscan.mcdetect import detect, find_candidates, normalised_highpass, one_per_coarse_object
 from mccscan.metrics import compare_clusters
 from mccscan.scan import detector_options
 from mccscan.weights import DETECTORS, load_model
@@ -76,19 +77,25 @@ def test_a_specks_snr_does_not_depend_on_the_tissue_around_it_or_the_contrast_cu
         assert fatty > 3 and dense > 3 and 0.7 < fatty / dense < 1.4
 
 
-def test_the_specks_of_a_coarse_calcification_are_not_mcs_and_those_of_mcs_or_on_a_vessel_are():
+def test_three_specks_of_one_coarse_calcification_count_as_one_mc_and_mcs_or_those_on_a_vessel_as_themselves():
     rng = np.random.default_rng(3)
     image = (0.4 + 0.01 * rng.standard_normal((300, 600))).astype(np.float32)
     yy, xx = np.mgrid[:300, :600]
-    coarse = np.hypot((xx - 100) / 12, (yy - 150) / 8) <= 1  # 1.7 × 1.1 mm, mottled inside
-    image[coarse] += (0.15 + 0.05 * rng.standard_normal(coarse.sum())).astype(np.float32)
-    image += 0.12 * np.exp(-0.5 * np.hypot(xx - 300, yy - 150) ** 2 / 2.0 ** 2)  # an MC, 0.3 mm at half its contrast
-    image[145:155, 400:600] += 0.15  # a 0.7 mm vessel, brighter than half the MC on it …
-    image += 0.12 * np.exp(-0.5 * np.hypot(xx - 500, yy - 150) ** 2 / 2.0 ** 2)  # … with an MC on it
-    points = np.array([(96, 148), (108, 153), (100, 150), (300, 150), (500, 150)], float)
-    assert on_coarse_object(image, points).tolist() == [True, True, True, False, False]
-    assert on_coarse_object(image, points, coarse_mm=2.0).tolist() == [False] * 5  # 1.2 mm across: not 2 mm
-    assert on_coarse_object(image, points[:1], pixel_spacing_mm=0.035).tolist() == [False]  # 0.6 mm at 35 µm
+    coarse = np.hypot((xx - 100) / 12, (yy - 150) / 8) <= 1  # 1.7 × 1.1 mm, mottled inside …
+    coarse |= np.hypot((xx - 200) / 12, (yy - 150) / 8) <= 1  # … and another, where only 2 specks pass for MCs
+    mottle = ndimage.gaussian_filter(rng.standard_normal(image.shape), 1.5)
+    image += ndimage.gaussian_filter(coarse * (0.15 + 0.1 * mottle), 0.8).astype(np.float32)
+    for x in (300, 309):  # two MCs 0.6 mm apart, 0.3 mm at half their contrast
+        image += 0.12 * np.exp(-0.5 * np.hypot(xx - x, yy - 150) ** 2 / 2.0 ** 2)
+    image[145:155, 400:600] += 0.15  # a 0.7 mm vessel, brighter than the faint MCs on it
+    for x in (500, 509, 518):
+        image += 0.04 * np.exp(-0.5 * np.hypot(xx - x, yy - 150) ** 2 / 2.0 ** 2)
+    points = np.array([(96, 148), (108, 153), (100, 150), (196, 148), (204, 152), (300, 150), (309, 150),
+                       (500, 150), (509, 150), (518, 150)], float)
+    scores = np.array([0.9, 0.95, 0.99, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    assert one_per_coarse_object(image, points, scores).tolist() == [False, False, True] + [True] * 7
+    assert one_per_coarse_object(image, points, scores, coarse_mm=2.0).all()  # 1.2 mm across: not 2 mm
+    assert one_per_coarse_object(image, points[:3], scores[:3], pixel_spacing_mm=0.035).all()  # 0.6 mm at 35 µm
 
 
 def test_a_background_narrower_than_the_fine_mean_is_refused():

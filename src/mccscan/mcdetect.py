@@ -9,9 +9,9 @@ then group the MCs by the clinical rule (≥ 3 within 1 cm², `mccscan.clusters`
    nothing and were all trained on `FIRST_DETECTOR_SETTINGS`.
 2. Each candidate's 27×27 patch of that normalised image goes through `MCNet` → P(MC)
    (with a context tower, also the 27·K px square around it, pooled K×K).
-3. MCs at P ≥ `mc_floor` that lie on a coarse calcification (a compact bright object at
-   least `coarse_mm` across, which the high-pass splits into specks) are dropped;
-   the others are grouped; a group with ≥ 3 MCs in some 1 cm² square is a
+3. Three or more MCs at P ≥ `mc_floor` on one coarse calcification (a compact bright
+   object at least `coarse_mm` across, which the high-pass splits into specks) count as
+   one; the MCs are grouped; a group with ≥ 3 MCs in some 1 cm² square is a
    cluster, scored by the 3rd-best MC of its best square centimetre, so a cluster at
    operating point t has ≥ 3 MCs at P ≥ t within 1 cm².
 
@@ -29,13 +29,14 @@ import torch
 from scipy import ndimage
 from torch.nn import functional as F
 
-from mccscan.clusters import MC, Cluster, find_clusters
+from mccscan.clusters import MC, MIN_MCS, Cluster, find_clusters
 from mccscan.models import MCNet
 
 CANDIDATE_SNR = 3.0  # a speck this many noise units above its surroundings is worth a look
 WIDE_SIGMA_PX = 3.0  # the background the high-pass removes: close, so faint specks in texture stand out
 MC_FLOOR = 0.8  # candidates at P(MC) ≥ this are the MCs clusters are built from (0.5 let texture specks in)
-COARSE_MM = 1.0  # a calcification this wide (half its contrast) is coarse, benign: its specks are not MCs
+COARSE_MM = 1.0  # a calcification this wide (at half its contrast) is coarse, benign: its specks are one MC
+COARSE_CORE = 0.75  # … those of its specks joined to the best one above this share of its contrast
 COARSE_RING_MM = (1.5, 2.1)  # the background of an MC's object: the median of this ring around it
 FIRST_DETECTOR_SETTINGS = {"mc_floor": 0.5, "candidate_snr": 3.5, "wide_sigma_px": 6.0}  # of cards that name none
 
@@ -207,30 +208,50 @@ def score_candidates(model: MCNet, patches: np.ndarray, batch_size: int = 256) -
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def on_coarse_object(image: np.ndarray, xy: np.ndarray, *, pixel_spacing_mm: float = 0.07,
-                     coarse_mm: float = COARSE_MM) -> np.ndarray:
-    """Which points (x, y) lie on a coarse calcification: the connected region around the
-    point brighter than half its contrast over the ring `COARSE_RING_MM` around it is
-    ≥ `coarse_mm` in equivalent diameter and lies inside that ring. Such a calcification
-    (> 1 mm, e.g. a dystrophic or oil-cyst one) is benign, and the high-pass, made for
-    specks, turns its edge and mottled inside into many. A region reaching the ring (a
-    vessel, a ligament, a larger popcorn calcification) decides nothing."""
+def one_per_coarse_object(image: np.ndarray, xy: np.ndarray, scores: np.ndarray, *, pixel_spacing_mm: float = 0.07,
+                          coarse_mm: float = COARSE_MM) -> np.ndarray:
+    """Which points (x, y) to keep so that a coarse calcification is one MC, not a cluster.
+
+    A coarse calcification (over 1 mm: dystrophic, an oil cyst's) is benign, but the
+    high-pass, made for specks, splits its bright, mottled inside into several that the
+    network scores as MCs. Around each point, best score first: its object is the connected
+    region brighter than half its contrast over the median of the ring `COARSE_RING_MM`;
+    when that is ≥ `coarse_mm` in equivalent diameter and does not reach the ring (a
+    vessel, a ligament, a larger popcorn calcification decide nothing), the points joined
+    to it above `COARSE_CORE` of its contrast count as one when they are ≥ `MIN_MCS`, so
+    many that the object alone would pass for a cluster. Neighbouring MCs of a real
+    cluster, blurred together at a coarse pixel size, rarely join that high; a large MC
+    stays an MC."""
+    xy = np.round(np.asarray(xy, np.float64).reshape(-1, 2)).astype(int)
     r_in, r_out = (int(round(r / pixel_spacing_mm)) for r in COARSE_RING_MM)
     yy, xx = np.mgrid[-r_out:r_out + 1, -r_out:r_out + 1]
     ring = (np.hypot(yy, xx) >= r_in) & (np.hypot(yy, xx) <= r_out)
     min_area_px = np.pi * (coarse_mm / pixel_spacing_mm / 2) ** 2
-    coarse = np.zeros(len(xy), bool)
-    for k, (x, y) in enumerate(np.round(np.asarray(xy, np.float64).reshape(-1, 2)).astype(int)):
-        if not (r_out <= y < image.shape[0] - r_out and r_out <= x < image.shape[1] - r_out):
+    keep = np.ones(len(xy), bool)
+    for k in np.argsort(-np.asarray(scores), kind="stable"):
+        x, y = xy[k]
+        if not keep[k] or not (r_out <= y < image.shape[0] - r_out and r_out <= x < image.shape[1] - r_out):
             continue
         window = image[y - r_out:y + r_out + 1, x - r_out:x + r_out + 1]
         background = float(np.median(window[ring]))
         centre = window[r_out - 1:r_out + 2, r_out - 1:r_out + 2]
         py, px = np.unravel_index(np.argmax(centre), centre.shape)
-        labels, _ = ndimage.label(window > (background + float(centre[py, px])) / 2)
-        region = labels == labels[r_out - 1 + py, r_out - 1 + px]
-        coarse[k] = region.sum() >= min_area_px and not (region & ring).any()
-    return coarse
+        contrast = float(centre[py, px]) - background
+
+        def joined(level: float) -> np.ndarray:
+            labels, _ = ndimage.label(window > background + level * contrast)
+            return labels == labels[r_out - 1 + py, r_out - 1 + px]
+
+        region = joined(0.5)
+        if region.sum() < min_area_px or (region & ring).any():
+            continue
+        dx, dy = (xy - (x, y)).T
+        same = keep & (np.abs(dx) <= r_out) & (np.abs(dy) <= r_out)
+        same[same] = joined(COARSE_CORE)[dy[same] + r_out, dx[same] + r_out]
+        if same.sum() >= MIN_MCS:
+            keep[same] = False
+            keep[k] = True
+    return keep
 
 
 @dataclass
@@ -243,12 +264,13 @@ class Detection:
 def detect(model: MCNet, image: np.ndarray, breast: np.ndarray, *, mc_floor: float = MC_FLOOR,
            candidate_snr: float = CANDIDATE_SNR, wide_sigma_px: float = WIDE_SIGMA_PX,
            coarse_mm: float = COARSE_MM, pixel_spacing_mm: float = 0.07) -> Detection:
-    """MCs and clusters of a 70 µm image (`coarse_mm` 0: no MC is dropped as coarse)."""
+    """MCs and clusters of a 70 µm image (`coarse_mm` 0: every speck of a coarse calcification counts)."""
     cands = find_candidates(image, breast, patch_px=model.config.patch_px, snr=candidate_snr,
                             wide_sigma_px=wide_sigma_px, context_pool=model.config.context_pool)
     p = score_candidates(model, cands.patches)
     keep = p >= mc_floor
     if coarse_mm:
-        keep[keep] = ~on_coarse_object(image, cands.xy[keep], pixel_spacing_mm=pixel_spacing_mm, coarse_mm=coarse_mm)
+        keep[keep] = one_per_coarse_object(image, cands.xy[keep], p[keep], pixel_spacing_mm=pixel_spacing_mm,
+                                           coarse_mm=coarse_mm)
     mcs = [MC(float(x), float(y), round(float(s), 4)) for (x, y), s in zip(cands.xy[keep], p[keep])]
     return Detection(mcs, find_clusters(mcs, pixel_spacing_mm=pixel_spacing_mm), len(p))
