@@ -223,18 +223,20 @@ def test_every_compressed_transfer_syntax_gives_the_same_clusters(tmp_path):
         assert_same_clusters(found, reference, name)
 
 
-def test_weights_whose_card_names_no_detector_settings_scan_with_the_first_ones():
-    from mccscan.mcdetect import FIRST_DETECTOR_SETTINGS
-    from mccscan.models import MCNet
+def test_weights_whose_card_names_no_detector_settings_scan_with_the_first_ones_and_todays_coarse_rule():
+    from mccscan.mcdetect import COARSE_MM, FIRST_DETECTOR_SETTINGS
+    from mccscan.models import MCCNet, MCNet
     from mccscan.scan import detector_options
 
-    def options(point):
-        return detector_options(LoadedModel(MCNet(), "mc", "", {"operating_point": point}))
+    def options(point, model=MCNet()):
+        return detector_options(LoadedModel(model, "mc", "", {"operating_point": point}))
 
-    assert options({}) == FIRST_DETECTOR_SETTINGS == {"mc_floor": 0.5, "candidate_snr": 3.5, "wide_sigma_px": 6.0}
-    assert options({"mc_floor": 0.5, "candidate_snr": 3.5}) == FIRST_DETECTOR_SETTINGS
-    assert options({"mc_floor": 0.8, "candidate_snr": 3.0, "wide_sigma_px": 3.0}) == {
-        "mc_floor": 0.8, "candidate_snr": 3.0, "wide_sigma_px": 3.0}
+    first = {**FIRST_DETECTOR_SETTINGS, "coarse_mm": COARSE_MM}
+    assert options({}) == first == {"mc_floor": 0.5, "candidate_snr": 3.5, "wide_sigma_px": 6.0, "coarse_mm": 1.0}
+    assert options({"mc_floor": 0.5, "candidate_snr": 3.5}) == first
+    assert options({"mc_floor": 0.8, "candidate_snr": 3.0, "wide_sigma_px": 3.0, "coarse_mm": 0}) == {
+        "mc_floor": 0.8, "candidate_snr": 3.0, "wide_sigma_px": 3.0, "coarse_mm": 0}
+    assert options({"mc_floor": 0.8}, MCCNet()) == {}  # the paper's net on tiles has none
 
 
 def test_out_of_range_fraction_or_threshold_is_refused(small_phantom, random_model):

@@ -65,7 +65,8 @@ def test_the_candidate_stage_it_was_trained_on_is_the_one_its_scans_use(tmp_path
     validation = loaded.card["operating_point"]["validation"]
     assert validation["pixel_spacings_mm"] == [0.07, 0.14] and validation["images"] == 2  # 1 phantom at each
     assert loaded.model.config.channels == (8, 8, 16, 16)
-    assert detector_options(loaded) == {"mc_floor": 0.7, "candidate_snr": 3.0, "wide_sigma_px": 3.0}
+    assert detector_options(loaded) == {"mc_floor": 0.7, "candidate_snr": 3.0, "wide_sigma_px": 3.0, "coarse_mm": 1.0}
+    assert loaded.card["operating_point"]["coarse_mm"] == 1.0  # the rule its operating point was chosen with
     assert loaded.card["train_config"]["cosine_lr"] is True
     card = json.loads((out / "mc.json").read_text())  # shaped like the shipped card: its train_config names neither
     for key in ("mc_floor", "operating_point_spacings_mm"):
@@ -135,6 +136,9 @@ def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path, monkeypat
     with pytest.raises(AssertionError, match="drew its data"):  # another MC floor: its operating point is chosen again
         td.train_detector(tmp_path / "whole", DetectorTrainConfig(**{**config.__dict__, "mc_floor": 0.7}),
                           progress=False)
+    assert td.finished_card(tmp_path / "whole", config) is not None
+    monkeypatch.setattr(td, "COARSE_MM", 2.0)  # chosen under another coarse rule: chosen again
+    assert td.finished_card(tmp_path / "whole", config) is None
 
 
 def test_candidates_on_benign_lookalikes_become_repeated_negatives():

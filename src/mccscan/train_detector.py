@@ -279,7 +279,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
 def finished_card(out_dir: Path, config: DetectorTrainConfig) -> dict | None:
     """The card of the run in `out_dir` when it trained every epoch of `config` and chose its
     operating point with `config`'s settings and today's `COARSE_MM` (a card that names none
-    predates the rule, which only removes clusters, so its threshold still holds), so that
+    predates the rule, which only takes MCs away, so its threshold still holds), so that
     rerunning a finished command (a script over many runs) costs nothing; None otherwise."""
     last, card_file = out_dir / "last.pt", card_path(out_dir / "mc.pt")
     if not (last.is_file() and card_file.is_file()):
