@@ -35,9 +35,9 @@ def cluster_stages(mcs, clusters, image: np.ndarray, breast: np.ndarray, loaded,
     from mccscan.train_detector import mc_reach_px
 
     options = detector_options(loaded)
-    snr, floor = options.pop("candidate_snr"), options.pop("mc_floor")
+    snr, floor = options["candidate_snr"], options["mc_floor"]
     cands = find_candidates(image, breast, patch_px=loaded.model.config.patch_px, snr=LOW_SNR,
-                            context_pool=loaded.model.config.context_pool, **options)
+                            context_pool=loaded.model.config.context_pool, wide_sigma_px=options["wide_sigma_px"])
     p = score_candidates(loaded.model, cands.patches)
     rows = []
     for cluster in clusters:

@@ -8,6 +8,7 @@ from mccscan.clusters import MATCH_MARGIN_MM
 from mccscan.datasets.phantom import make_phantom
 from mccscan.mcdetect import detect, find_candidates, normalised_highpass, one_per_coarse_object
 from mccscan.metrics import compare_clusters
+from mccscan.models import MCNet
 from mccscan.scan import detector_options
 from mccscan.weights import DETECTORS, load_model
 
@@ -85,17 +86,33 @@ def test_three_specks_of_one_coarse_calcification_count_as_one_mc_and_mcs_or_tho
     coarse |= np.hypot((xx - 200) / 12, (yy - 150) / 8) <= 1  # … and another, where only 2 specks pass for MCs
     mottle = ndimage.gaussian_filter(rng.standard_normal(image.shape), 1.5)
     image += ndimage.gaussian_filter(coarse * (0.15 + 0.1 * mottle), 0.8).astype(np.float32)
-    for x in (300, 309):  # two MCs 0.6 mm apart, 0.3 mm at half their contrast
-        image += 0.12 * np.exp(-0.5 * np.hypot(xx - x, yy - 150) ** 2 / 2.0 ** 2)
+    for x in (290, 300, 310):  # three blurred MCs 0.7 mm apart: one object at half their contrast, apart above 3/4
+        image += 0.12 * np.exp(-0.5 * np.hypot(xx - x, yy - 60) ** 2 / 3.3 ** 2)
     image[145:155, 400:600] += 0.15  # a 0.7 mm vessel, brighter than the faint MCs on it
     for x in (500, 509, 518):
         image += 0.04 * np.exp(-0.5 * np.hypot(xx - x, yy - 150) ** 2 / 2.0 ** 2)
-    points = np.array([(96, 148), (108, 153), (100, 150), (196, 148), (204, 152), (300, 150), (309, 150),
+    points = np.array([(96, 148), (108, 153), (100, 150), (196, 148), (204, 152), (300, 60), (290, 60), (310, 60),
                        (500, 150), (509, 150), (518, 150)], float)
-    scores = np.array([0.9, 0.95, 0.99, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
-    assert one_per_coarse_object(image, points, scores).tolist() == [False, False, True] + [True] * 7
+    scores = np.array([0.99, 0.95, 0.9, 0.9, 0.9, 0.99, 0.9, 0.9, 0.9, 0.9, 0.9])
+    assert one_per_coarse_object(image, points, scores).tolist() == [True, False, False] + [True] * 8  # the best stays
     assert one_per_coarse_object(image, points, scores, coarse_mm=2.0).all()  # 1.2 mm across: not 2 mm
     assert one_per_coarse_object(image, points[:3], scores[:3], pixel_spacing_mm=0.035).all()  # 0.6 mm at 35 µm
+
+
+def test_a_coarse_calcification_makes_no_cluster_unless_the_rule_is_off(monkeypatch):
+    import mccscan.mcdetect as mcdetect
+
+    rng = np.random.default_rng(3)
+    image = (0.4 + 0.01 * rng.standard_normal((300, 300))).astype(np.float32)
+    yy, xx = np.mgrid[:300, :300]
+    coarse = np.hypot((xx - 150) / 12, (yy - 150) / 8) <= 1  # 1.7 × 1.1 mm, mottled inside
+    mottle = ndimage.gaussian_filter(rng.standard_normal(image.shape), 1.5)
+    image += ndimage.gaussian_filter(coarse * (0.15 + 0.1 * mottle), 0.8).astype(np.float32)
+    monkeypatch.setattr(mcdetect, "score_candidates", lambda model, patches: (patches[:, 0, 13, 13] > 6) * 1.0)
+    breast = np.ones(image.shape, bool)
+    found = detect(MCNet(), image, breast)  # every speck 6 noise units up passes for an MC
+    assert len(found.mcs) == 1 and not found.clusters
+    assert len(detect(MCNet(), image, breast, coarse_mm=0).clusters) == 1
 
 
 def test_a_background_narrower_than_the_fine_mean_is_refused():

@@ -137,8 +137,11 @@ def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path, monkeypat
         td.train_detector(tmp_path / "whole", DetectorTrainConfig(**{**config.__dict__, "mc_floor": 0.7}),
                           progress=False)
     assert td.finished_card(tmp_path / "whole", config) is not None
-    monkeypatch.setattr(td, "COARSE_MM", 2.0)  # chosen under another coarse rule: chosen again
+    monkeypatch.setattr(td, "COARSE_MM", 2.0)  # chosen under another coarse rule: chosen again …
     assert td.finished_card(tmp_path / "whole", config) is None
+    td.choose_operating_point(tmp_path / "whole" / "mc.pt", config.val_phantoms, config.operating_point_spacings_mm,
+                              mc_floor=config.mc_floor)
+    assert td.finished_card(tmp_path / "whole", config)["operating_point"]["coarse_mm"] == 2.0  # … with today's
 
 
 def test_candidates_on_benign_lookalikes_become_repeated_negatives():

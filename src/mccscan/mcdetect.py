@@ -208,49 +208,51 @@ def score_candidates(model: MCNet, patches: np.ndarray, batch_size: int = 256) -
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def _joined(window: np.ndarray, peak_yx: tuple[int, int], background: float, level: float) -> np.ndarray:
+    """The connected region around `peak_yx` brighter than `level` of its contrast over `background`."""
+    peak = float(window[peak_yx])
+    labels, _ = ndimage.label(window > background + level * (peak - background))
+    return labels == labels[peak_yx]
+
+
 def one_per_coarse_object(image: np.ndarray, xy: np.ndarray, scores: np.ndarray, *, pixel_spacing_mm: float = 0.07,
                           coarse_mm: float = COARSE_MM) -> np.ndarray:
     """Which points (x, y) to keep so that a coarse calcification is one MC, not a cluster.
 
     A coarse calcification (over 1 mm: dystrophic, an oil cyst's) is benign, but the
-    high-pass, made for specks, splits its bright, mottled inside into several that the
-    network scores as MCs. Around each point, best score first: its object is the connected
-    region brighter than half its contrast over the median of the ring `COARSE_RING_MM`;
-    when that is ≥ `coarse_mm` in equivalent diameter and does not reach the ring (a
-    vessel, a ligament, a larger popcorn calcification decide nothing), the points joined
-    to it above `COARSE_CORE` of its contrast count as one when they are ≥ `MIN_MCS`, so
-    many that the object alone would pass for a cluster. Neighbouring MCs of a real
-    cluster, blurred together at a coarse pixel size, rarely join that high; a large MC
-    stays an MC."""
+    high-pass splits its bright, mottled inside into specks the network scores as MCs.
+    Best score first, a point's object is the region brighter than half its contrast over
+    the median of the ring `COARSE_RING_MM` around it. When that is ≥ `coarse_mm` in
+    equivalent diameter and does not reach the ring (a vessel, a ligament or a larger
+    popcorn calcification decides nothing), the points joined to it above `COARSE_CORE` of
+    its contrast, if ≥ `MIN_MCS` of them, count as one: their best. Blurred neighbours of
+    a real cluster rarely join that high, and a large MC stays one MC. Points within the
+    ring's radius of the image edge are left as they are."""
     xy = np.round(np.asarray(xy, np.float64).reshape(-1, 2)).astype(int)
+    scores = np.asarray(scores, np.float64)
     r_in, r_out = (int(round(r / pixel_spacing_mm)) for r in COARSE_RING_MM)
     yy, xx = np.mgrid[-r_out:r_out + 1, -r_out:r_out + 1]
     ring = (np.hypot(yy, xx) >= r_in) & (np.hypot(yy, xx) <= r_out)
     min_area_px = np.pi * (coarse_mm / pixel_spacing_mm / 2) ** 2
     keep = np.ones(len(xy), bool)
-    for k in np.argsort(-np.asarray(scores), kind="stable"):
+    for k in np.argsort(-scores, kind="stable"):
         x, y = xy[k]
         if not keep[k] or not (r_out <= y < image.shape[0] - r_out and r_out <= x < image.shape[1] - r_out):
             continue
         window = image[y - r_out:y + r_out + 1, x - r_out:x + r_out + 1]
         background = float(np.median(window[ring]))
-        centre = window[r_out - 1:r_out + 2, r_out - 1:r_out + 2]
-        py, px = np.unravel_index(np.argmax(centre), centre.shape)
-        contrast = float(centre[py, px]) - background
-
-        def joined(level: float) -> np.ndarray:
-            labels, _ = ndimage.label(window > background + level * contrast)
-            return labels == labels[r_out - 1 + py, r_out - 1 + px]
-
-        region = joined(0.5)
+        py, px = np.unravel_index(np.argmax(window[r_out - 1:r_out + 2, r_out - 1:r_out + 2]), (3, 3))
+        peak_yx = (r_out - 1 + int(py), r_out - 1 + int(px))
+        region = _joined(window, peak_yx, background, 0.5)
         if region.sum() < min_area_px or (region & ring).any():
             continue
         dx, dy = (xy - (x, y)).T
         same = keep & (np.abs(dx) <= r_out) & (np.abs(dy) <= r_out)
-        same[same] = joined(COARSE_CORE)[dy[same] + r_out, dx[same] + r_out]
+        same[same] = _joined(window, peak_yx, background, COARSE_CORE)[dy[same] + r_out, dx[same] + r_out]
         if same.sum() >= MIN_MCS:
-            keep[same] = False
-            keep[k] = True
+            members = np.flatnonzero(same)
+            keep[members] = False
+            keep[members[np.argmax(scores[members])]] = True
     return keep
 
 

@@ -279,7 +279,7 @@ def train_detector(out_dir: str | Path, config: DetectorTrainConfig = DetectorTr
 def finished_card(out_dir: Path, config: DetectorTrainConfig) -> dict | None:
     """The card of the run in `out_dir` when it trained every epoch of `config` and chose its
     operating point with `config`'s settings and today's `COARSE_MM` (a card that names none
-    predates the rule, which only takes MCs away, so its threshold still holds), so that
+    predates the rule, which takes MCs away, so its threshold keeps to its budget), so that
     rerunning a finished command (a script over many runs) costs nothing; None otherwise."""
     last, card_file = out_dir / "last.pt", card_path(out_dir / "mc.pt")
     if not (last.is_file() and card_file.is_file()):
@@ -322,7 +322,7 @@ def choose_operating_point(weights: str | Path, val_phantoms: int = 20,
     weights and store, in their card, the cluster score with the highest sensitivity at
     ≤ MAX_FP_PER_IMAGE false clusters per image over all of them. The MC floor and the pixel
     sizes not given are the card's (its operating point, else its training config, else the
-    first settings and OPERATING_POINT_SPACINGS_MM)."""
+    first settings and OPERATING_POINT_SPACINGS_MM); the coarse rule is today's `COARSE_MM`."""
     loaded = load_model(weights)
     point, trained = loaded.card.get("operating_point", {}), loaded.card.get("train_config", {})
     if pixel_spacings_mm is None:
@@ -330,7 +330,7 @@ def choose_operating_point(weights: str | Path, val_phantoms: int = 20,
             "operating_point_spacings_mm") or OPERATING_POINT_SPACINGS_MM)
     check_operating_point_settings(pixel_spacings_mm, mc_floor)
     loaded.card["operating_point"] = {  # what the scans below use
-        **detector_options(loaded), **({} if mc_floor is None else {"mc_floor": mc_floor})}
+        **detector_options(loaded), "coarse_mm": COARSE_MM, **({} if mc_floor is None else {"mc_floor": mc_floor})}
     val = scan_phantoms(loaded, VAL_SEEDS[:val_phantoms], pixel_spacings_mm=tuple(pixel_spacings_mm),
                         progress=progress)[0]  # the scan a user runs, on files of each spacing
     froc = cluster_froc(val, n_bootstrap=0)
