@@ -78,14 +78,19 @@ def test_a_specks_snr_does_not_depend_on_the_tissue_around_it_or_the_contrast_cu
         assert fatty > 3 and dense > 3 and 0.7 < fatty / dense < 1.4
 
 
-def test_three_specks_of_one_coarse_calcification_count_as_one_mc_and_mcs_or_those_on_a_vessel_as_themselves():
+def _with_coarse_calcifications(shape: tuple[int, int], centres_x: tuple[int, ...]) -> np.ndarray:
+    """Noisy flat tissue with a 1.7 × 1.1 mm calcification, mottled inside, at each (x, 150)."""
     rng = np.random.default_rng(3)
-    image = (0.4 + 0.01 * rng.standard_normal((300, 600))).astype(np.float32)
+    image = (0.4 + 0.01 * rng.standard_normal(shape)).astype(np.float32)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    coarse = np.any([np.hypot((xx - x) / 12, (yy - 150) / 8) <= 1 for x in centres_x], axis=0)
+    mottle = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5)
+    return image + ndimage.gaussian_filter(coarse * (0.15 + 0.1 * mottle), 0.8).astype(np.float32)
+
+
+def test_three_specks_of_one_coarse_calcification_count_as_one_mc_and_mcs_or_those_on_a_vessel_as_themselves():
+    image = _with_coarse_calcifications((300, 600), (100, 200))  # at 200 only 2 specks pass for MCs
     yy, xx = np.mgrid[:300, :600]
-    coarse = np.hypot((xx - 100) / 12, (yy - 150) / 8) <= 1  # 1.7 × 1.1 mm, mottled inside …
-    coarse |= np.hypot((xx - 200) / 12, (yy - 150) / 8) <= 1  # … and another, where only 2 specks pass for MCs
-    mottle = ndimage.gaussian_filter(rng.standard_normal(image.shape), 1.5)
-    image += ndimage.gaussian_filter(coarse * (0.15 + 0.1 * mottle), 0.8).astype(np.float32)
     for x in (290, 300, 310):  # three blurred MCs 0.7 mm apart: one object at half their contrast, apart above 3/4
         image += 0.12 * np.exp(-0.5 * np.hypot(xx - x, yy - 60) ** 2 / 3.3 ** 2)
     image[145:155, 400:600] += 0.15  # a 0.7 mm vessel, brighter than the faint MCs on it
@@ -102,12 +107,7 @@ def test_three_specks_of_one_coarse_calcification_count_as_one_mc_and_mcs_or_tho
 def test_a_coarse_calcification_makes_no_cluster_unless_the_rule_is_off(monkeypatch):
     import mccscan.mcdetect as mcdetect
 
-    rng = np.random.default_rng(3)
-    image = (0.4 + 0.01 * rng.standard_normal((300, 300))).astype(np.float32)
-    yy, xx = np.mgrid[:300, :300]
-    coarse = np.hypot((xx - 150) / 12, (yy - 150) / 8) <= 1  # 1.7 × 1.1 mm, mottled inside
-    mottle = ndimage.gaussian_filter(rng.standard_normal(image.shape), 1.5)
-    image += ndimage.gaussian_filter(coarse * (0.15 + 0.1 * mottle), 0.8).astype(np.float32)
+    image = _with_coarse_calcifications((300, 300), (150,))
     monkeypatch.setattr(mcdetect, "score_candidates", lambda model, patches: (patches[:, 0, 13, 13] > 6) * 1.0)
     breast = np.ones(image.shape, bool)
     found = detect(MCNet(), image, breast)  # every speck 6 noise units up passes for an MC
