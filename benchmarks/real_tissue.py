@@ -17,7 +17,10 @@ Three measurements per detector:
   median MC contrast (below 0.05 they sit near the noise floor), and so split at 1 FP/image
   too, and there also by whether 3 of a cluster's MCs stand above the film's noise on their
   own (`evaluate.cluster_signal_snr` ≥ 3: what size, blur and the film's noise leave of the
-  contrast drawn);
+  contrast drawn), and, once for all detectors, how many inserted clusters have their 3rd MC
+  at ≥ 3 / 2.5 / 2 noise units beside how many specks that strong each cm² of bare film
+  holds: about the most a detector blind below that level could find, and the crowd it would
+  have to pick them from;
 - isolated single and paired MCs (the phantom's distractors, as bright as cluster MCs)
   inserted into the same films without any cluster, `--inserts` draws of 8 per film: the
   share of these sites that the detector turns into a cluster at its operating point.
@@ -39,6 +42,7 @@ from mccscan.datasets.cbis_ddsm import DDSM_PIXEL_SPACING_MM
 from mccscan.datasets.phantom import insert_clusters, insert_isolated
 from mccscan.evaluate import SITE_RADIUS_PX, cluster_contrast, cluster_signal_snr, isolated_sites
 from mccscan.io import SCAN_PIXEL_SPACING_MM, load_for_scan
+from mccscan.mcdetect import find_candidates
 from mccscan.metrics import (FROC_FP_RATES, ImageClusters, above_noise_text, by_contrast_text, cluster_counts,
                              cluster_froc, found_above_noise, found_by_contrast, isolated_site_rate, operating_point)
 from mccscan.scan import default_threshold, detector_options, scan_image
@@ -46,6 +50,7 @@ from mccscan.tiling import breast_mask
 from mccscan.weights import DETECTORS, load_detector, load_model
 
 
+STANDING_SNR = (3.0, 2.5, 2.0)  # noise units at which to count the inserted clusters that stand out
 TARGET_FP_PER_IMAGE = 1.0  # issue 13's real-tissue target: sensitivity ≥ 0.85 at this many false clusters per image
 ISOLATED_SITES_PER_DRAW = 8  # isolated MCs and pairs put into a film per draw (a large phantom has 4–20)
 
@@ -71,6 +76,25 @@ def isolated_draws(image: np.ndarray, breast: np.ndarray, index: int, inserts: i
     (draw, tissue, MCs)."""
     for draw in range(inserts):
         yield draw, *insert_isolated(image, breast, np.random.default_rng((index, draw, 1)), ISOLATED_SITES_PER_DRAW)
+
+
+def standing_out(images: list[np.ndarray], signal_snr: dict) -> dict:
+    """Detector-independent: how many inserted clusters have their 3rd MC at ≥ each of
+    `STANDING_SNR` noise units (`signal_snr`, filled by `measure`), and how many specks of
+    the bare films (local maxima of the normalised high-pass) stand that high, per cm² of
+    breast."""
+    third_mc = np.concatenate(list(signal_snr.values()))
+    lowest = min(STANDING_SNR)
+    specks, area_cm2 = [], 0.0
+    for image in images:
+        breast = breast_mask(image)
+        specks.append(find_candidates(image, breast, snr=lowest, max_candidates=10**7).snr)
+        area_cm2 += breast.sum() * (SCAN_PIXEL_SPACING_MM / 10) ** 2
+    specks = np.concatenate(specks)
+    return {"clusters": len(third_mc), "breast_cm2": area_cm2,
+            "at_least": {f"{k:g}": {"clusters": int((third_mc >= k).sum()),
+                                    "film_specks_per_cm2": float((specks >= k).sum() / area_cm2)}
+                         for k in STANDING_SNR}}
 
 
 def measure(loaded, paths: list[Path], images: list[np.ndarray], inserts: int, bootstrap: int,
@@ -167,9 +191,13 @@ def main() -> None:
         loaded = load_model(name) if args.weights else load_detector(name)
         results[str(name)] = measure(loaded, paths, images, args.inserts, args.bootstrap, signal_snr)
         print_rows(str(name), results[str(name)])
+    standing = standing_out(images, signal_snr)
+    print("\ninserted clusters whose 3rd MC stands ≥ k noise units, and the bare films' specks per cm² "
+          "that high: " + "; ".join(f"k = {k}: {v['clusters']}/{standing['clusters']} clusters, "
+                                     f"{v['film_specks_per_cm2']:.0f} specks" for k, v in standing["at_least"].items()))
     if args.json:
         atomic_write_text(args.json, json.dumps({"root": str(args.root), "inserts": args.inserts,
-                                                 "detectors": results}, indent=2) + "\n")
+                                                 "standing_out": standing, "detectors": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
